@@ -1,0 +1,131 @@
+//! Command-line arguments → validated requests. Everything the user can get wrong is checked
+//! here or at load, before any sampling starts.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::denoiser::Precision;
+use crate::sampler::{SamplerKind, Spacing, Variance};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "edge-sample",
+    version,
+    about = "Generate images with a diffusion model on a small CPU",
+    long_about = "Generate images with an ONNX diffusion denoiser (run by tract) and write them \
+                  as PNG. With no options: 16 digits from the built-in model, 20 DDIM steps, \
+                  written to ./edge-sample.png."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub sample: SampleArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print what edge-sample detects in a model: inputs, schedule, prediction, precision.
+    Info {
+        /// Model file (.onnx) or bundled model name.
+        model: String,
+        #[arg(long, default_value = "auto")]
+        precision: Precision,
+    },
+    /// Time the denoiser: per-step latency (median/min/max), images/s and peak memory.
+    Bench(BenchArgs),
+    /// List the models built into this binary.
+    Models,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// ONNX model file, or the name of a bundled model (see `edge-sample models`).
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// Arithmetic: f16 only where the CPU has FEAT_FP16 (auto), or forced.
+    #[arg(long, default_value = "auto")]
+    pub precision: Precision,
+    /// Threads; each runs whole batches of images. Default: all cores.
+    #[arg(long, short = 'j')]
+    pub threads: Option<usize>,
+    /// Images per network call, for models with a free batch dimension.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SamplerArgs {
+    /// Sampler: ddpm, ddim or dpmpp-2m.
+    #[arg(long, short = 's', default_value = "ddim")]
+    pub sampler: SamplerKind,
+    /// Network evaluations. ddpm with --steps equal to the model's T (1000) is the seed's exact
+    /// chain; fewer steps respace it.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// DDIM stochasticity: 0 deterministic, 1 DDPM-like.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub eta: f64,
+    /// Timestep spacing: leading, trailing or linspace. Default: trailing (ddpm, ddim),
+    /// linspace (dpmpp-2m), as diffusers.
+    #[arg(long)]
+    pub spacing: Option<Spacing>,
+    /// DDPM noise variance: beta (σ² = β_t) or posterior (σ² = β̃_t).
+    #[arg(long, default_value = "beta")]
+    pub variance: Variance,
+    /// Do not clamp x̂0 to [-1, 1] (ddpm: the seed's direct-mean formula).
+    #[arg(long)]
+    pub no_clip: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+    /// Seed of the Gaussian noise; image i of seed s is the same on every platform.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Number of images.
+    #[arg(long, short = 'n', default_value_t = 16)]
+    pub num: usize,
+    /// Contact-sheet PNG of all images. Default: edge-sample.png unless --out-dir is given.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Folder for one PNG per image (created if missing).
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Integer nearest-neighbour upscaling of the written PNGs.
+    #[arg(long, default_value_t = 1)]
+    pub scale: usize,
+    /// x_T as a float32 NCHW .npy of shape [num, C, H, W] instead of seeded noise.
+    #[arg(long)]
+    pub init_noise: Option<PathBuf>,
+    /// img2img: start from this image, noised to the step --strength selects.
+    #[arg(long)]
+    pub init_image: Option<PathBuf>,
+    /// img2img: fraction of the steps that run, in (0, 1].
+    #[arg(long, default_value_t = 0.6)]
+    pub strength: f64,
+    /// Save the final samples (float32 NCHW, model range, before clamping) as .npy.
+    #[arg(long)]
+    pub save_npy: Option<PathBuf>,
+    /// No progress bar and no summary line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+    /// Images per timed run.
+    #[arg(long, short = 'n', default_value_t = 16)]
+    pub num: usize,
+    /// Timed runs after one warm-up run.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}

@@ -1,0 +1,55 @@
+//! The noise-prediction network behind a small trait, so that samplers and the sampling loop
+//! never see the engine. `tract.rs` is the only file that imports tract.
+
+pub mod info;
+pub mod onnx_fix;
+pub mod tract;
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::Result;
+
+pub use self::info::ModelInfo;
+pub use self::tract::{LoadOptions, Model, ModelSource, TractDenoiser};
+
+/// A network `(x_t, t) → output of x_t's shape` run on a fixed batch of images.
+pub trait Denoiser: Send {
+    /// (C, H, W) of one image.
+    fn image_shape(&self) -> [usize; 3];
+    /// Images per call; `x` and `out` hold `batch() · C·H·W` values.
+    fn batch(&self) -> usize;
+    /// Runs the network on `x` at training timestep `t`, writing its output to `out`.
+    fn run(&mut self, x: &[f32], t: usize, out: &mut [f32]) -> Result<()>;
+}
+
+/// Arithmetic precision of the denoiser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// f16 arithmetic for an fp16 model where the CPU has FEAT_FP16, else f32.
+    Auto,
+    F32,
+    F16,
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Precision::Auto),
+            "f32" | "fp32" => Ok(Precision::F32),
+            "f16" | "fp16" => Ok(Precision::F16),
+            _ => Err(format!("unknown precision '{s}' (valid: auto, f32, f16)")),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::Auto => "auto",
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        })
+    }
+}

@@ -1,0 +1,217 @@
+//! Graph rewrites applied to the ONNX protobuf before tract sees it, closing gaps between what
+//! real exporters write and what tract 0.23 loads (measured in ../shared/NOTES.md):
+//! - fp16 `Gemm` (PyTorch `model.half()` Linear layers) fails tract's type check after
+//!   expansion → `Transpose` + `MatMul` + `Add`, which load and fold to the same matmul.
+//! - onnxruntime's QOperator quantizer emits Microsoft contrib ops (`com.microsoft`
+//!   QLinearAdd, QLinearMul, QLinearConcat, QLinearSigmoid, QLinearLeakyRelu,
+//!   QLinearAveragePool, QLinearGlobalAveragePool, QGemm) that tract does not implement →
+//!   the standard `DequantizeLinear` → float op → `QuantizeLinear`, which is their definition.
+//!   The integer convolutions and matmuls (standard QLinearConv / QLinearMatMul) stay integer.
+use tract_onnx::pb;
+
+const MS: &str = "com.microsoft";
+
+fn attr_i(node: &pb::NodeProto, name: &str, default: i64) -> i64 {
+    node.attribute.iter().find(|a| a.name == name).map_or(default, |a| a.i)
+}
+fn attr_f(node: &pb::NodeProto, name: &str, default: f32) -> f32 {
+    node.attribute.iter().find(|a| a.name == name).map_or(default, |a| a.f)
+}
+
+fn node(op: &str, name: String, inputs: &[&str], outputs: &[&str]) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.to_string(),
+        name,
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn int_attr(name: &str, v: i64) -> pb::AttributeProto {
+    pb::AttributeProto { name: name.into(), r#type: 2, i: v, ..Default::default() }
+}
+fn ints_attr(name: &str, v: &[i64]) -> pb::AttributeProto {
+    pb::AttributeProto { name: name.into(), r#type: 7, ints: v.to_vec(), ..Default::default() }
+}
+fn float_attr(name: &str, v: f32) -> pb::AttributeProto {
+    pb::AttributeProto { name: name.into(), r#type: 1, f: v, ..Default::default() }
+}
+
+/// Builds replacement nodes with names derived from the node they replace.
+struct Builder<'a> {
+    base: &'a str,
+    nodes: Vec<pb::NodeProto>,
+}
+
+impl Builder<'_> {
+    fn tmp(&self, what: &str) -> String {
+        format!("{}__es_{what}_{}", self.base, self.nodes.len())
+    }
+    fn push(&mut self, mut n: pb::NodeProto) -> String {
+        let out = n.output[0].clone();
+        if n.name.is_empty() {
+            n.name = self.tmp(&n.op_type.to_lowercase());
+        }
+        self.nodes.push(n);
+        out
+    }
+    /// x (quantized) → float.
+    fn dq(&mut self, x: &str, scale: &str, zp: &str) -> String {
+        let out = self.tmp("dq");
+        let ins: Vec<&str> = if zp.is_empty() { vec![x, scale] } else { vec![x, scale, zp] };
+        self.push(node("DequantizeLinear", String::new(), &ins, &[&out]))
+    }
+    /// float → quantized, written to the original output name.
+    fn q(&mut self, x: &str, scale: &str, zp: &str, out: &str) {
+        let ins: Vec<&str> = if zp.is_empty() { vec![x, scale] } else { vec![x, scale, zp] };
+        self.push(node("QuantizeLinear", String::new(), &ins, &[out]));
+    }
+    fn op(&mut self, op: &str, ins: &[&str], attrs: Vec<pb::AttributeProto>) -> String {
+        let out = self.tmp(&op.to_lowercase());
+        let mut n = node(op, String::new(), ins, &[&out]);
+        n.attribute = attrs;
+        self.push(n)
+    }
+}
+
+fn input(n: &pb::NodeProto, i: usize) -> &str {
+    n.input.get(i).map_or("", |s| s.as_str())
+}
+
+/// Rewrites one contrib node; `None` when it is not one we know.
+fn rewrite_contrib(n: &pb::NodeProto) -> Option<Vec<pb::NodeProto>> {
+    let mut b = Builder { base: if n.name.is_empty() { &n.output[0] } else { &n.name }, nodes: vec![] };
+    let out = n.output.first()?.as_str();
+    match n.op_type.as_str() {
+        "QLinearAdd" | "QLinearMul" => {
+            let a = b.dq(input(n, 0), input(n, 1), input(n, 2));
+            let c = b.dq(input(n, 3), input(n, 4), input(n, 5));
+            let op = if n.op_type == "QLinearAdd" { "Add" } else { "Mul" };
+            let y = b.op(op, &[&a, &c], vec![]);
+            b.q(&y, input(n, 6), input(n, 7), out);
+        }
+        "QLinearConcat" => {
+            let mut parts = vec![];
+            for k in (2..n.input.len()).step_by(3) {
+                parts.push(b.dq(input(n, k), input(n, k + 1), input(n, k + 2)));
+            }
+            let refs: Vec<&str> = parts.iter().map(|s| s.as_str()).collect();
+            let y = b.op("Concat", &refs, vec![int_attr("axis", attr_i(n, "axis", 0))]);
+            b.q(&y, input(n, 0), input(n, 1), out);
+        }
+        "QLinearSigmoid" | "QLinearLeakyRelu" | "QLinearSoftmax" => {
+            let x = b.dq(input(n, 0), input(n, 1), input(n, 2));
+            let y = match n.op_type.as_str() {
+                "QLinearSigmoid" => b.op("Sigmoid", &[&x], vec![]),
+                "QLinearLeakyRelu" => {
+                    b.op("LeakyRelu", &[&x], vec![float_attr("alpha", attr_f(n, "alpha", 0.01))])
+                }
+                _ => b.op("Softmax", &[&x], vec![int_attr("axis", attr_i(n, "axis", -1))]),
+            };
+            b.q(&y, input(n, 3), input(n, 4), out);
+        }
+        "QLinearAveragePool" | "QLinearGlobalAveragePool" => {
+            if attr_i(n, "channels_last", 0) != 0 {
+                return None;
+            }
+            let x = b.dq(input(n, 0), input(n, 1), input(n, 2));
+            let y = if n.op_type == "QLinearGlobalAveragePool" {
+                b.op("GlobalAveragePool", &[&x], vec![])
+            } else {
+                let attrs = n
+                    .attribute
+                    .iter()
+                    .filter(|a| a.name != "channels_last")
+                    .cloned()
+                    .collect();
+                b.op("AveragePool", &[&x], attrs)
+            };
+            b.q(&y, input(n, 3), input(n, 4), out);
+        }
+        "QGemm" => {
+            let a = b.dq(input(n, 0), input(n, 1), input(n, 2));
+            let w = b.dq(input(n, 3), input(n, 4), input(n, 5));
+            let mut ins = vec![a, w];
+            if !input(n, 6).is_empty() {
+                // int32 bias quantized with scale a_scale·b_scale and zero point 0.
+                let s = b.op("Mul", &[input(n, 1), input(n, 4)], vec![]);
+                let c = b.op("Cast", &[input(n, 6)], vec![int_attr("to", 1)]);
+                ins.push(b.op("Mul", &[&c, &s], vec![]));
+            }
+            let attrs = vec![
+                float_attr("alpha", attr_f(n, "alpha", 1.0)),
+                int_attr("transA", attr_i(n, "transA", 0)),
+                int_attr("transB", attr_i(n, "transB", 0)),
+            ];
+            let refs: Vec<&str> = ins.iter().map(|s| s.as_str()).collect();
+            if input(n, 7).is_empty() {
+                let mut g = node("Gemm", format!("{}__es_gemm", b.base), &refs, &[out]);
+                g.attribute = attrs;
+                b.push(g);
+            } else {
+                let y = b.op("Gemm", &refs, attrs);
+                b.q(&y, input(n, 7), input(n, 8), out);
+            }
+        }
+        _ => return None,
+    }
+    Some(b.nodes)
+}
+
+/// Gemm → [Transpose] MatMul [Add]; only for alpha = beta = 1 (what exporters write).
+fn rewrite_gemm(n: &pb::NodeProto) -> Option<Vec<pb::NodeProto>> {
+    if attr_f(n, "alpha", 1.0) != 1.0 || attr_f(n, "beta", 1.0) != 1.0 {
+        return None;
+    }
+    let base = if n.name.is_empty() { n.output[0].clone() } else { n.name.clone() };
+    let mut b = Builder { base: &base, nodes: vec![] };
+    let mut a = input(n, 0).to_string();
+    let mut w = input(n, 1).to_string();
+    if attr_i(n, "transA", 0) != 0 {
+        a = b.op("Transpose", &[&a], vec![ints_attr("perm", &[1, 0])]);
+    }
+    if attr_i(n, "transB", 0) != 0 {
+        w = b.op("Transpose", &[&w], vec![ints_attr("perm", &[1, 0])]);
+    }
+    let out = n.output[0].as_str();
+    if input(n, 2).is_empty() {
+        b.push(node("MatMul", format!("{base}__es_matmul"), &[&a, &w], &[out]));
+    } else {
+        let y = b.op("MatMul", &[&a, &w], vec![]);
+        b.push(node("Add", format!("{base}__es_add"), &[&y, input(n, 2)], &[out]));
+    }
+    Some(b.nodes)
+}
+
+/// Applies every rewrite the graph needs; returns a line per kind of rewrite applied.
+pub fn apply(model: &mut pb::ModelProto) -> Vec<String> {
+    let Some(graph) = model.graph.as_mut() else { return vec![] };
+    let fp16 = graph.initializer.iter().any(|t| t.data_type == 10)
+        || graph.input.iter().any(|v| {
+            matches!(
+                v.r#type.as_ref().and_then(|t| t.value.as_ref()),
+                Some(pb::type_proto::Value::TensorType(t)) if t.elem_type == 10
+            )
+        });
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut nodes = Vec::with_capacity(graph.node.len());
+    for n in graph.node.drain(..) {
+        let replaced = if n.domain == MS {
+            rewrite_contrib(&n)
+        } else if fp16 && n.op_type == "Gemm" && (n.domain.is_empty() || n.domain == "ai.onnx") {
+            rewrite_gemm(&n)
+        } else {
+            None
+        };
+        match replaced {
+            Some(new) => {
+                *counts.entry(format!("{} ({})", n.op_type, if n.domain.is_empty() { "fp16" } else { MS })).or_default() += 1;
+                nodes.extend(new);
+            }
+            None => nodes.push(n),
+        }
+    }
+    graph.node = nodes;
+    counts.into_iter().map(|(k, v)| format!("{v}× {k} rewritten")).collect()
+}

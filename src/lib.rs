@@ -1,0 +1,19 @@
+//! edge-sample: diffusion-model image generation on small CPUs.
+//!
+//! The data flows one way: options → a [`plan::Plan`] (model, schedule, sampler, precision,
+//! threads) → the denoising loop ([`pipeline`]) → pixels ([`image`]) → sinks (PNG files).
+
+pub mod app;
+pub mod cli;
+pub mod denoiser;
+pub mod error;
+pub mod fsutil;
+pub mod image;
+pub mod models;
+pub mod pipeline;
+pub mod noise;
+pub mod npy;
+pub mod sampler;
+pub mod schedule;
+
+pub use error::{Error, Result};

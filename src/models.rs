@@ -1,0 +1,40 @@
+//! Models compiled into the binary, so that the lone binary works on a board.
+use crate::denoiser::ModelSource;
+use crate::error::{Error, Result};
+
+/// A bundled model.
+pub struct Bundled {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub bytes: &'static [u8],
+}
+
+/// The default model comes first.
+pub static BUNDLED: &[Bundled] = &[Bundled {
+    name: "digits",
+    description: "MNIST digits, the seed tutorial's UNet (1×28×28), DDPM ε-prediction",
+    bytes: include_bytes!("../models/digits/digits.onnx"),
+}];
+
+pub fn names() -> String {
+    BUNDLED.iter().map(|b| b.name).collect::<Vec<_>>().join(", ")
+}
+
+/// `--model` → a source: an existing file, else a bundled model's name.
+pub fn resolve(spec: Option<&str>) -> Result<ModelSource> {
+    let Some(spec) = spec else {
+        let b = &BUNDLED[0];
+        return Ok(ModelSource::Embedded { name: b.name, bytes: b.bytes });
+    };
+    let path = std::path::Path::new(spec);
+    if path.exists() {
+        return Ok(ModelSource::Path(path.to_path_buf()));
+    }
+    if let Some(b) = BUNDLED.iter().find(|b| b.name == spec) {
+        return Ok(ModelSource::Embedded { name: b.name, bytes: b.bytes });
+    }
+    Err(Error::input(format!(
+        "model '{spec}' is neither a file nor a bundled model (bundled: {})",
+        names()
+    )))
+}

@@ -1,0 +1,232 @@
+//! The denoising loop: images split into batches, batches spread over worker threads, each
+//! worker with its own engine state, sampler and buffers, all sized before the first step.
+//! Inside the loop nothing is allocated outside the engine (tests/alloc.rs proves it).
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::denoiser::{Denoiser, Model};
+use crate::error::{Error, Result};
+use crate::noise::NoiseStream;
+use crate::sampler::{Sampler, SamplerConfig};
+use crate::schedule::Schedule;
+
+/// img2img: start from a noised image instead of pure noise.
+#[derive(Clone, Debug)]
+pub struct InitImage {
+    /// One CHW image in model space.
+    pub x0: Vec<f32>,
+    /// In (0, 1]: the fraction of the steps that run (diffusers' img2img `strength`).
+    pub strength: f64,
+}
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub sampler: SamplerConfig,
+    pub seed: u64,
+    pub num: usize,
+    /// Worker threads (each runs whole batches).
+    pub threads: usize,
+    pub init_image: Option<InitImage>,
+    /// x_T (or img2img's ε) for every image, `num · C·H·W` values, instead of seeded noise.
+    pub init_noise: Option<Vec<f32>>,
+}
+
+/// The result of a run.
+pub struct Samples {
+    /// `num · C·H·W` values in model space, before clamping to pixels.
+    pub data: Vec<f32>,
+    pub shape: [usize; 3],
+    /// Network calls per batch actually run.
+    pub steps_run: usize,
+    pub elapsed: Duration,
+    /// Wall time of every network call, in call order per worker (for `bench`).
+    pub step_times: Vec<Duration>,
+}
+
+/// The first step index that runs for img2img with `strength` (diffusers'
+/// `init_timestep = min(int(S·strength), S)`, `t_start = S − init_timestep`).
+pub fn img2img_start(steps: usize, strength: f64) -> Result<usize> {
+    if !(strength > 0.0 && strength <= 1.0) {
+        return Err(Error::usage(format!("--strength must be in (0, 1], found {strength}")));
+    }
+    let init = ((steps as f64 * strength) as usize).min(steps);
+    if init == 0 {
+        return Err(Error::usage(format!(
+            "--strength {strength} with {steps} steps runs no step: raise --strength or --steps"
+        )));
+    }
+    Ok(steps - init)
+}
+
+/// Runs the job. `on_step` is called after every network call (from any worker).
+pub fn generate(model: &Model, job: &Job, on_step: &(dyn Fn() + Sync)) -> Result<Samples> {
+    let schedule = Schedule::new(model.info.schedule)?;
+    let sampler_cfg = SamplerConfig { prediction: model.info.prediction, ..job.sampler };
+    sampler_cfg.validate(schedule.len())?;
+    if job.num == 0 {
+        return Err(Error::usage("--num must be at least 1"));
+    }
+    let shape = model.io.image_shape;
+    let chw = shape.iter().product::<usize>();
+    if let Some(n) = &job.init_noise {
+        if n.len() != job.num * chw {
+            return Err(Error::input(format!(
+                "init noise holds {} values, expected {} images × {:?}",
+                n.len(),
+                job.num,
+                shape
+            )));
+        }
+    }
+    let start = match &job.init_image {
+        Some(init) => img2img_start(sampler_cfg.steps, init.strength)?,
+        None => 0,
+    };
+    let batch = model.batch;
+    let batches = job.num.div_ceil(batch);
+    let workers = job.threads.clamp(1, batches);
+
+    let mut data = vec![0f32; job.num * chw];
+    let out = Mutex::new(&mut data);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let times: Mutex<Vec<Duration>> = Mutex::new(Vec::new());
+    let t0 = Instant::now();
+
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let run = || -> Result<()> {
+                    let mut den = model.denoiser()?;
+                    let mut sampler = sampler_cfg.build(&schedule)?;
+                    let mut w =
+                        Worker::new(&mut *sampler, batch, chw, (sampler_cfg.steps - start) * batches);
+                    loop {
+                        if failed.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        let b = next.fetch_add(1, Ordering::Relaxed);
+                        if b >= batches {
+                            break;
+                        }
+                        let first = b * batch;
+                        let count = batch.min(job.num - first);
+                        w.init(job, first, count, &schedule, start);
+                        w.denoise(&mut den, start, on_step)?;
+                        let mut o = out.lock().unwrap();
+                        o[first * chw..(first + count) * chw]
+                            .copy_from_slice(&w.x[..count * chw]);
+                    }
+                    times.lock().unwrap().extend_from_slice(&w.times);
+                    Ok(())
+                };
+                if let Err(e) = run() {
+                    failed.store(true, Ordering::Relaxed);
+                    first_error.lock().unwrap().get_or_insert(e);
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap() {
+        return Err(e);
+    }
+    Ok(Samples {
+        data,
+        shape,
+        steps_run: sampler_cfg.steps - start,
+        elapsed: t0.elapsed(),
+        step_times: times.into_inner().unwrap(),
+    })
+}
+
+/// One worker's buffers, sized once.
+pub struct Worker<'s> {
+    sampler: &'s mut dyn Sampler,
+    chw: usize,
+    streams: Vec<NoiseStream>,
+    pub x: Vec<f32>,
+    model_out: Vec<f32>,
+    noise: Vec<f32>,
+    pub times: Vec<Duration>,
+}
+
+impl<'s> Worker<'s> {
+    /// `timings`: how many network-call durations to record at most.
+    pub fn new(sampler: &'s mut dyn Sampler, batch: usize, chw: usize, timings: usize) -> Worker<'s> {
+        sampler.prepare(batch * chw);
+        Worker {
+            sampler,
+            chw,
+            streams: vec![NoiseStream::new(0, 0); batch],
+            x: vec![0.0; batch * chw],
+            model_out: vec![0.0; batch * chw],
+            noise: vec![0.0; batch * chw],
+            times: Vec::with_capacity(timings),
+        }
+    }
+
+    /// Sets x to the starting point of images `first..first + count` (the rest of the batch,
+    /// if any, is padding that is computed and discarded).
+    pub fn init(&mut self, job: &Job, first: usize, count: usize, schedule: &Schedule, start: usize) {
+        let chw = self.chw;
+        for (j, stream) in self.streams.iter_mut().enumerate() {
+            // Padding slots of a partial batch get streams no real image uses.
+            let image = if j < count { (first + j) as u64 } else { u64::MAX - j as u64 };
+            *stream = NoiseStream::new(job.seed, image);
+            let xj = &mut self.x[j * chw..(j + 1) * chw];
+            match (&job.init_noise, j < count) {
+                (Some(n), true) => {
+                    let g = first + j;
+                    xj.copy_from_slice(&n[g * chw..(g + 1) * chw]);
+                }
+                _ => stream.fill(xj),
+            }
+            if let Some(init) = &job.init_image {
+                // The seed's sample_forward: x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε at the first step run.
+                let t = self.sampler.timesteps()[start];
+                let (a, s) = (schedule.sqrt_alpha_bars[t] as f32, schedule.sqrt_one_minus_alpha_bars[t] as f32);
+                for (v, &x0) in xj.iter_mut().zip(&init.x0) {
+                    *v = a * x0 + s * *v;
+                }
+            }
+        }
+        self.sampler.reset();
+    }
+
+    /// Runs steps `start..S` on the current batch.
+    pub fn denoise(
+        &mut self,
+        den: &mut dyn Denoiser,
+        start: usize,
+        on_step: &(dyn Fn() + Sync),
+    ) -> Result<()> {
+        let chw = self.chw;
+        let steps = self.sampler.timesteps().len();
+        for i in start..steps {
+            let t = self.sampler.timesteps()[i];
+            let t_call = Instant::now();
+            den.run(&self.x, t, &mut self.model_out)?;
+            if self.times.len() < self.times.capacity() {
+                self.times.push(t_call.elapsed());
+            }
+            if let Some(bad) = self.model_out.iter().position(|v| !v.is_finite()) {
+                return Err(Error::runtime(format!(
+                    "the model's output is not finite ({}) at step {} of {steps} (t = {t}), image element {bad}",
+                    self.model_out[bad],
+                    i + 1
+                )));
+            }
+            if self.sampler.noise_std(i) > 0.0 {
+                for (j, stream) in self.streams.iter_mut().enumerate() {
+                    stream.fill(&mut self.noise[j * chw..(j + 1) * chw]);
+                }
+            }
+            self.sampler.step(i, &mut self.x, &self.model_out, &self.noise);
+            on_step();
+        }
+        Ok(())
+    }
+}

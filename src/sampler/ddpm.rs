@@ -1,0 +1,185 @@
+//! Ancestral DDPM (Ho et al. 2020, Algorithm 2), the seed's `sample_backward_step`.
+//!
+//! At S = T this is exactly the seed's step, coefficients read from the static tables:
+//! - clip (default): x̂0 = clip((x_t − √(1−ᾱ_t) ε)/√ᾱ_t, −1, 1), mean = coef1·x_t + coef2·x̂0;
+//! - no clip: mean = (x_t − (1−α_t)/√(1−ᾱ_t) · ε)/√α_t;
+//! - noise: σ² = β_t or β̃_t, none at the last step (t = 0).
+//!
+//! With S < T the chain is respaced (Nichol & Dhariwal 2021, §4): over the kept timesteps
+//! S_0 > … > S_{n−1}, β'_i = 1 − ᾱ_{S_i}/ᾱ_{S_{i+1}} (ᾱ after the last = 1) and the same
+//! formulas apply with β', α' = 1 − β'. The network still gets the original t.
+use super::{a_s, x0_into, Prediction, Sampler, SamplerConfig, Spacing};
+use crate::schedule::Schedule;
+
+#[derive(Clone, Copy, Debug)]
+struct Coefs {
+    /// √ᾱ_t, √(1−ᾱ_t): to convert the network output.
+    a: f32,
+    s: f32,
+    /// Posterior mean through x̂0: coef1·x + coef2·x̂0.
+    coef1: f32,
+    coef2: f32,
+    /// Direct mean: (x − direct_eps·ε) · inv_sqrt_alpha.
+    inv_sqrt_alpha: f32,
+    direct_eps: f32,
+    sigma: f32,
+}
+
+pub struct Ddpm {
+    timesteps: Vec<usize>,
+    coefs: Vec<Coefs>,
+    clip: bool,
+    prediction: Prediction,
+}
+
+impl Ddpm {
+    pub fn new(cfg: &SamplerConfig, schedule: &Schedule) -> Ddpm {
+        let t_max = schedule.len();
+        let spacing: Spacing = cfg.spacing();
+        let timesteps = super::timesteps(spacing, t_max, cfg.steps);
+        let n = timesteps.len();
+        let coefs = (0..n)
+            .map(|i| {
+                let t = timesteps[i];
+                let prev = (i + 1 < n).then(|| timesteps[i + 1]);
+                let ab = schedule.alpha_bars[t];
+                let ab_prev = schedule.alpha_bar_or_one(prev);
+                // Consecutive timesteps: the seed's own tables, bit for bit.
+                let (beta, coef1, coef2, post_var) = if prev == t.checked_sub(1) {
+                    (
+                        schedule.betas[t],
+                        schedule.coef1[t],
+                        schedule.coef2[t],
+                        schedule.posterior_variance[t],
+                    )
+                } else {
+                    let beta = 1.0 - ab / ab_prev;
+                    (
+                        beta,
+                        (1.0 - beta).sqrt() * (1.0 - ab_prev) / (1.0 - ab),
+                        ab_prev.sqrt() * beta / (1.0 - ab),
+                        (1.0 - ab_prev) / (1.0 - ab) * beta,
+                    )
+                };
+                let var = match cfg.variance {
+                    super::Variance::Beta => beta,
+                    super::Variance::Posterior => post_var,
+                };
+                let (a, s) = a_s(schedule, t);
+                Coefs {
+                    a,
+                    s,
+                    coef1: coef1 as f32,
+                    coef2: coef2 as f32,
+                    inv_sqrt_alpha: (1.0 / (1.0 - beta).sqrt()) as f32,
+                    direct_eps: (beta / schedule.sqrt_one_minus_alpha_bars[t]) as f32,
+                    sigma: if prev.is_some() { var.sqrt() as f32 } else { 0.0 },
+                }
+            })
+            .collect();
+        Ddpm { timesteps, coefs, clip: cfg.clip, prediction: cfg.prediction }
+    }
+}
+
+impl Sampler for Ddpm {
+    fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+
+    fn noise_std(&self, i: usize) -> f32 {
+        self.coefs[i].sigma
+    }
+
+    fn reset(&mut self) {}
+
+    fn step(&mut self, i: usize, x: &mut [f32], model_out: &[f32], noise: &[f32]) {
+        let c = self.coefs[i];
+        let pred = self.prediction;
+        let mean = |xv: f32, m: f32| {
+            let (x0, eps) = pred.x0_eps(xv, m, c.a, c.s);
+            if self.clip {
+                c.coef1 * xv + c.coef2 * x0.clamp(-1.0, 1.0)
+            } else {
+                (xv - c.direct_eps * eps) * c.inv_sqrt_alpha
+            }
+        };
+        if c.sigma > 0.0 {
+            for ((xv, &m), &z) in x.iter_mut().zip(model_out).zip(noise) {
+                *xv = mean(*xv, m) + c.sigma * z;
+            }
+        } else {
+            for (xv, &m) in x.iter_mut().zip(model_out) {
+                *xv = mean(*xv, m);
+            }
+        }
+    }
+
+    fn predict_x0(&self, i: usize, x: &[f32], model_out: &[f32], out: &mut [f32]) {
+        let c = self.coefs[i];
+        x0_into(self.prediction, c.a, c.s, x, model_out, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::{SamplerKind, Variance};
+
+    fn cfg(steps: usize, variance: Variance, clip: bool) -> SamplerConfig {
+        SamplerConfig {
+            kind: SamplerKind::Ddpm,
+            steps,
+            variance,
+            clip,
+            ..Default::default()
+        }
+    }
+
+    /// The seed's step, transcribed literally in f64, against ours for one element.
+    #[test]
+    fn full_chain_step_is_the_seeds_formula() {
+        let s = Schedule::seed();
+        for (variance, clip) in [
+            (Variance::Beta, true),
+            (Variance::Posterior, true),
+            (Variance::Beta, false),
+            (Variance::Posterior, false),
+        ] {
+            let mut d = Ddpm::new(&cfg(1000, variance, clip), &s);
+            assert_eq!(d.timesteps()[0], 999);
+            for (i, t) in [(0usize, 999usize), (500, 499), (998, 1), (999, 0)] {
+                let (x, eps, z) = (0.7f64, -0.4f64, 1.3f64);
+                let ab = s.alpha_bars[t];
+                let var = if t == 0 {
+                    0.0
+                } else if variance == Variance::Beta {
+                    s.betas[t]
+                } else {
+                    (1.0 - s.alpha_bars[t - 1]) / (1.0 - ab) * s.betas[t]
+                };
+                let mean = if clip {
+                    let x0 = ((x - (1.0 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1.0, 1.0);
+                    s.coef1[t] * x + s.coef2[t] * x0
+                } else {
+                    (x - (1.0 - s.alphas[t]) / (1.0 - ab).sqrt() * eps) / s.alphas[t].sqrt()
+                };
+                let want = mean + var.sqrt() * z;
+                let mut xs = [x as f32];
+                d.step(i, &mut xs, &[eps as f32], &[z as f32]);
+                let got = xs[0] as f64;
+                assert!(
+                    (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                    "{variance} clip={clip} t={t}: {got} vs {want}"
+                );
+                assert_eq!(d.noise_std(i) > 0.0, t > 0);
+            }
+        }
+    }
+
+    #[test]
+    fn respaced_last_step_adds_no_noise() {
+        let d = Ddpm::new(&cfg(20, Variance::Beta, true), &Schedule::seed());
+        assert!(d.noise_std(18) > 0.0);
+        assert_eq!(d.noise_std(19), 0.0);
+    }
+}
