@@ -10,7 +10,14 @@ fn denoiser_step(c: &mut Criterion) {
     let mut g = c.benchmark_group("denoiser_step");
     for batch in [1usize, 16] {
         let source = edge_sample::models::resolve(None).unwrap();
-        let model = Model::load(&source, &LoadOptions { batch, ..Default::default() }).unwrap();
+        let model = Model::load(
+            &source,
+            &LoadOptions {
+                batch,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let mut den = model.denoiser().unwrap();
         let n = batch * model.io.image_shape.iter().product::<usize>();
         let mut x = vec![0f32; n];
@@ -37,9 +44,10 @@ fn main_job(c: &mut Criterion) {
             init_image: None,
             init_noise: None,
         };
-        g.bench_function(BenchmarkId::new("digits", format!("{threads}threads")), |b| {
-            b.iter(|| generate(&model, &job, &|| {}).unwrap())
-        });
+        g.bench_function(
+            BenchmarkId::new("digits", format!("{threads}threads")),
+            |b| b.iter(|| generate(&model, &job, &|| {}).unwrap()),
+        );
     }
     g.finish();
 }

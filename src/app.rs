@@ -44,7 +44,13 @@ fn load(m: &ModelArgs) -> Result<Model> {
         return Err(Error::usage("--threads must be at least 1"));
     }
     let source = models::resolve(m.model.as_deref())?;
-    Model::load(&source, &LoadOptions { batch: m.batch, precision: m.precision })
+    Model::load(
+        &source,
+        &LoadOptions {
+            batch: m.batch,
+            precision: m.precision,
+        },
+    )
 }
 
 /// A progress bar on stderr, drawn only on a terminal, at most every 100 ms.
@@ -101,7 +107,10 @@ pub fn sample(a: &SampleArgs) -> Result<()> {
         return Err(Error::usage("--num must be at least 1"));
     }
     if a.scale == 0 || a.scale > 64 {
-        return Err(Error::usage(format!("--scale must be in 1..=64, found {}", a.scale)));
+        return Err(Error::usage(format!(
+            "--scale must be in 1..=64, found {}",
+            a.scale
+        )));
     }
     let grid_path = match (&a.output, &a.out_dir) {
         (Some(p), _) => Some(p.clone()),
@@ -143,12 +152,22 @@ pub fn sample(a: &SampleArgs) -> Result<()> {
             if let (Some(n), false) = (note, a.quiet) {
                 eprintln!("note: {n}");
             }
-            Some(InitImage { x0, strength: a.strength })
+            Some(InitImage {
+                x0,
+                strength: a.strength,
+            })
         }
         None => None,
     };
     let threads = a.model.threads.unwrap_or_else(default_threads);
-    let job = Job { sampler: cfg, seed: a.seed, num: a.num, threads, init_image, init_noise };
+    let job = Job {
+        sampler: cfg,
+        seed: a.seed,
+        num: a.num,
+        threads,
+        init_image,
+        init_noise,
+    };
     let start = match &job.init_image {
         Some(i) => crate::pipeline::img2img_start(cfg.steps, i.strength)?,
         None => 0,
@@ -175,11 +194,19 @@ pub fn sample(a: &SampleArgs) -> Result<()> {
         written.push(format!("{}/NNNN.png", d.display()));
     }
     if let Some(p) = &grid_path {
-        write_png(p, &grid(&images, 2 * a.scale), &[("parameters", params.clone())])?;
+        write_png(
+            p,
+            &grid(&images, 2 * a.scale),
+            &[("parameters", params.clone())],
+        )?;
         written.push(p.display().to_string());
     }
     if !a.quiet {
-        println!("{} → {}", summary(&samples, a.num, model.batch), written.join(", "));
+        println!(
+            "{} → {}",
+            summary(&samples, a.num, model.batch),
+            written.join(", ")
+        );
     }
     Ok(())
 }
@@ -229,7 +256,13 @@ pub fn peak_rss_kib() -> Option<u64> {
 
 pub fn info(model: &str, precision: Precision) -> Result<()> {
     let source = models::resolve(Some(model))?;
-    let m = Model::load(&source, &LoadOptions { batch: 1, precision })?;
+    let m = Model::load(
+        &source,
+        &LoadOptions {
+            batch: 1,
+            precision,
+        },
+    )?;
     let i = &m.info;
     let io = &m.io;
     let src = |k: &str| i.sources.get(k).copied().unwrap_or("default");
@@ -244,7 +277,10 @@ pub fn info(model: &str, precision: Precision) -> Result<()> {
         io.image_shape[1],
         io.image_shape[2]
     );
-    println!("timestep:     {} {} {:?}", io.time_input, io.time_type, io.time_shape);
+    println!(
+        "timestep:     {} {} {:?}",
+        io.time_input, io.time_type, io.time_shape
+    );
     println!("output:       {}", io.output);
     println!(
         "schedule:     {} T={} beta {}..{} [{}]",
@@ -254,7 +290,11 @@ pub fn info(model: &str, precision: Precision) -> Result<()> {
         i.schedule.beta_end,
         src("beta_schedule")
     );
-    println!("prediction:   {} [{}]", i.prediction.name(), src("prediction_type"));
+    println!(
+        "prediction:   {} [{}]",
+        i.prediction.name(),
+        src("prediction_type")
+    );
     println!("pixel range:  {}..{}", i.pixel_range.0, i.pixel_range.1);
     let weights = match (io.int8, io.fp16_weights) {
         (Some(q), _) => q,
@@ -275,7 +315,12 @@ pub fn info(model: &str, precision: Precision) -> Result<()> {
 
 pub fn list_models() -> Result<()> {
     for b in models::BUNDLED {
-        println!("{:<10} {:>9} bytes  {}", b.name, b.bytes.len(), b.description);
+        println!(
+            "{:<10} {:>9} bytes  {}",
+            b.name,
+            b.bytes.len(),
+            b.description
+        );
     }
     Ok(())
 }
@@ -291,7 +336,14 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     }
     let model = load(&a.model)?;
     let threads = a.model.threads.unwrap_or_else(default_threads);
-    let job = Job { sampler: cfg, seed: 0, num: a.num, threads, init_image: None, init_noise: None };
+    let job = Job {
+        sampler: cfg,
+        seed: 0,
+        num: a.num,
+        threads,
+        init_image: None,
+        init_noise: None,
+    };
     generate(&model, &job, &|| {})?; // warm-up
     let mut step_times = vec![];
     let mut walls = vec![];
@@ -334,4 +386,3 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     }
     Ok(())
 }
-

@@ -32,10 +32,16 @@ impl Error {
         Error::Runtime(msg.into())
     }
     pub fn model(path: impl Into<String>, msg: impl Into<String>) -> Error {
-        Error::Model { path: path.into(), message: msg.into() }
+        Error::Model {
+            path: path.into(),
+            message: msg.into(),
+        }
     }
     pub fn output(path: impl Into<PathBuf>, msg: impl ToString) -> Error {
-        Error::Output { path: path.into(), message: msg.to_string() }
+        Error::Output {
+            path: path.into(),
+            message: msg.to_string(),
+        }
     }
 
     /// 2 for problems with what the user asked or gave, 1 for failures while running.

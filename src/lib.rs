@@ -10,9 +10,9 @@ pub mod error;
 pub mod fsutil;
 pub mod image;
 pub mod models;
-pub mod pipeline;
 pub mod noise;
 pub mod npy;
+pub mod pipeline;
 pub mod sampler;
 pub mod schedule;
 

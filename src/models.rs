@@ -17,21 +17,31 @@ pub static BUNDLED: &[Bundled] = &[Bundled {
 }];
 
 pub fn names() -> String {
-    BUNDLED.iter().map(|b| b.name).collect::<Vec<_>>().join(", ")
+    BUNDLED
+        .iter()
+        .map(|b| b.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `--model` → a source: an existing file, else a bundled model's name.
 pub fn resolve(spec: Option<&str>) -> Result<ModelSource> {
     let Some(spec) = spec else {
         let b = &BUNDLED[0];
-        return Ok(ModelSource::Embedded { name: b.name, bytes: b.bytes });
+        return Ok(ModelSource::Embedded {
+            name: b.name,
+            bytes: b.bytes,
+        });
     };
     let path = std::path::Path::new(spec);
     if path.exists() {
         return Ok(ModelSource::Path(path.to_path_buf()));
     }
     if let Some(b) = BUNDLED.iter().find(|b| b.name == spec) {
-        return Ok(ModelSource::Embedded { name: b.name, bytes: b.bytes });
+        return Ok(ModelSource::Embedded {
+            name: b.name,
+            bytes: b.bytes,
+        });
     }
     Err(Error::input(format!(
         "model '{spec}' is neither a file nor a bundled model (bundled: {})",

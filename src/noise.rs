@@ -33,13 +33,18 @@ pub struct NoiseStream {
 
 impl NoiseStream {
     pub fn new(seed: u64, image: u64) -> NoiseStream {
-        NoiseStream { key: mix(seed ^ mix(image.wrapping_add(GOLDEN))), next: 0 }
+        NoiseStream {
+            key: mix(seed ^ mix(image.wrapping_add(GOLDEN))),
+            next: 0,
+        }
     }
 
     /// The raw 64-bit word `n` of this stream.
     #[inline]
     pub fn word(&self, n: u64) -> u64 {
-        mix(self.key.wrapping_add(n.wrapping_add(1).wrapping_mul(GOLDEN)))
+        mix(self
+            .key
+            .wrapping_add(n.wrapping_add(1).wrapping_mul(GOLDEN)))
     }
 
     /// The Gaussian at position `k` of the stream.
@@ -50,7 +55,7 @@ impl NoiseStream {
         let u2 = (self.word(2 * pair + 1) >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
         let r = libm::sqrt(-2.0 * libm::log(u1));
         let theta = 2.0 * core::f64::consts::PI * u2;
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             r * libm::cos(theta)
         } else {
             r * libm::sin(theta)
@@ -130,7 +135,8 @@ mod tests {
         NoiseStream::new(7, 0).fill(&mut v);
         let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
         let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n as f64;
-        let kurt = v.iter().map(|&x| (x as f64 - mean).powi(4)).sum::<f64>() / n as f64 / (var * var);
+        let kurt =
+            v.iter().map(|&x| (x as f64 - mean).powi(4)).sum::<f64>() / n as f64 / (var * var);
         let se = 1.0 / (n as f64).sqrt();
         assert!(mean.abs() < 5.0 * se, "mean {mean}");
         assert!((var - 1.0).abs() < 5.0 * (2.0f64).sqrt() * se, "var {var}");

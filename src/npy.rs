@@ -11,9 +11,8 @@ use crate::fsutil::write_atomic;
 pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     let file = std::fs::File::open(path)
         .map_err(|e| Error::input(format!("cannot read {}: {e}", path.display())))?;
-    let arr = ArrayD::<f32>::read_npy(std::io::BufReader::new(file)).map_err(|e| {
-        Error::input(format!("{}: not a float32 .npy array: {e}", path.display()))
-    })?;
+    let arr = ArrayD::<f32>::read_npy(std::io::BufReader::new(file))
+        .map_err(|e| Error::input(format!("{}: not a float32 .npy array: {e}", path.display())))?;
     let shape = arr.shape().to_vec();
     let values = if arr.is_standard_layout() {
         arr.into_raw_vec_and_offset().0

@@ -49,7 +49,9 @@ pub struct Samples {
 /// `init_timestep = min(int(S·strength), S)`, `t_start = S − init_timestep`).
 pub fn img2img_start(steps: usize, strength: f64) -> Result<usize> {
     if !(strength > 0.0 && strength <= 1.0) {
-        return Err(Error::usage(format!("--strength must be in (0, 1], found {strength}")));
+        return Err(Error::usage(format!(
+            "--strength must be in (0, 1], found {strength}"
+        )));
     }
     let init = ((steps as f64 * strength) as usize).min(steps);
     if init == 0 {
@@ -63,7 +65,10 @@ pub fn img2img_start(steps: usize, strength: f64) -> Result<usize> {
 /// Runs the job. `on_step` is called after every network call (from any worker).
 pub fn generate(model: &Model, job: &Job, on_step: &(dyn Fn() + Sync)) -> Result<Samples> {
     let schedule = Schedule::new(model.info.schedule)?;
-    let sampler_cfg = SamplerConfig { prediction: model.info.prediction, ..job.sampler };
+    let sampler_cfg = SamplerConfig {
+        prediction: model.info.prediction,
+        ..job.sampler
+    };
     sampler_cfg.validate(schedule.len())?;
     if job.num == 0 {
         return Err(Error::usage("--num must be at least 1"));
@@ -102,8 +107,12 @@ pub fn generate(model: &Model, job: &Job, on_step: &(dyn Fn() + Sync)) -> Result
                 let run = || -> Result<()> {
                     let mut den = model.denoiser()?;
                     let mut sampler = sampler_cfg.build(&schedule)?;
-                    let mut w =
-                        Worker::new(&mut *sampler, batch, chw, (sampler_cfg.steps - start) * batches);
+                    let mut w = Worker::new(
+                        &mut *sampler,
+                        batch,
+                        chw,
+                        (sampler_cfg.steps - start) * batches,
+                    );
                     loop {
                         if failed.load(Ordering::Relaxed) {
                             return Ok(());
@@ -117,8 +126,7 @@ pub fn generate(model: &Model, job: &Job, on_step: &(dyn Fn() + Sync)) -> Result
                         w.init(job, first, count, &schedule, start);
                         w.denoise(&mut den, start, on_step)?;
                         let mut o = out.lock().unwrap();
-                        o[first * chw..(first + count) * chw]
-                            .copy_from_slice(&w.x[..count * chw]);
+                        o[first * chw..(first + count) * chw].copy_from_slice(&w.x[..count * chw]);
                     }
                     times.lock().unwrap().extend_from_slice(&w.times);
                     Ok(())
@@ -155,7 +163,12 @@ pub struct Worker<'s> {
 
 impl<'s> Worker<'s> {
     /// `timings`: how many network-call durations to record at most.
-    pub fn new(sampler: &'s mut dyn Sampler, batch: usize, chw: usize, timings: usize) -> Worker<'s> {
+    pub fn new(
+        sampler: &'s mut dyn Sampler,
+        batch: usize,
+        chw: usize,
+        timings: usize,
+    ) -> Worker<'s> {
         sampler.prepare(batch * chw);
         Worker {
             sampler,
@@ -170,11 +183,22 @@ impl<'s> Worker<'s> {
 
     /// Sets x to the starting point of images `first..first + count` (the rest of the batch,
     /// if any, is padding that is computed and discarded).
-    pub fn init(&mut self, job: &Job, first: usize, count: usize, schedule: &Schedule, start: usize) {
+    pub fn init(
+        &mut self,
+        job: &Job,
+        first: usize,
+        count: usize,
+        schedule: &Schedule,
+        start: usize,
+    ) {
         let chw = self.chw;
         for (j, stream) in self.streams.iter_mut().enumerate() {
             // Padding slots of a partial batch get streams no real image uses.
-            let image = if j < count { (first + j) as u64 } else { u64::MAX - j as u64 };
+            let image = if j < count {
+                (first + j) as u64
+            } else {
+                u64::MAX - j as u64
+            };
             *stream = NoiseStream::new(job.seed, image);
             let xj = &mut self.x[j * chw..(j + 1) * chw];
             match (&job.init_noise, j < count) {
@@ -187,7 +211,10 @@ impl<'s> Worker<'s> {
             if let Some(init) = &job.init_image {
                 // The seed's sample_forward: x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε at the first step run.
                 let t = self.sampler.timesteps()[start];
-                let (a, s) = (schedule.sqrt_alpha_bars[t] as f32, schedule.sqrt_one_minus_alpha_bars[t] as f32);
+                let (a, s) = (
+                    schedule.sqrt_alpha_bars[t] as f32,
+                    schedule.sqrt_one_minus_alpha_bars[t] as f32,
+                );
                 for (v, &x0) in xj.iter_mut().zip(&init.x0) {
                     *v = a * x0 + s * *v;
                 }
@@ -224,7 +251,8 @@ impl<'s> Worker<'s> {
                     stream.fill(&mut self.noise[j * chw..(j + 1) * chw]);
                 }
             }
-            self.sampler.step(i, &mut self.x, &self.model_out, &self.noise);
+            self.sampler
+                .step(i, &mut self.x, &self.model_out, &self.noise);
             on_step();
         }
         Ok(())

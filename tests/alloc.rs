@@ -58,8 +58,14 @@ impl<D: Denoiser> Denoiser for EngineExcluded<D> {
 #[test]
 fn sampling_loop_allocates_nothing_outside_the_engine() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny_unet.onnx");
-    let model = Model::load(&ModelSource::Path(path), &LoadOptions { batch: 2, ..Default::default() })
-        .unwrap();
+    let model = Model::load(
+        &ModelSource::Path(path),
+        &LoadOptions {
+            batch: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let schedule = Schedule::seed();
     for (kind, eta, steps) in [
         (SamplerKind::Ddpm, 0.0, 20),
@@ -67,8 +73,20 @@ fn sampling_loop_allocates_nothing_outside_the_engine() {
         (SamplerKind::Ddim, 1.0, 20),
         (SamplerKind::DpmPp2m, 0.0, 20),
     ] {
-        let cfg = SamplerConfig { kind, eta, steps, ..Default::default() };
-        let job = Job { sampler: cfg, seed: 3, num: 2, threads: 1, init_image: None, init_noise: None };
+        let cfg = SamplerConfig {
+            kind,
+            eta,
+            steps,
+            ..Default::default()
+        };
+        let job = Job {
+            sampler: cfg,
+            seed: 3,
+            num: 2,
+            threads: 1,
+            init_image: None,
+            init_noise: None,
+        };
         let mut sampler = cfg.build(&schedule).unwrap();
         let mut den = EngineExcluded(model.denoiser().unwrap());
         let mut worker = Worker::new(&mut *sampler, 2, 784, steps);
@@ -79,6 +97,9 @@ fn sampling_loop_allocates_nothing_outside_the_engine() {
         COUNTING.with(|c| c.set(false));
         result.unwrap();
         let n = COUNT.with(|c| c.get());
-        assert_eq!(n, 0, "{kind} {steps} steps: {n} allocations in the sampling loop");
+        assert_eq!(
+            n, 0,
+            "{kind} {steps} steps: {n} allocations in the sampling loop"
+        );
     }
 }

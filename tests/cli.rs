@@ -48,12 +48,22 @@ fn no_arguments_writes_a_grid_of_the_default_model() {
     let png = dir.path().join("edge-sample.png");
     let img = image::open(&png).unwrap();
     // 16 images of 28×28 on a 4×4 grid with 2-pixel gaps.
-    assert_eq!((img.width(), img.height()), (4 * 28 + 5 * 2, 4 * 28 + 5 * 2));
+    assert_eq!(
+        (img.width(), img.height()),
+        (4 * 28 + 5 * 2, 4 * 28 + 5 * 2)
+    );
     let bytes = std::fs::read(&png).unwrap();
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.contains("parameters"), "no parameters chunk");
-    assert!(text.contains("sampler: ddim, steps: 20, seed: 42"), "parameters chunk content");
-    assert_eq!(files_in(dir.path()), vec!["edge-sample.png"], "temporary files left behind");
+    assert!(
+        text.contains("sampler: ddim, steps: 20, seed: 42"),
+        "parameters chunk content"
+    );
+    assert_eq!(
+        files_in(dir.path()),
+        vec!["edge-sample.png"],
+        "temporary files left behind"
+    );
 }
 
 #[test]
@@ -61,7 +71,24 @@ fn same_seed_same_images_other_seed_other_images() {
     let dir = tempfile::tempdir().unwrap();
     let m = fx("models/tiny_unet.onnx");
     for (name, seed) in [("a.npy", "5"), ("b.npy", "5"), ("c.npy", "6")] {
-        let o = run(dir.path(), &["-q", "-m", &m, "--seed", seed, "-n", "3", "--steps", "5", "--save-npy", name, "-o", "g.png"]);
+        let o = run(
+            dir.path(),
+            &[
+                "-q",
+                "-m",
+                &m,
+                "--seed",
+                seed,
+                "-n",
+                "3",
+                "--steps",
+                "5",
+                "--save-npy",
+                name,
+                "-o",
+                "g.png",
+            ],
+        );
         assert!(o.status.success(), "{}", stderr(&o));
     }
     let read = |n: &str| edge_sample::npy::read_f32(&dir.path().join(n)).unwrap();
@@ -70,7 +97,26 @@ fn same_seed_same_images_other_seed_other_images() {
     assert_eq!(a, read("b.npy").1);
     assert_ne!(a, read("c.npy").1);
     // Image i does not depend on how many images were asked for, nor on the thread count.
-    let o = run(dir.path(), &["-q", "-m", &m, "--seed", "5", "-n", "1", "--steps", "5", "-j", "1", "--save-npy", "d.npy", "-o", "g.png"]);
+    let o = run(
+        dir.path(),
+        &[
+            "-q",
+            "-m",
+            &m,
+            "--seed",
+            "5",
+            "-n",
+            "1",
+            "--steps",
+            "5",
+            "-j",
+            "1",
+            "--save-npy",
+            "d.npy",
+            "-o",
+            "g.png",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(read("d.npy").1, a[..784].to_vec());
 }
@@ -85,9 +131,26 @@ fn init_noise_file_reproduces_the_seeded_run() {
     edge_sample::npy::write_f32(&dir.path().join("xT.npy"), &[2, 1, 28, 28], &x).unwrap();
     let m = fx("models/tiny_unet.onnx");
     let common = ["-q", "-m", &m, "-n", "2", "--steps", "4", "-o", "g.png"];
-    let o = run(dir.path(), &[&common[..], &["--seed", "9", "--save-npy", "a.npy"]].concat());
+    let o = run(
+        dir.path(),
+        &[&common[..], &["--seed", "9", "--save-npy", "a.npy"]].concat(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = run(dir.path(), &[&common[..], &["--seed", "1", "--init-noise", "xT.npy", "--save-npy", "b.npy"]].concat());
+    let o = run(
+        dir.path(),
+        &[
+            &common[..],
+            &[
+                "--seed",
+                "1",
+                "--init-noise",
+                "xT.npy",
+                "--save-npy",
+                "b.npy",
+            ],
+        ]
+        .concat(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let a = edge_sample::npy::read_f32(&dir.path().join("a.npy")).unwrap();
     let b = edge_sample::npy::read_f32(&dir.path().join("b.npy")).unwrap();
@@ -97,9 +160,27 @@ fn init_noise_file_reproduces_the_seeded_run() {
 #[test]
 fn out_dir_writes_one_png_per_image() {
     let dir = tempfile::tempdir().unwrap();
-    let o = run(dir.path(), &["-q", "-m", &fx("models/tiny_unet.onnx"), "-n", "3", "--steps", "2", "--out-dir", "imgs", "--scale", "2"]);
+    let o = run(
+        dir.path(),
+        &[
+            "-q",
+            "-m",
+            &fx("models/tiny_unet.onnx"),
+            "-n",
+            "3",
+            "--steps",
+            "2",
+            "--out-dir",
+            "imgs",
+            "--scale",
+            "2",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(files_in(&dir.path().join("imgs")), vec!["0000.png", "0001.png", "0002.png"]);
+    assert_eq!(
+        files_in(&dir.path().join("imgs")),
+        vec!["0000.png", "0001.png", "0002.png"]
+    );
     let img = image::open(dir.path().join("imgs/0001.png")).unwrap();
     assert_eq!((img.width(), img.height()), (56, 56));
     assert!(!dir.path().join("edge-sample.png").exists());
@@ -108,10 +189,23 @@ fn out_dir_writes_one_png_per_image() {
 #[test]
 fn summary_line_reports_timing() {
     let dir = tempfile::tempdir().unwrap();
-    let o = run(dir.path(), &["-m", &fx("models/tiny_unet.onnx"), "-n", "2", "--steps", "3"]);
+    let o = run(
+        dir.path(),
+        &[
+            "-m",
+            &fx("models/tiny_unet.onnx"),
+            "-n",
+            "2",
+            "--steps",
+            "3",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("2 images, 3 steps in") && out.contains("ms/step") && out.contains("images/s"), "{out}");
+    assert!(
+        out.contains("2 images, 3 steps in") && out.contains("ms/step") && out.contains("images/s"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -127,7 +221,10 @@ fn every_model_variant_samples() {
         "models/gray12_tint_1.onnx",
         "models/sidecar.onnx",
     ] {
-        let o = run(dir.path(), &["-q", "-m", &fx(m), "-n", "3", "--steps", "3", "-o", "g.png"]);
+        let o = run(
+            dir.path(),
+            &["-q", "-m", &fx(m), "-n", "3", "--steps", "3", "-o", "g.png"],
+        );
         assert!(o.status.success(), "{m}: {}", stderr(&o));
     }
 }
@@ -138,24 +235,54 @@ fn info_reports_what_was_detected() {
     let o = run(dir.path(), &["info", &fx("models/tiny_unet.onnx")]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    for needle in ["tiny-unet", "int64", "BatchByOne", "epsilon", "linear T=1000", "[metadata]"] {
+    for needle in [
+        "tiny-unet",
+        "int64",
+        "BatchByOne",
+        "epsilon",
+        "linear T=1000",
+        "[metadata]",
+    ] {
         assert!(out.contains(needle), "'{needle}' missing in:\n{out}");
     }
     let o = run(dir.path(), &["info", &fx("models/sidecar.onnx")]);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("sidecar-test") && out.contains("[sidecar]") && out.contains("v_prediction"), "{out}");
+    assert!(
+        out.contains("sidecar-test") && out.contains("[sidecar]") && out.contains("v_prediction"),
+        "{out}"
+    );
     let o = run(dir.path(), &["info", &fx("models/tiny_unet_int8_qop.onnx")]);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success() && out.contains("QOperator") && out.contains("rewritten"), "{out}{}", stderr(&o));
+    assert!(
+        o.status.success() && out.contains("QOperator") && out.contains("rewritten"),
+        "{out}{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn bench_prints_latency_and_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let o = run(dir.path(), &["bench", "-m", &fx("models/tiny_unet.onnx"), "-n", "2", "--steps", "2", "--runs", "1"]);
+    let o = run(
+        dir.path(),
+        &[
+            "bench",
+            "-m",
+            &fx("models/tiny_unet.onnx"),
+            "-n",
+            "2",
+            "--steps",
+            "2",
+            "--runs",
+            "1",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("median") && out.contains("images/s") && out.contains("peak memory"), "{out}");
+    assert!(
+        out.contains("median") && out.contains("images/s") && out.contains("peak memory"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -166,26 +293,121 @@ fn bad_inputs_fail_cleanly() {
     std::fs::write(d.join("noise.txt"), "not numpy").unwrap();
     edge_sample::npy::write_f32(&d.join("wrong.npy"), &[1, 1, 8, 8], &[0.0; 64]).unwrap();
     let cases: Vec<(Vec<String>, i32, &str)> = vec![
-        (vec!["-m".into(), "missing.onnx".into()], 2, "neither a file nor a bundled model"),
-        (vec!["-m".into(), fx("models/truncated.onnx")], 2, "not a valid ONNX"),
-        (vec!["-m".into(), fx("models/not_onnx.onnx")], 2, "not a valid ONNX"),
-        (vec!["-m".into(), fx("models/not_denoiser.onnx")], 2, "not a denoiser"),
-        (vec!["-m".into(), fx("models/wrong_output.onnx")], 2, "not a denoiser"),
-        (vec!["-m".into(), fx("models/nan_output.onnx")], 1, "not finite"),
+        (
+            vec!["-m".into(), "missing.onnx".into()],
+            2,
+            "neither a file nor a bundled model",
+        ),
+        (
+            vec!["-m".into(), fx("models/truncated.onnx")],
+            2,
+            "not a valid ONNX",
+        ),
+        (
+            vec!["-m".into(), fx("models/not_onnx.onnx")],
+            2,
+            "not a valid ONNX",
+        ),
+        (
+            vec!["-m".into(), fx("models/not_denoiser.onnx")],
+            2,
+            "not a denoiser",
+        ),
+        (
+            vec!["-m".into(), fx("models/wrong_output.onnx")],
+            2,
+            "not a denoiser",
+        ),
+        (
+            vec!["-m".into(), fx("models/nan_output.onnx")],
+            1,
+            "not finite",
+        ),
         (vec!["--steps".into(), "0".into()], 2, "--steps"),
-        (vec!["--steps".into(), "1001".into()], 2, "1000 training timesteps"),
-        (vec!["--sampler".into(), "euler".into()], 2, "ddpm, ddim, dpmpp-2m"),
+        (
+            vec!["--steps".into(), "1001".into()],
+            2,
+            "1000 training timesteps",
+        ),
+        (
+            vec!["--sampler".into(), "euler".into()],
+            2,
+            "ddpm, ddim, dpmpp-2m",
+        ),
         (vec!["--num".into(), "0".into()], 2, "--num"),
         (vec!["--eta".into(), "-0.5".into()], 2, "--eta must be >= 0"),
-        (vec!["--spacing".into(), "odd".into()], 2, "leading, trailing, linspace"),
-        (vec!["-m".into(), tiny.clone(), "--init-noise".into(), "noise.txt".into()], 2, "noise.txt"),
-        (vec!["-m".into(), tiny.clone(), "--init-noise".into(), "wrong.npy".into()], 2, "expected [16, 1, 28, 28]"),
-        (vec!["-m".into(), tiny.clone(), "--init-noise".into(), "absent.npy".into()], 2, "absent.npy"),
-        (vec!["-m".into(), tiny.clone(), "--init-image".into(), "absent.png".into()], 2, "absent.png"),
-        (vec!["-m".into(), tiny.clone(), "--init-image".into(), fx("init_digit.png"), "--strength".into(), "0".into()], 2, "--strength"),
-        (vec!["-o".into(), "/nonexistent-dir/x.png".into()], 2, "cannot write /nonexistent-dir/x.png"),
-        (vec!["--save-npy".into(), "/nonexistent-dir/x.npy".into()], 2, "cannot write"),
-        (vec!["-m".into(), tiny.clone(), "--precision".into(), "f8".into()], 2, "auto, f32, f16"),
+        (
+            vec!["--spacing".into(), "odd".into()],
+            2,
+            "leading, trailing, linspace",
+        ),
+        (
+            vec![
+                "-m".into(),
+                tiny.clone(),
+                "--init-noise".into(),
+                "noise.txt".into(),
+            ],
+            2,
+            "noise.txt",
+        ),
+        (
+            vec![
+                "-m".into(),
+                tiny.clone(),
+                "--init-noise".into(),
+                "wrong.npy".into(),
+            ],
+            2,
+            "expected [16, 1, 28, 28]",
+        ),
+        (
+            vec![
+                "-m".into(),
+                tiny.clone(),
+                "--init-noise".into(),
+                "absent.npy".into(),
+            ],
+            2,
+            "absent.npy",
+        ),
+        (
+            vec![
+                "-m".into(),
+                tiny.clone(),
+                "--init-image".into(),
+                "absent.png".into(),
+            ],
+            2,
+            "absent.png",
+        ),
+        (
+            vec![
+                "-m".into(),
+                tiny.clone(),
+                "--init-image".into(),
+                fx("init_digit.png"),
+                "--strength".into(),
+                "0".into(),
+            ],
+            2,
+            "--strength",
+        ),
+        (
+            vec!["-o".into(), "/nonexistent-dir/x.png".into()],
+            2,
+            "cannot write /nonexistent-dir/x.png",
+        ),
+        (
+            vec!["--save-npy".into(), "/nonexistent-dir/x.npy".into()],
+            2,
+            "cannot write",
+        ),
+        (
+            vec!["-m".into(), tiny.clone(), "--precision".into(), "f8".into()],
+            2,
+            "auto, f32, f16",
+        ),
     ];
     for (args, code, needle) in cases {
         let mut full: Vec<String> = vec!["-q".into()];
@@ -197,7 +419,10 @@ fn bad_inputs_fail_cleanly() {
         let o = run(d, &refs);
         assert_fails(&o, code, needle);
         assert!(!d.join("out.png").exists(), "{args:?} left an output file");
-        let leftovers: Vec<String> = files_in(d).into_iter().filter(|f| f.contains(".tmp-")).collect();
+        let leftovers: Vec<String> = files_in(d)
+            .into_iter()
+            .filter(|f| f.contains(".tmp-"))
+            .collect();
         assert!(leftovers.is_empty(), "{args:?} left {leftovers:?}");
     }
 }

@@ -8,11 +8,12 @@ use common::*;
 use edge_sample::pipeline::{generate, InitImage, Job};
 use edge_sample::sampler::{SamplerConfig, SamplerKind, Spacing, Variance};
 
-/// tract vs onnxruntime differ by ~1e-6 per network call; over ≤ 50 reduced steps the
-/// difference stays well inside this (it is amplified only where x̂0 is divided by a small √ᾱ).
-const REDUCED_STEP_TOL: f32 = 2e-3;
-/// 1000 ancestral steps, and the seed's tables computed in float32 by torch vs ours in f64.
-const FULL_CHAIN_TOL: f32 = 5e-3;
+/// tract vs onnxruntime differ by ~1e-6 per network call; over ≤ 50 reduced steps x86 stays
+/// below 3e-5 (measured); the margin covers other SIMD kernels (NEON under qemu) and FMA.
+const REDUCED_STEP_TOL: f32 = 2e-4;
+/// 1000 ancestral steps with clipping, and the seed's tables computed in float32 by torch vs
+/// ours in f64: measured 2.2e-4 on x86 (the seed's float32 coef1/coef2 alone explain ~2e-4).
+const FULL_CHAIN_TOL: f32 = 1e-3;
 
 #[test]
 fn samplers_match_diffusers_and_the_seed() {
@@ -31,11 +32,19 @@ fn samplers_match_diffusers_and_the_seed() {
         let num = c["num"].as_u64().unwrap() as usize;
         let model = load(c["model"].as_str().unwrap(), 1);
         let sampler = SamplerConfig {
-            kind: c["sampler"].as_str().unwrap().parse::<SamplerKind>().unwrap(),
+            kind: c["sampler"]
+                .as_str()
+                .unwrap()
+                .parse::<SamplerKind>()
+                .unwrap(),
             steps,
             eta: c["eta"].as_f64().unwrap_or(0.0),
             spacing: c["spacing"].as_str().map(|s| s.parse::<Spacing>().unwrap()),
-            variance: c["variance"].as_str().unwrap_or("beta").parse::<Variance>().unwrap(),
+            variance: c["variance"]
+                .as_str()
+                .unwrap_or("beta")
+                .parse::<Variance>()
+                .unwrap(),
             clip: c["clip"].as_bool().unwrap_or(false),
             ..Default::default()
         };
@@ -46,7 +55,10 @@ fn samplers_match_diffusers_and_the_seed() {
                 model.info.pixel_range,
             )
             .unwrap();
-            InitImage { x0, strength: c["strength"].as_f64().unwrap() }
+            InitImage {
+                x0,
+                strength: c["strength"].as_f64().unwrap(),
+            }
         });
         let job = Job {
             sampler,
@@ -57,11 +69,16 @@ fn samplers_match_diffusers_and_the_seed() {
             init_noise: None,
         };
         let got = generate(&model, &job, &|| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let (_, want) = edge_sample::npy::read_f32(&fixture(c["output"].as_str().unwrap())).unwrap();
+        let (_, want) =
+            edge_sample::npy::read_f32(&fixture(c["output"].as_str().unwrap())).unwrap();
         let (diff, at) = max_abs_diff(&got.data, &want);
-        let tol = if steps >= 1000 { FULL_CHAIN_TOL } else { REDUCED_STEP_TOL };
+        let tol = if steps >= 1000 {
+            FULL_CHAIN_TOL
+        } else {
+            REDUCED_STEP_TOL
+        };
         report.push(format!("{name}: max |diff| {diff:.2e} (tol {tol:.0e})"));
-        if !(diff <= tol) {
+        if diff.is_nan() || diff > tol {
             failures.push(format!(
                 "{name}: max |diff| {diff} at {at} (got {}, want {}) > {tol}",
                 got.data[at], want[at]

@@ -9,7 +9,9 @@ mod common;
 
 use common::*;
 use edge_sample::pipeline::{generate, Job};
-use edge_sample::sampler::{dpm_timesteps, timesteps, SamplerConfig, SamplerKind, Spacing, Variance};
+use edge_sample::sampler::{
+    dpm_timesteps, timesteps, SamplerConfig, SamplerKind, Spacing, Variance,
+};
 
 const MU: f64 = 0.2;
 const S: f64 = 0.25;
@@ -37,20 +39,30 @@ struct Affine {
 /// The optimal ε = c·x + d at t.
 fn eps_coefs(ab: f64) -> (f64, f64) {
     let den = ab * S * S + 1.0 - ab;
-    ((1.0 - ab).sqrt() / den, -(1.0 - ab).sqrt() * ab.sqrt() * MU / den)
+    (
+        (1.0 - ab).sqrt() / den,
+        -(1.0 - ab).sqrt() * ab.sqrt() * MU / den,
+    )
 }
 
 /// x̂0 = (x − √(1−ᾱ) ε)/√ᾱ = p·x + r.
 fn x0_coefs(ab: f64) -> (f64, f64) {
     let (c, d) = eps_coefs(ab);
-    ((1.0 - (1.0 - ab).sqrt() * c) / ab.sqrt(), -(1.0 - ab).sqrt() * d / ab.sqrt())
+    (
+        (1.0 - (1.0 - ab).sqrt() * c) / ab.sqrt(),
+        -(1.0 - ab).sqrt() * d / ab.sqrt(),
+    )
 }
 
 /// The exact output distribution (mean, variance) of a sampler on this denoiser.
 fn exact(cfg: &SamplerConfig) -> (f64, f64) {
     let ab = alpha_bars();
     let s = cfg.steps;
-    let mut x = Affine { k: 1.0, l: 0.0, q: 0.0 };
+    let mut x = Affine {
+        k: 1.0,
+        l: 0.0,
+        q: 0.0,
+    };
     match cfg.kind {
         SamplerKind::Ddpm => {
             // Ho et al. eq. 11 (the seed's no-clip mean) on the respaced chain.
@@ -69,7 +81,11 @@ fn exact(cfg: &SamplerConfig) -> (f64, f64) {
                 } else {
                     (1.0 - a_p) / (1.0 - a_t) * beta
                 };
-                x = Affine { k: big_a * x.k, l: big_a * x.l + big_b, q: big_a * big_a * x.q + var };
+                x = Affine {
+                    k: big_a * x.k,
+                    l: big_a * x.l + big_b,
+                    q: big_a * big_a * x.q + var,
+                };
             }
         }
         SamplerKind::Ddim => {
@@ -84,7 +100,11 @@ fn exact(cfg: &SamplerConfig) -> (f64, f64) {
                 let dir = (1.0 - a_p - sigma2).sqrt();
                 let big_a = a_p.sqrt() * p + dir * c;
                 let big_b = a_p.sqrt() * r + dir * d;
-                x = Affine { k: big_a * x.k, l: big_a * x.l + big_b, q: big_a * big_a * x.q + sigma2 };
+                x = Affine {
+                    k: big_a * x.k,
+                    l: big_a * x.l + big_b,
+                    q: big_a * big_a * x.q + sigma2,
+                };
             }
         }
         SamplerKind::DpmPp2m => {
@@ -95,7 +115,11 @@ fn exact(cfg: &SamplerConfig) -> (f64, f64) {
             for i in 0..s {
                 let a_t = ab[ts[i]];
                 let (p, r) = x0_coefs(a_t);
-                let x0 = Affine { k: p * x.k, l: p * x.l + r, q: 0.0 };
+                let x0 = Affine {
+                    k: p * x.k,
+                    l: p * x.l + r,
+                    q: 0.0,
+                };
                 if i + 1 == s {
                     x = x0;
                     break;
@@ -109,11 +133,19 @@ fn exact(cfg: &SamplerConfig) -> (f64, f64) {
                     Some((x0p, lam_p)) => {
                         let rr = (lambda(a_t) - lam_p) / h;
                         let f = 1.0 / (2.0 * rr);
-                        Affine { k: (1.0 + f) * x0.k - f * x0p.k, l: (1.0 + f) * x0.l - f * x0p.l, q: 0.0 }
+                        Affine {
+                            k: (1.0 + f) * x0.k - f * x0p.k,
+                            l: (1.0 + f) * x0.l - f * x0p.l,
+                            q: 0.0,
+                        }
                     }
                 };
                 prev = Some((x0, lambda(a_t)));
-                x = Affine { k: ratio * x.k + w * d.k, l: ratio * x.l + w * d.l, q: 0.0 };
+                x = Affine {
+                    k: ratio * x.k + w * d.k,
+                    l: ratio * x.l + w * d.l,
+                    q: 0.0,
+                };
             }
         }
     }
@@ -121,7 +153,14 @@ fn exact(cfg: &SamplerConfig) -> (f64, f64) {
 }
 
 fn cfg(kind: SamplerKind, steps: usize, eta: f64, variance: Variance) -> SamplerConfig {
-    SamplerConfig { kind, steps, eta, variance, clip: false, ..Default::default() }
+    SamplerConfig {
+        kind,
+        steps,
+        eta,
+        variance,
+        clip: false,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -134,7 +173,13 @@ fn exact_reference_recovers_the_data_distribution_with_many_steps() {
     ] {
         let (m, v) = exact(&c);
         assert!((m - MU).abs() < 0.01, "{:?}: mean {m}", c.kind);
-        assert!((v / (S * S) - 1.0).abs() < 0.05, "{:?} {}: var {v} vs {}", c.kind, c.variance, S * S);
+        assert!(
+            (v / (S * S) - 1.0).abs() < 0.05,
+            "{:?} {}: var {v} vs {}",
+            c.kind,
+            c.variance,
+            S * S
+        );
     }
 }
 
@@ -150,7 +195,10 @@ fn samplers_produce_the_exact_gaussian() {
         cfg(SamplerKind::Ddim, 10, 0.5, Variance::Beta),
         cfg(SamplerKind::DpmPp2m, 10, 0.0, Variance::Beta),
         cfg(SamplerKind::DpmPp2m, 20, 0.0, Variance::Beta),
-        SamplerConfig { spacing: Some(Spacing::Leading), ..cfg(SamplerKind::Ddim, 20, 0.0, Variance::Beta) },
+        SamplerConfig {
+            spacing: Some(Spacing::Leading),
+            ..cfg(SamplerKind::Ddim, 20, 0.0, Variance::Beta)
+        },
     ];
     if !emulated() {
         cases.push(cfg(SamplerKind::Ddpm, 1000, 0.0, Variance::Beta));
@@ -158,13 +206,32 @@ fn samplers_produce_the_exact_gaussian() {
     }
     let mut failures = vec![];
     for c in cases {
-        let job = Job { sampler: c, seed: 11, num, threads: 2, init_image: None, init_noise: None };
+        let job = Job {
+            sampler: c,
+            seed: 11,
+            num,
+            threads: 2,
+            init_image: None,
+            init_noise: None,
+        };
         let out = generate(&model, &job, &|| {}).unwrap();
         let n = out.data.len() as f64;
         let mean = out.data.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = out.data.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let var = out
+            .data
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / (n - 1.0);
         let (m, v) = exact(&c);
-        let label = format!("{} steps={} eta={} {} {}", c.kind, c.steps, c.eta, c.variance, c.spacing());
+        let label = format!(
+            "{} steps={} eta={} {} {}",
+            c.kind,
+            c.steps,
+            c.eta,
+            c.variance,
+            c.spacing()
+        );
         let se_m = (v / n).sqrt();
         let se_v = v * (2.0 / (n - 1.0)).sqrt();
         eprintln!("{label}: mean {mean:.4} (exact {m:.4}), var {var:.5} (exact {v:.5})");

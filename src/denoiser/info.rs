@@ -64,17 +64,29 @@ impl ModelInfo {
         let name = get("name").unwrap_or_else(|| default_name.to_string());
         let beta_schedule = match get("beta_schedule") {
             None => d.beta_schedule,
-            Some(v) => v.parse::<BetaSchedule>().map_err(|e| bad("beta_schedule", &v, &e))?,
+            Some(v) => v
+                .parse::<BetaSchedule>()
+                .map_err(|e| bad("beta_schedule", &v, &e))?,
         };
-        let t = num("num_train_timesteps", get("num_train_timesteps"), d.num_train_timesteps as f64)?;
+        let t = num(
+            "num_train_timesteps",
+            get("num_train_timesteps"),
+            d.num_train_timesteps as f64,
+        )?;
         if t.fract() != 0.0 || t < 2.0 {
-            return Err(bad("num_train_timesteps", &t.to_string(), "not an integer >= 2"));
+            return Err(bad(
+                "num_train_timesteps",
+                &t.to_string(),
+                "not an integer >= 2",
+            ));
         }
         let beta_start = num("beta_start", get("beta_start"), d.beta_start)?;
         let beta_end = num("beta_end", get("beta_end"), d.beta_end)?;
         let prediction = match get("prediction_type") {
             None => Prediction::Epsilon,
-            Some(v) => v.parse::<Prediction>().map_err(|e| bad("prediction_type", &v, &e))?,
+            Some(v) => v
+                .parse::<Prediction>()
+                .map_err(|e| bad("prediction_type", &v, &e))?,
         };
         let lo = num("pixel_min", get("pixel_min"), -1.0)? as f32;
         let hi = num("pixel_max", get("pixel_max"), 1.0)? as f32;
@@ -101,7 +113,10 @@ pub fn parse_sidecar(path: &std::path::Path, text: &str) -> Result<BTreeMap<Stri
     let v: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| Error::input(format!("{}: invalid JSON: {e}", path.display())))?;
     let obj = v.as_object().ok_or_else(|| {
-        Error::input(format!("{}: expected a JSON object of model settings", path.display()))
+        Error::input(format!(
+            "{}: expected a JSON object of model settings",
+            path.display()
+        ))
     })?;
     Ok(obj
         .iter()
@@ -131,7 +146,8 @@ mod tests {
 
     #[test]
     fn metadata_wins_over_sidecar() {
-        let md: BTreeMap<_, _> = [("prediction_type".to_string(), "v_prediction".to_string())].into();
+        let md: BTreeMap<_, _> =
+            [("prediction_type".to_string(), "v_prediction".to_string())].into();
         let sc: BTreeMap<_, _> = [
             ("prediction_type".to_string(), "sample".to_string()),
             ("beta_schedule".to_string(), "squaredcos_cap_v2".to_string()),

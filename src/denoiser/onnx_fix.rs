@@ -12,10 +12,16 @@ use tract_onnx::pb;
 const MS: &str = "com.microsoft";
 
 fn attr_i(node: &pb::NodeProto, name: &str, default: i64) -> i64 {
-    node.attribute.iter().find(|a| a.name == name).map_or(default, |a| a.i)
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map_or(default, |a| a.i)
 }
 fn attr_f(node: &pb::NodeProto, name: &str, default: f32) -> f32 {
-    node.attribute.iter().find(|a| a.name == name).map_or(default, |a| a.f)
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map_or(default, |a| a.f)
 }
 
 fn node(op: &str, name: String, inputs: &[&str], outputs: &[&str]) -> pb::NodeProto {
@@ -29,13 +35,28 @@ fn node(op: &str, name: String, inputs: &[&str], outputs: &[&str]) -> pb::NodePr
 }
 
 fn int_attr(name: &str, v: i64) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: 2, i: v, ..Default::default() }
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: 2,
+        i: v,
+        ..Default::default()
+    }
 }
 fn ints_attr(name: &str, v: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: 7, ints: v.to_vec(), ..Default::default() }
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: 7,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
 }
 fn float_attr(name: &str, v: f32) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: 1, f: v, ..Default::default() }
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: 1,
+        f: v,
+        ..Default::default()
+    }
 }
 
 /// Builds replacement nodes with names derived from the node they replace.
@@ -59,12 +80,20 @@ impl Builder<'_> {
     /// x (quantized) → float.
     fn dq(&mut self, x: &str, scale: &str, zp: &str) -> String {
         let out = self.tmp("dq");
-        let ins: Vec<&str> = if zp.is_empty() { vec![x, scale] } else { vec![x, scale, zp] };
+        let ins: Vec<&str> = if zp.is_empty() {
+            vec![x, scale]
+        } else {
+            vec![x, scale, zp]
+        };
         self.push(node("DequantizeLinear", String::new(), &ins, &[&out]))
     }
     /// float → quantized, written to the original output name.
     fn q(&mut self, x: &str, scale: &str, zp: &str, out: &str) {
-        let ins: Vec<&str> = if zp.is_empty() { vec![x, scale] } else { vec![x, scale, zp] };
+        let ins: Vec<&str> = if zp.is_empty() {
+            vec![x, scale]
+        } else {
+            vec![x, scale, zp]
+        };
         self.push(node("QuantizeLinear", String::new(), &ins, &[out]));
     }
     fn op(&mut self, op: &str, ins: &[&str], attrs: Vec<pb::AttributeProto>) -> String {
@@ -81,13 +110,24 @@ fn input(n: &pb::NodeProto, i: usize) -> &str {
 
 /// Rewrites one contrib node; `None` when it is not one we know.
 fn rewrite_contrib(n: &pb::NodeProto) -> Option<Vec<pb::NodeProto>> {
-    let mut b = Builder { base: if n.name.is_empty() { &n.output[0] } else { &n.name }, nodes: vec![] };
+    let mut b = Builder {
+        base: if n.name.is_empty() {
+            &n.output[0]
+        } else {
+            &n.name
+        },
+        nodes: vec![],
+    };
     let out = n.output.first()?.as_str();
     match n.op_type.as_str() {
         "QLinearAdd" | "QLinearMul" => {
             let a = b.dq(input(n, 0), input(n, 1), input(n, 2));
             let c = b.dq(input(n, 3), input(n, 4), input(n, 5));
-            let op = if n.op_type == "QLinearAdd" { "Add" } else { "Mul" };
+            let op = if n.op_type == "QLinearAdd" {
+                "Add"
+            } else {
+                "Mul"
+            };
             let y = b.op(op, &[&a, &c], vec![]);
             b.q(&y, input(n, 6), input(n, 7), out);
         }
@@ -97,17 +137,27 @@ fn rewrite_contrib(n: &pb::NodeProto) -> Option<Vec<pb::NodeProto>> {
                 parts.push(b.dq(input(n, k), input(n, k + 1), input(n, k + 2)));
             }
             let refs: Vec<&str> = parts.iter().map(|s| s.as_str()).collect();
-            let y = b.op("Concat", &refs, vec![int_attr("axis", attr_i(n, "axis", 0))]);
+            let y = b.op(
+                "Concat",
+                &refs,
+                vec![int_attr("axis", attr_i(n, "axis", 0))],
+            );
             b.q(&y, input(n, 0), input(n, 1), out);
         }
         "QLinearSigmoid" | "QLinearLeakyRelu" | "QLinearSoftmax" => {
             let x = b.dq(input(n, 0), input(n, 1), input(n, 2));
             let y = match n.op_type.as_str() {
                 "QLinearSigmoid" => b.op("Sigmoid", &[&x], vec![]),
-                "QLinearLeakyRelu" => {
-                    b.op("LeakyRelu", &[&x], vec![float_attr("alpha", attr_f(n, "alpha", 0.01))])
-                }
-                _ => b.op("Softmax", &[&x], vec![int_attr("axis", attr_i(n, "axis", -1))]),
+                "QLinearLeakyRelu" => b.op(
+                    "LeakyRelu",
+                    &[&x],
+                    vec![float_attr("alpha", attr_f(n, "alpha", 0.01))],
+                ),
+                _ => b.op(
+                    "Softmax",
+                    &[&x],
+                    vec![int_attr("axis", attr_i(n, "axis", -1))],
+                ),
             };
             b.q(&y, input(n, 3), input(n, 4), out);
         }
@@ -164,8 +214,15 @@ fn rewrite_gemm(n: &pb::NodeProto) -> Option<Vec<pb::NodeProto>> {
     if attr_f(n, "alpha", 1.0) != 1.0 || attr_f(n, "beta", 1.0) != 1.0 {
         return None;
     }
-    let base = if n.name.is_empty() { n.output[0].clone() } else { n.name.clone() };
-    let mut b = Builder { base: &base, nodes: vec![] };
+    let base = if n.name.is_empty() {
+        n.output[0].clone()
+    } else {
+        n.name.clone()
+    };
+    let mut b = Builder {
+        base: &base,
+        nodes: vec![],
+    };
     let mut a = input(n, 0).to_string();
     let mut w = input(n, 1).to_string();
     if attr_i(n, "transA", 0) != 0 {
@@ -176,17 +233,29 @@ fn rewrite_gemm(n: &pb::NodeProto) -> Option<Vec<pb::NodeProto>> {
     }
     let out = n.output[0].as_str();
     if input(n, 2).is_empty() {
-        b.push(node("MatMul", format!("{base}__es_matmul"), &[&a, &w], &[out]));
+        b.push(node(
+            "MatMul",
+            format!("{base}__es_matmul"),
+            &[&a, &w],
+            &[out],
+        ));
     } else {
         let y = b.op("MatMul", &[&a, &w], vec![]);
-        b.push(node("Add", format!("{base}__es_add"), &[&y, input(n, 2)], &[out]));
+        b.push(node(
+            "Add",
+            format!("{base}__es_add"),
+            &[&y, input(n, 2)],
+            &[out],
+        ));
     }
     Some(b.nodes)
 }
 
 /// Applies every rewrite the graph needs; returns a line per kind of rewrite applied.
 pub fn apply(model: &mut pb::ModelProto) -> Vec<String> {
-    let Some(graph) = model.graph.as_mut() else { return vec![] };
+    let Some(graph) = model.graph.as_mut() else {
+        return vec![];
+    };
     let fp16 = graph.initializer.iter().any(|t| t.data_type == 10)
         || graph.input.iter().any(|v| {
             matches!(
@@ -206,12 +275,21 @@ pub fn apply(model: &mut pb::ModelProto) -> Vec<String> {
         };
         match replaced {
             Some(new) => {
-                *counts.entry(format!("{} ({})", n.op_type, if n.domain.is_empty() { "fp16" } else { MS })).or_default() += 1;
+                *counts
+                    .entry(format!(
+                        "{} ({})",
+                        n.op_type,
+                        if n.domain.is_empty() { "fp16" } else { MS }
+                    ))
+                    .or_default() += 1;
                 nodes.extend(new);
             }
             None => nodes.push(n),
         }
     }
     graph.node = nodes;
-    counts.into_iter().map(|(k, v)| format!("{v}× {k} rewritten")).collect()
+    counts
+        .into_iter()
+        .map(|(k, v)| format!("{v}× {k} rewritten"))
+        .collect()
 }

@@ -19,7 +19,10 @@ use crate::error::{one_line, Error, Result};
 pub enum ModelSource {
     Path(PathBuf),
     /// A model compiled into the binary.
-    Embedded { name: &'static str, bytes: &'static [u8] },
+    Embedded {
+        name: &'static str,
+        bytes: &'static [u8],
+    },
 }
 
 impl ModelSource {
@@ -41,7 +44,10 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { batch: 1, precision: Precision::Auto }
+        LoadOptions {
+            batch: 1,
+            precision: Precision::Auto,
+        }
     }
 }
 
@@ -127,8 +133,10 @@ fn dims_of(v: &pb::ValueInfoProto) -> Option<(i32, Vec<Option<i64>>)> {
 }
 
 fn shape_str(dims: &[Option<i64>]) -> String {
-    let parts: Vec<String> =
-        dims.iter().map(|d| d.map_or("?".to_string(), |n| n.to_string())).collect();
+    let parts: Vec<String> = dims
+        .iter()
+        .map(|d| d.map_or("?".to_string(), |n| n.to_string()))
+        .collect();
     format!("[{}]", parts.join(","))
 }
 
@@ -136,8 +144,11 @@ fn shape_str(dims: &[Option<i64>]) -> String {
 fn io_spec(origin: &str, graph: &pb::GraphProto) -> Result<IoSpec> {
     let inits: std::collections::HashSet<&str> =
         graph.initializer.iter().map(|i| i.name.as_str()).collect();
-    let inputs: Vec<&pb::ValueInfoProto> =
-        graph.input.iter().filter(|i| !inits.contains(i.name.as_str())).collect();
+    let inputs: Vec<&pb::ValueInfoProto> = graph
+        .input
+        .iter()
+        .filter(|i| !inits.contains(i.name.as_str()))
+        .collect();
     let describe = |vs: &[&pb::ValueInfoProto]| {
         vs.iter()
             .map(|v| match dims_of(v) {
@@ -174,7 +185,10 @@ fn io_spec(origin: &str, graph: &pb::GraphProto) -> Result<IoSpec> {
     let time = inputs[1 - image_ix];
     let (image_elem, idims) = dims_of(image).unwrap();
     let (time_elem, tdims) = dims_of(time).ok_or_else(|| {
-        Error::model(origin, format!("timestep input {} has no tensor type", time.name))
+        Error::model(
+            origin,
+            format!("timestep input {} has no tensor type", time.name),
+        )
     })?;
     if ![1, 6, 7, 10].contains(&time_elem) {
         return Err(Error::model(
@@ -284,19 +298,28 @@ impl Model {
             .map_err(|e| {
                 Error::model(
                     &origin,
-                    format!("not a valid ONNX file (truncated or another format?): {}", one_line(&e)),
+                    format!(
+                        "not a valid ONNX file (truncated or another format?): {}",
+                        one_line(&e)
+                    ),
                 )
             })?;
-        let graph = proto.graph.as_ref().filter(|g| !g.node.is_empty()).ok_or_else(|| {
-            Error::model(&origin, "not a valid ONNX model: it holds no graph")
-        })?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .filter(|g| !g.node.is_empty())
+            .ok_or_else(|| Error::model(&origin, "not a valid ONNX model: it holds no graph"))?;
         let io = io_spec(&origin, graph)?;
-        let metadata: BTreeMap<String, String> =
-            proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+        let metadata: BTreeMap<String, String> = proto
+            .metadata_props
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect();
         let default_name = match source {
-            ModelSource::Path(p) => {
-                p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
-            }
+            ModelSource::Path(p) => p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             ModelSource::Embedded { name, .. } => name.to_string(),
         };
         let info = ModelInfo::resolve(&origin, &default_name, &metadata, &sidecar)?;
@@ -326,7 +349,12 @@ impl Model {
         let [c, h, w] = io.image_shape;
         let mut image_pos = usize::MAX;
         let mut time_pos = usize::MAX;
-        for (pos, outlet) in model.input_outlets().map_err(engine)?.to_vec().into_iter().enumerate()
+        for (pos, outlet) in model
+            .input_outlets()
+            .map_err(engine)?
+            .to_vec()
+            .into_iter()
+            .enumerate()
         {
             let name = model.node(outlet.node).name.clone();
             if name == io.image_input {
@@ -342,9 +370,16 @@ impl Model {
             }
         }
         if image_pos == usize::MAX || time_pos == usize::MAX {
-            return Err(Error::model(&origin, "tract did not expose the image and timestep inputs"));
+            return Err(Error::model(
+                &origin,
+                "tract did not expose the image and timestep inputs",
+            ));
         }
-        let mut typed = model.into_typed().map_err(engine)?.into_decluttered().map_err(engine)?;
+        let mut typed = model
+            .into_typed()
+            .map_err(engine)?
+            .into_decluttered()
+            .map_err(engine)?;
         let out_fact = typed.output_fact(0).map_err(engine)?.clone();
         let want: TVec<TDim> = [batch, c, h, w].iter().map(|&d| d.to_dim()).collect();
         if out_fact.shape.to_tvec() != want {
@@ -357,7 +392,9 @@ impl Model {
             ));
         }
         let has_f16 = typed.nodes().iter().any(|n| {
-            n.outputs.iter().any(|o| o.fact.datum_type == DatumType::F16)
+            n.outputs
+                .iter()
+                .any(|o| o.fact.datum_type == DatumType::F16)
         });
         if compute_f16 {
             FloatPrecisionTranslator::new(DatumType::F32, DatumType::F16)
@@ -371,8 +408,16 @@ impl Model {
         let optimized = typed.into_optimized().map_err(engine)?;
         let plan = optimized.into_runnable().map_err(engine)?;
         // The plan's own input types after translation decide the tensors we feed.
-        let image_dt = plan.model().input_fact(image_pos).map_err(engine)?.datum_type;
-        let time_dt = plan.model().input_fact(time_pos).map_err(engine)?.datum_type;
+        let image_dt = plan
+            .model()
+            .input_fact(image_pos)
+            .map_err(engine)?
+            .datum_type;
+        let time_dt = plan
+            .model()
+            .input_fact(time_pos)
+            .map_err(engine)?
+            .datum_type;
         Ok(Model {
             source: origin,
             info,

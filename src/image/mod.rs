@@ -26,7 +26,12 @@ pub fn to_pixels(x: &[f32], [c, h, w]: [usize; 3], (lo, hi): (f32, f32)) -> Pixe
             data[p * channels + ch] = v.round().clamp(0.0, 255.0) as u8;
         }
     }
-    Pixels { width: w, height: h, channels, data }
+    Pixels {
+        width: w,
+        height: h,
+        channels,
+        data,
+    }
 }
 
 /// Lays images out on a near-square contact sheet with a `pad`-pixel gap of black.
@@ -47,7 +52,12 @@ pub fn grid(images: &[Pixels], pad: usize) -> Pixels {
             data[off..off + w * ch].copy_from_slice(src);
         }
     }
-    Pixels { width: gw, height: gh, channels: ch, data }
+    Pixels {
+        width: gw,
+        height: gh,
+        channels: ch,
+        data,
+    }
 }
 
 /// Nearest-neighbour upscaling by an integer factor.
@@ -63,7 +73,12 @@ pub fn upscale(p: &Pixels, k: usize) -> Pixels {
             data[(y * w + x) * ch..(y * w + x + 1) * ch].copy_from_slice(&p.data[s..s + ch]);
         }
     }
-    Pixels { width: w, height: h, channels: ch, data }
+    Pixels {
+        width: w,
+        height: h,
+        channels: ch,
+        data,
+    }
 }
 
 /// Writes a PNG atomically, with `text` as tEXt chunks (e.g. the "parameters" of the run,
@@ -71,13 +86,20 @@ pub fn upscale(p: &Pixels, k: usize) -> Pixels {
 pub fn write_png(path: &Path, p: &Pixels, text: &[(&str, String)]) -> Result<()> {
     write_atomic(path, |w| {
         let mut enc = png::Encoder::new(w, p.width as u32, p.height as u32);
-        enc.set_color(if p.channels == 3 { png::ColorType::Rgb } else { png::ColorType::Grayscale });
+        enc.set_color(if p.channels == 3 {
+            png::ColorType::Rgb
+        } else {
+            png::ColorType::Grayscale
+        });
         enc.set_depth(png::BitDepth::Eight);
         for (k, v) in text {
-            enc.add_text_chunk(k.to_string(), v.clone()).map_err(std::io::Error::other)?;
+            enc.add_text_chunk(k.to_string(), v.clone())
+                .map_err(std::io::Error::other)?;
         }
         let mut writer = enc.write_header().map_err(std::io::Error::other)?;
-        writer.write_image_data(&p.data).map_err(std::io::Error::other)?;
+        writer
+            .write_image_data(&p.data)
+            .map_err(std::io::Error::other)?;
         writer.finish().map_err(std::io::Error::other)
     })
 }
@@ -134,7 +156,12 @@ mod tests {
 
     #[test]
     fn grid_places_images_row_major() {
-        let img = |v| Pixels { width: 2, height: 2, channels: 1, data: vec![v; 4] };
+        let img = |v| Pixels {
+            width: 2,
+            height: 2,
+            channels: 1,
+            data: vec![v; 4],
+        };
         let g = grid(&[img(1), img(2), img(3)], 1);
         assert_eq!((g.width, g.height), (7, 7));
         assert_eq!(g.data[7 + 1], 1);

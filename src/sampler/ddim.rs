@@ -46,7 +46,12 @@ impl Ddim {
                 }
             })
             .collect();
-        Ddim { timesteps, coefs, clip: cfg.clip, prediction: cfg.prediction }
+        Ddim {
+            timesteps,
+            coefs,
+            clip: cfg.clip,
+            prediction: cfg.prediction,
+        }
     }
 }
 
@@ -95,7 +100,11 @@ mod tests {
     #[test]
     fn eta_zero_draws_no_noise_and_last_step_lands_on_x0() {
         let s = Schedule::seed();
-        let cfg = SamplerConfig { kind: SamplerKind::Ddim, clip: false, ..Default::default() };
+        let cfg = SamplerConfig {
+            kind: SamplerKind::Ddim,
+            clip: false,
+            ..Default::default()
+        };
         let mut d = Ddim::new(&cfg, &s);
         assert!((0..20).all(|i| d.noise_std(i) == 0.0));
         // Final ᾱ_prev = 1: the last step returns x̂0 exactly.
@@ -110,7 +119,11 @@ mod tests {
     #[test]
     fn eta_one_is_ancestral_until_the_last_step() {
         let s = Schedule::seed();
-        let cfg = SamplerConfig { kind: SamplerKind::Ddim, eta: 1.0, ..Default::default() };
+        let cfg = SamplerConfig {
+            kind: SamplerKind::Ddim,
+            eta: 1.0,
+            ..Default::default()
+        };
         let d = Ddim::new(&cfg, &s);
         assert!((0..19).all(|i| d.noise_std(i) > 0.0));
         assert_eq!(d.noise_std(19), 0.0);

@@ -73,11 +73,20 @@ impl Ddpm {
                     coef2: coef2 as f32,
                     inv_sqrt_alpha: (1.0 / (1.0 - beta).sqrt()) as f32,
                     direct_eps: (beta / schedule.sqrt_one_minus_alpha_bars[t]) as f32,
-                    sigma: if prev.is_some() { var.sqrt() as f32 } else { 0.0 },
+                    sigma: if prev.is_some() {
+                        var.sqrt() as f32
+                    } else {
+                        0.0
+                    },
                 }
             })
             .collect();
-        Ddpm { timesteps, coefs, clip: cfg.clip, prediction: cfg.prediction }
+        Ddpm {
+            timesteps,
+            coefs,
+            clip: cfg.clip,
+            prediction: cfg.prediction,
+        }
     }
 }
 

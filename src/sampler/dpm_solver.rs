@@ -7,6 +7,7 @@
 //!   x_next = (s_next/s_cur)·x − a_next·(e^{−h} − 1)·x̂0;
 //! - second order otherwise, r = h_prev/h, D1 = (x̂0 − x̂0_prev)/r:
 //!   x_next = (s_next/s_cur)·x − a_next·(e^{−h} − 1)·(x̂0 + D1/2).
+//!
 //! Without the final first-order step to σ = 0 the huge last λ-step overshoots.
 use super::{a_s, x0_into, Prediction, Sampler, SamplerConfig};
 use crate::schedule::Schedule;
@@ -37,16 +38,22 @@ impl DpmSolverPp2m {
     pub fn new(cfg: &SamplerConfig, schedule: &Schedule) -> DpmSolverPp2m {
         let timesteps = super::dpm_timesteps(cfg.spacing(), schedule.len(), cfg.steps);
         let n = timesteps.len();
-        let lambda = |t: usize| {
-            (schedule.sqrt_alpha_bars[t] / schedule.sqrt_one_minus_alpha_bars[t]).ln()
-        };
+        let lambda =
+            |t: usize| (schedule.sqrt_alpha_bars[t] / schedule.sqrt_one_minus_alpha_bars[t]).ln();
         let coefs = (0..n)
             .map(|i| {
                 let t = timesteps[i];
                 let (a, s) = a_s(schedule, t);
                 if i + 1 == n {
                     // σ_next = 0: a_next = 1, s_next = 0, e^{−h} = 0.
-                    return Coefs { a, s, ratio: 0.0, c0: 1.0, c1: 0.0, last: true };
+                    return Coefs {
+                        a,
+                        s,
+                        ratio: 0.0,
+                        c0: 1.0,
+                        c1: 0.0,
+                        last: true,
+                    };
                 }
                 let tn = timesteps[i + 1];
                 let h = lambda(tn) - lambda(t);
@@ -132,7 +139,11 @@ mod tests {
     #[test]
     fn last_step_returns_x0() {
         let s = Schedule::seed();
-        let cfg = SamplerConfig { kind: SamplerKind::DpmPp2m, steps: 10, ..Default::default() };
+        let cfg = SamplerConfig {
+            kind: SamplerKind::DpmPp2m,
+            steps: 10,
+            ..Default::default()
+        };
         let mut d = DpmSolverPp2m::new(&cfg, &s);
         d.prepare(1);
         let t = d.timesteps()[9];
@@ -149,12 +160,17 @@ mod tests {
     #[test]
     fn exact_for_a_perfect_denoiser() {
         let s = Schedule::seed();
-        let cfg = SamplerConfig { kind: SamplerKind::DpmPp2m, steps: 20, ..Default::default() };
+        let cfg = SamplerConfig {
+            kind: SamplerKind::DpmPp2m,
+            steps: 20,
+            ..Default::default()
+        };
         let mut d = DpmSolverPp2m::new(&cfg, &s);
         d.prepare(1);
         let (x0, eps) = (0.4f64, -0.7f64);
         let ts = d.timesteps().to_vec();
-        let mut x = [(s.sqrt_alpha_bars[ts[0]] * x0 + s.sqrt_one_minus_alpha_bars[ts[0]] * eps) as f32];
+        let mut x =
+            [(s.sqrt_alpha_bars[ts[0]] * x0 + s.sqrt_one_minus_alpha_bars[ts[0]] * eps) as f32];
         for (i, &t) in ts.iter().enumerate() {
             let m = eps as f32; // the true ε at every step
             let _ = t;
@@ -164,7 +180,11 @@ mod tests {
             } else {
                 x0
             };
-            assert!((x[0] as f64 - want).abs() < 1e-4, "step {i}: {} vs {want}", x[0]);
+            assert!(
+                (x[0] as f64 - want).abs() < 1e-4,
+                "step {i}: {} vs {want}",
+                x[0]
+            );
         }
     }
 }

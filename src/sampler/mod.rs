@@ -58,7 +58,10 @@ impl FromStr for SamplerKind {
             "dpmpp-2m" | "dpmpp_2m" | "dpm++2m" | "dpm-solver++" | "dpmsolver++" => {
                 Ok(SamplerKind::DpmPp2m)
             }
-            _ => Err(format!("unknown sampler '{s}' (valid: {})", SamplerKind::NAMES)),
+            _ => Err(format!(
+                "unknown sampler '{s}' (valid: {})",
+                SamplerKind::NAMES
+            )),
         }
     }
 }
@@ -225,7 +228,10 @@ impl SamplerConfig {
             )));
         }
         if !(self.eta >= 0.0 && self.eta.is_finite()) {
-            return Err(Error::usage(format!("--eta must be >= 0, found {}", self.eta)));
+            return Err(Error::usage(format!(
+                "--eta must be >= 0, found {}",
+                self.eta
+            )));
         }
         Ok(())
     }
@@ -266,7 +272,9 @@ pub fn timesteps(spacing: Spacing, t_max: usize, steps: usize) -> Vec<usize> {
         // np.round(np.arange(T, 0, -T/S)) - 1
         Spacing::Trailing => {
             let ratio = t as f64 / s as f64;
-            (0..s).map(|k| np_round(t as f64 - k as f64 * ratio) - 1).collect()
+            (0..s)
+                .map(|k| np_round(t as f64 - k as f64 * ratio) - 1)
+                .collect()
         }
     };
     v.into_iter().map(|x| x.clamp(0, t - 1) as usize).collect()
@@ -286,7 +294,9 @@ pub fn dpm_timesteps(spacing: Spacing, t_max: usize, steps: usize) -> Vec<usize>
         // np.arange(T, 0, -T/S).round() - 1
         Spacing::Trailing => {
             let ratio = t as f64 / s as f64;
-            (0..s).map(|k| np_round(t as f64 - k as f64 * ratio) - 1).collect()
+            (0..s)
+                .map(|k| np_round(t as f64 - k as f64 * ratio) - 1)
+                .collect()
         }
     };
     v.into_iter().map(|x| x.clamp(0, t - 1) as usize).collect()
@@ -319,7 +329,10 @@ pub trait Sampler: Send {
 
 /// √ᾱ_t and √(1−ᾱ_t) as f32, the pair every conversion needs.
 pub(crate) fn a_s(schedule: &Schedule, t: usize) -> (f32, f32) {
-    (schedule.sqrt_alpha_bars[t] as f32, schedule.sqrt_one_minus_alpha_bars[t] as f32)
+    (
+        schedule.sqrt_alpha_bars[t] as f32,
+        schedule.sqrt_one_minus_alpha_bars[t] as f32,
+    )
 }
 
 /// x̂0 for previews, shared by the samplers.
@@ -366,7 +379,11 @@ mod tests {
         let (x0, eps) = (0.3f32, -1.2f32);
         let x = a * x0 + s * eps;
         let v = a * eps - s * x0;
-        for (p, m) in [(Prediction::Epsilon, eps), (Prediction::V, v), (Prediction::Sample, x0)] {
+        for (p, m) in [
+            (Prediction::Epsilon, eps),
+            (Prediction::V, v),
+            (Prediction::Sample, x0),
+        ] {
             let (gx0, geps) = p.x0_eps(x, m, a, s);
             assert!((gx0 - x0).abs() < 1e-6, "{p:?} x0");
             assert!((geps - eps).abs() < 1e-6, "{p:?} eps");

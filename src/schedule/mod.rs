@@ -213,7 +213,10 @@ mod tests {
             let pv = (1.0 - prev) / (1.0 - ab[t]) * s.betas[t];
             assert!((s.coef1[t] - c1).abs() < 1e-9, "coef1[{t}]");
             assert!((s.coef2[t] - c2).abs() < 1e-9, "coef2[{t}]");
-            assert!((s.posterior_variance[t] - pv).abs() < 1e-12, "posterior var[{t}]");
+            assert!(
+                (s.posterior_variance[t] - pv).abs() < 1e-12,
+                "posterior var[{t}]"
+            );
             assert!((s.sqrt_alpha_bars[t] - ab[t].sqrt()).abs() < 1e-10);
             assert!((s.sqrt_one_minus_alpha_bars[t] - (1.0 - ab[t]).sqrt()).abs() < 1e-10);
         }
@@ -231,7 +234,11 @@ mod tests {
 
     #[test]
     fn alpha_bar_decreases_within_bounds_for_every_schedule() {
-        for kind in [BetaSchedule::Linear, BetaSchedule::ScaledLinear, BetaSchedule::Cosine] {
+        for kind in [
+            BetaSchedule::Linear,
+            BetaSchedule::ScaledLinear,
+            BetaSchedule::Cosine,
+        ] {
             let s = Schedule::new(ScheduleConfig {
                 beta_schedule: kind,
                 num_train_timesteps: 1000,
@@ -241,7 +248,10 @@ mod tests {
             .unwrap();
             assert!(!s.is_static());
             for t in 0..s.len() {
-                assert!(s.alpha_bars[t] > 0.0 && s.alpha_bars[t] <= 1.0, "{kind} t={t}");
+                assert!(
+                    s.alpha_bars[t] > 0.0 && s.alpha_bars[t] <= 1.0,
+                    "{kind} t={t}"
+                );
                 if t > 0 {
                     assert!(s.alpha_bars[t] < s.alpha_bars[t - 1], "{kind} t={t}");
                 }
@@ -257,7 +267,11 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let f = |u: f64| ((u + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+        let f = |u: f64| {
+            ((u + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+                .cos()
+                .powi(2)
+        };
         for t in [0usize, 10, 500, 900, 990] {
             let want = f((t + 1) as f64 / 1000.0) / f(0.0);
             assert!((s.alpha_bars[t] - want).abs() < 1e-9, "t={t}");
@@ -267,9 +281,16 @@ mod tests {
 
     #[test]
     fn bad_configs_are_rejected() {
-        let bad = ScheduleConfig { beta_start: 0.5, beta_end: 0.1, ..Default::default() };
+        let bad = ScheduleConfig {
+            beta_start: 0.5,
+            beta_end: 0.1,
+            ..Default::default()
+        };
         assert!(Schedule::new(bad).is_err());
-        let bad = ScheduleConfig { num_train_timesteps: 1, ..Default::default() };
+        let bad = ScheduleConfig {
+            num_train_timesteps: 1,
+            ..Default::default()
+        };
         assert!(Schedule::new(bad).is_err());
     }
 }

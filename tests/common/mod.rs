@@ -13,8 +13,14 @@ pub fn fixture(rel: &str) -> PathBuf {
 }
 
 pub fn load(rel: &str, batch: usize) -> Model {
-    Model::load(&ModelSource::Path(fixture(rel)), &LoadOptions { batch, ..Default::default() })
-        .unwrap_or_else(|e| panic!("loading {rel}: {e}"))
+    Model::load(
+        &ModelSource::Path(fixture(rel)),
+        &LoadOptions {
+            batch,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("loading {rel}: {e}"))
 }
 
 /// Largest |a − b| and where it occurs (NaN counts as the largest).

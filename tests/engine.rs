@@ -1,0 +1,166 @@
+//! tract (through edge-sample's loader and rewrites) against onnxruntime on the same files:
+//! tests/fixtures/make_models.py ran each model in onnxruntime (CPU, 1 thread) on inputs from
+//! the noise stream and saved input, timesteps and output (tests/fixtures/ort/).
+mod common;
+
+use common::*;
+use edge_sample::denoiser::{Denoiser, LoadOptions, Model, ModelSource, Precision};
+
+/// fp32 graphs: both engines compute in f32; differences are summation order (~1e-6).
+const FP32_TOL: f32 = 1e-4;
+/// fp16 weights computed in f32 by tract on CPUs without FEAT_FP16, vs onnxruntime's own
+/// handling of the float16 graph: differences are f16 rounding of activations (measured on
+/// x86: max 2.6e-3, mean 3.4e-4).
+const FP16_TOL: f32 = 1e-2;
+/// int8: QDQ graphs run as f32 on dequantized weights in tract but with integer kernels and
+/// requantization in onnxruntime; a few quantization steps of the output (scale ≈ 0.03) apart
+/// (measured on x86: QDQ identical, QOperator max 0.061, mean 0.013).
+const INT8_MAX_TOL: f32 = 0.15;
+const INT8_MEAN_TOL: f32 = 0.025;
+
+struct Case {
+    model: &'static str,
+    max_tol: f32,
+    mean_tol: f32,
+}
+
+fn read_t(path: &std::path::Path) -> Vec<f64> {
+    match edge_sample::npy::read_i64(path) {
+        Ok((_, v)) => v.into_iter().map(|t| t as f64).collect(),
+        Err(_) => edge_sample::npy::read_f32(path)
+            .unwrap()
+            .1
+            .into_iter()
+            .map(|t| t as f64)
+            .collect(),
+    }
+}
+
+fn check(case: &Case, precision: Precision) -> (f32, f32) {
+    let stem = case.model.trim_end_matches(".onnx");
+    let (xshape, x) = edge_sample::npy::read_f32(&fixture(&format!("ort/{stem}_x.npy"))).unwrap();
+    let (_, want) = edge_sample::npy::read_f32(&fixture(&format!("ort/{stem}_eps.npy"))).unwrap();
+    let ts = read_t(&fixture(&format!("ort/{stem}_t.npy")));
+    let n = xshape[0];
+    let chw: usize = xshape[1..].iter().product();
+    let model = Model::load(
+        &ModelSource::Path(fixture(&format!("models/{}", case.model))),
+        &LoadOptions {
+            batch: n,
+            precision,
+        },
+    )
+    .unwrap();
+    let mut den = model.denoiser().unwrap();
+    assert_eq!(den.batch(), n, "{}: plan batch", case.model);
+    // One timestep per call: run the whole batch at image i's t and keep image i (images of a
+    // batch do not interact in these networks).
+    let mut got = vec![0f32; n * chw];
+    let mut out = vec![0f32; n * chw];
+    for i in 0..n {
+        let t = if ts.len() == n { ts[i] } else { ts[0] };
+        den.run(&x, t as usize, &mut out).unwrap();
+        got[i * chw..(i + 1) * chw].copy_from_slice(&out[i * chw..(i + 1) * chw]);
+    }
+    let (max, at) = max_abs_diff(&got, &want);
+    let mean = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f32>()
+        / got.len() as f32;
+    eprintln!(
+        "{} ({precision}, compute {}): max |tract − ort| {max:.2e}, mean {mean:.2e}",
+        case.model, model.compute
+    );
+    assert!(
+        max <= case.max_tol && mean <= case.mean_tol,
+        "{}: max diff {max} at {at} (tract {}, ort {}), mean {mean}; tolerances {} / {}",
+        case.model,
+        got[at],
+        want[at],
+        case.max_tol,
+        case.mean_tol
+    );
+    (max, mean)
+}
+
+#[test]
+fn fp32_models_match_onnxruntime() {
+    for model in [
+        "tiny_unet.onnx",
+        "tiny_unet_v.onnx",
+        "gaussian_denoiser.onnx",
+        "rgb16_tfloat_scalar.onnx",
+        "rgb16_tfloat_n.onnx",
+        "gray12_tint_1.onnx",
+        "gray12_tint_b4.onnx",
+        "sidecar.onnx",
+    ] {
+        check(
+            &Case {
+                model,
+                max_tol: FP32_TOL,
+                mean_tol: FP32_TOL,
+            },
+            Precision::Auto,
+        );
+    }
+}
+
+#[test]
+fn fp16_models_match_onnxruntime() {
+    // onnxconverter-common (f32 IO, f16 inside) and PyTorch model.half() (f16 IO, fp16 Gemm
+    // rewritten to MatMul + Add before tract sees it).
+    for model in ["tiny_unet_fp16.onnx", "tiny_unet_fp16_half.onnx"] {
+        for precision in [Precision::Auto, Precision::F32] {
+            check(
+                &Case {
+                    model,
+                    max_tol: FP16_TOL,
+                    mean_tol: FP16_TOL / 10.0,
+                },
+                precision,
+            );
+        }
+    }
+}
+
+#[test]
+fn int8_models_match_onnxruntime() {
+    // QDQ (value_info with a symbolic batch ignored) and QOperator (com.microsoft QLinearAdd,
+    // QLinearConcat and QGemm rewritten to standard ops; QLinearConv stays integer).
+    for model in ["tiny_unet_int8_qdq.onnx", "tiny_unet_int8_qop.onnx"] {
+        check(
+            &Case {
+                model,
+                max_tol: INT8_MAX_TOL,
+                mean_tol: INT8_MEAN_TOL,
+            },
+            Precision::Auto,
+        );
+    }
+}
+
+#[test]
+fn qoperator_rewrite_removes_every_contrib_op() {
+    let m = load("models/tiny_unet_int8_qop.onnx", 1);
+    let joined = m.rewrites.join("; ");
+    for op in ["QLinearAdd", "QLinearConcat", "QGemm"] {
+        assert!(joined.contains(op), "{op} not rewritten: {joined}");
+    }
+    let half = load("models/tiny_unet_fp16_half.onnx", 1);
+    assert!(
+        half.rewrites.iter().any(|r| r.contains("Gemm")),
+        "{:?}",
+        half.rewrites
+    );
+    assert_eq!(
+        half.compute,
+        if edge_sample::denoiser::tract::cpu_has_fp16() {
+            "f16"
+        } else {
+            "f32"
+        }
+    );
+}
