@@ -92,6 +92,13 @@ pub fn generate(model: &Model, job: &Job, on_step: &(dyn Fn() + Sync)) -> Result
     let batch = model.batch;
     let batches = job.num.div_ceil(batch);
     let workers = job.threads.clamp(1, batches);
+    // tract's multithreaded matmuls measured slower than one thread on these small UNets
+    // (README, Performance), so they are opt-in: EDGE_SAMPLE_MATMUL_THREADS=N.
+    let intra_threads = std::env::var("EDGE_SAMPLE_MATMUL_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
 
     let mut data = vec![0f32; job.num * chw];
     let out = Mutex::new(&mut data);
@@ -105,7 +112,7 @@ pub fn generate(model: &Model, job: &Job, on_step: &(dyn Fn() + Sync)) -> Result
         for _ in 0..workers {
             scope.spawn(|| {
                 let run = || -> Result<()> {
-                    let mut den = model.denoiser()?;
+                    let mut den = model.denoiser_with_threads(intra_threads)?;
                     let mut sampler = sampler_cfg.build(&schedule)?;
                     let mut w = Worker::new(
                         &mut *sampler,

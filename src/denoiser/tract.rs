@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
@@ -435,6 +436,12 @@ impl Model {
 
     /// A denoiser with its own engine state, for one worker thread.
     pub fn denoiser(&self) -> Result<TractDenoiser> {
+        self.denoiser_with_threads(1)
+    }
+
+    /// A denoiser whose matrix products use `threads` threads (tract's `multithread-mm`
+    /// executor): for runs with fewer batches than cores.
+    pub fn denoiser_with_threads(&self, threads: usize) -> Result<TractDenoiser> {
         let engine = |e: anyhow::Error| Error::runtime(format!("tract: {}", one_line(&e)));
         let state = TypedSimpleState::new(&self.plan).map_err(engine)?;
         let [c, h, w] = self.io.image_shape;
@@ -446,7 +453,9 @@ impl Model {
             TimeShape::BatchByOne => vec![self.batch, 1],
         };
         let t = Tensor::zero_dt(self.time_dt, &tshape).map_err(engine)?;
+        let executor = (threads > 1).then(|| Executor::multithread(threads));
         Ok(TractDenoiser {
+            executor,
             state,
             x: Arc::new(x),
             t: Arc::new(t),
@@ -468,6 +477,7 @@ fn read_sidecar(model: &Path) -> Result<BTreeMap<String, String>> {
 
 /// One worker's view of the model: its own state and input tensors, reused every step.
 pub struct TractDenoiser {
+    executor: Option<Executor>,
     state: TypedSimpleState,
     x: Arc<Tensor>,
     t: Arc<Tensor>,
@@ -545,7 +555,11 @@ impl Denoiser for TractDenoiser {
                 self.t.clone()
             }));
         }
-        let outputs = self.state.run(inputs).map_err(engine)?;
+        let outputs = match &self.executor {
+            Some(pool) => multithread_tract_scope(pool.clone(), || self.state.run(inputs)),
+            None => self.state.run(inputs),
+        }
+        .map_err(engine)?;
         read_floats(&outputs[0], out).map_err(engine)?;
         Ok(())
     }
