@@ -13,7 +13,7 @@ use crate::sampler::{SamplerKind, Spacing, Variance};
     version,
     about = "Generate images with a diffusion model on a small CPU",
     long_about = "Generate images with an ONNX diffusion denoiser (run by tract) and write them \
-                  as PNG. With no options: 16 digits from the built-in model, 20 DDIM steps, \
+                  as PNG. With no options: 16 digits from the built-in model, 20 DPM-Solver++(2M) steps, \
                   written to ./edge-sample.png."
 )]
 pub struct Cli {
@@ -57,7 +57,7 @@ pub struct ModelArgs {
 #[derive(Args, Debug, Clone)]
 pub struct SamplerArgs {
     /// Sampler: ddpm, ddim or dpmpp-2m.
-    #[arg(long, short = 's', default_value = "ddim")]
+    #[arg(long, short = 's', default_value = "dpmpp-2m")]
     pub sampler: SamplerKind,
     /// Network evaluations. ddpm with --steps equal to the model's T (1000) is the seed's exact
     /// chain; fewer steps respace it.

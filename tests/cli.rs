@@ -6,8 +6,23 @@ use std::process::{Command, Output};
 
 use common::fixture;
 
+/// The binary, through `EDGE_SAMPLE_RUNNER` when it is set (e.g. "qemu-aarch64-static -L
+/// /usr/aarch64-linux-gnu" for a cross-compiled binary on a host without binfmt_misc).
+fn command() -> Command {
+    let bin = env!("CARGO_BIN_EXE_edge-sample");
+    match std::env::var("EDGE_SAMPLE_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut parts = runner.split_whitespace();
+            let mut c = Command::new(parts.next().unwrap());
+            c.args(parts).arg(bin);
+            c
+        }
+        _ => Command::new(bin),
+    }
+}
+
 fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edge-sample"))
+    command()
         .args(args)
         .current_dir(dir)
         .output()
@@ -56,7 +71,7 @@ fn no_arguments_writes_a_grid_of_the_default_model() {
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.contains("parameters"), "no parameters chunk");
     assert!(
-        text.contains("sampler: ddim, steps: 20, seed: 42"),
+        text.contains("sampler: dpmpp-2m, steps: 20, seed: 42"),
         "parameters chunk content"
     );
     assert_eq!(

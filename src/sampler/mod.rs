@@ -203,7 +203,8 @@ pub struct SamplerConfig {
 impl Default for SamplerConfig {
     fn default() -> Self {
         SamplerConfig {
-            kind: SamplerKind::Ddim,
+            // The best quality at 20 steps on the bundled model (models/README.md).
+            kind: SamplerKind::DpmPp2m,
             steps: 20,
             eta: 0.0,
             spacing: None,
