@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-CROSS_PLATFORM_TOL = 1e-3
+CROSS_PLATFORM_TOL = 1e-4  # measured 5.4e-6 (x86 vs qemu A72 and A76, 4 digits, 20 steps)
 
 ref = np.load(sys.argv[1])
 worst = 0.0
