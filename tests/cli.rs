@@ -253,7 +253,7 @@ fn info_reports_what_was_detected() {
     for needle in [
         "tiny-unet",
         "int64",
-        "BatchByOne",
+        "int64 [N,1]",
         "epsilon",
         "linear T=1000",
         "[metadata]",

@@ -64,6 +64,17 @@ pub enum TimeShape {
     BatchByOne,
 }
 
+impl std::fmt::Display for TimeShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimeShape::Scalar => "scalar",
+            TimeShape::One => "[1]",
+            TimeShape::Batch => "[N]",
+            TimeShape::BatchByOne => "[N,1]",
+        })
+    }
+}
+
 /// The model's interface as found in the ONNX graph.
 #[derive(Clone, Debug)]
 pub struct IoSpec {
