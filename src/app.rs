@@ -278,7 +278,7 @@ pub fn info(model: &str, precision: Precision) -> Result<()> {
         io.image_shape[2]
     );
     println!(
-        "timestep:     {} {} {:?}",
+        "timestep:     {} {} {}",
         io.time_input, io.time_type, io.time_shape
     );
     println!("output:       {}", io.output);
