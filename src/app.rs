@@ -1,10 +1,11 @@
-//! The commands behind the CLI: sample (the main job), info, bench, models.
+//! The commands behind the CLI: sample (the main job), info, bench, models, boards, frame.
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::cli::{BenchArgs, ModelArgs, SampleArgs, SamplerArgs};
+use crate::boards;
+use crate::cli::{BenchArgs, FrameArgs, ModelArgs, OnExit, SampleArgs, SamplerArgs};
 use crate::denoiser::tract::cpu_has_fp16;
 use crate::denoiser::{LoadOptions, Model, Precision};
 use crate::error::{Error, Result};
@@ -12,6 +13,7 @@ use crate::fsutil::check_writable;
 use crate::image::{grid, load_image, to_pixels, upscale, write_png, Pixels};
 use crate::pipeline::{generate, InitImage, Job, Samples};
 use crate::sampler::SamplerConfig;
+use crate::show::{self, View};
 use crate::{models, npy};
 
 pub fn default_threads() -> usize {
@@ -36,6 +38,15 @@ fn sampler_config(a: &SamplerArgs) -> Result<SamplerConfig> {
     })
 }
 
+/// `--precision auto` takes the board profile's precision.
+fn with_board(m: &ModelArgs, board: Option<&boards::Board>) -> ModelArgs {
+    let mut m = m.clone();
+    if let (Precision::Auto, Some(b)) = (m.precision, board) {
+        m.precision = b.precision();
+    }
+    m
+}
+
 fn load(m: &ModelArgs) -> Result<Model> {
     if m.batch == 0 {
         return Err(Error::usage("--batch must be at least 1"));
@@ -54,7 +65,7 @@ fn load(m: &ModelArgs) -> Result<Model> {
 }
 
 /// A progress bar on stderr, drawn only on a terminal, at most every 100 ms.
-struct Progress {
+pub(crate) struct Progress {
     total: usize,
     done: AtomicUsize,
     last: Mutex<Instant>,
@@ -63,7 +74,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: usize, quiet: bool) -> Progress {
+    pub(crate) fn new(total: usize, quiet: bool) -> Progress {
         Progress {
             total,
             done: AtomicUsize::new(0),
@@ -72,7 +83,7 @@ impl Progress {
             start: Instant::now(),
         }
     }
-    fn tick(&self) {
+    pub(crate) fn tick(&self) {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         if !self.enabled {
             return;
@@ -128,7 +139,14 @@ pub fn sample(a: &SampleArgs) -> Result<()> {
         std::fs::create_dir_all(d).map_err(|e| Error::output(d, e))?;
         check_writable(&d.join("0000.png"))?;
     }
-    let model = load(&a.model)?;
+    let board = boards::resolve(&a.display.board)?;
+    // The screen is opened before the model loads, so wiring problems show at once.
+    let screen = show::open_screen(&a.display, board.as_ref(), a.quiet)?;
+    let stop = match screen {
+        Some(_) => Some(show::stop_flag()?),
+        None => None,
+    };
+    let model = load(&with_board(&a.model, board.as_ref()))?;
     cfg.validate(model.info.schedule.num_train_timesteps)?;
     let shape = model.io.image_shape;
     let chw: usize = shape.iter().product();
@@ -172,8 +190,24 @@ pub fn sample(a: &SampleArgs) -> Result<()> {
         Some(i) => crate::pipeline::img2img_start(cfg.steps, i.strength)?,
         None => 0,
     };
-    let progress = Progress::new(a.num.div_ceil(model.batch) * (cfg.steps - start), a.quiet);
-    let samples = generate(&model, &job, &|| progress.tick())?;
+    let total = a.num.div_ceil(model.batch) * (cfg.steps - start);
+    let progress = Progress::new(total, a.quiet);
+    let view = View {
+        display: &a.display,
+        sampler: cfg.kind.name(),
+        steps: cfg.steps,
+        quiet: a.quiet,
+    };
+    let shown = show::run(
+        &model,
+        &job,
+        screen,
+        &view,
+        &|| progress.tick(),
+        stop.as_deref(),
+        total,
+    )?;
+    let samples = shown.samples;
 
     let params = parameters(&model, &cfg, a);
     let images: Vec<Pixels> = samples
@@ -207,6 +241,147 @@ pub fn sample(a: &SampleArgs) -> Result<()> {
             summary(&samples, a.num, model.batch),
             written.join(", ")
         );
+        if let (Some(s), Some(st)) = (&shown.screen, shown.stats) {
+            println!(
+                "screen: {}, {} frames drawn in {:.1} ms on the display thread",
+                s.describe(),
+                st.frames,
+                st.time.as_secs_f64() * 1e3
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `edge-sample boards`.
+pub fn list_boards() -> Result<()> {
+    let here = boards::detect()?;
+    for b in boards::all()? {
+        let mark = if here.as_ref().is_some_and(|h| h.name == b.name) {
+            "  ← this board"
+        } else {
+            ""
+        };
+        println!(
+            "{:<17} {} — {} cores {}, {}, precision {}{mark}",
+            b.name,
+            b.title,
+            b.cores,
+            b.cpu,
+            b.target,
+            b.precision()
+        );
+        for s in &b.screens {
+            println!("{:<17}   screen: {}", "", s.describe());
+        }
+    }
+    if here.is_none() {
+        println!("(this machine matches no profile: --display auto draws nothing here)");
+    }
+    Ok(())
+}
+
+/// `edge-sample frame`: a new picture every interval until SIGINT/SIGTERM (or --count).
+pub fn frame(f: &FrameArgs) -> Result<()> {
+    let cfg = sampler_config(&f.sampler)?;
+    if f.num == 0 {
+        return Err(Error::usage("--num must be at least 1"));
+    }
+    if let Some(p) = &f.output {
+        check_writable(p)?;
+    }
+    let board = boards::resolve(&f.display.board)?;
+    let mut screen = show::open_screen(&f.display, board.as_ref(), f.quiet)?;
+    if screen.is_none() && f.output.is_none() {
+        return Err(Error::usage(
+            "frame: no screen to show pictures on (--display auto found none):              give --display SPEC (e.g. png:frame.png, fb, st7789) or --output PNG",
+        ));
+    }
+    let stop = show::stop_flag()?;
+    let model = load(&with_board(&f.model, board.as_ref()))?;
+    cfg.validate(model.info.schedule.num_train_timesteps)?;
+    let shape = model.io.image_shape;
+    let chw: usize = shape.iter().product();
+    let first_seed = f.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    let threads = f.model.threads.unwrap_or_else(default_threads);
+    let view = View {
+        display: &f.display,
+        sampler: cfg.kind.name(),
+        steps: cfg.steps,
+        quiet: true,
+    };
+    if !f.quiet {
+        if let Some(s) = &screen {
+            eprintln!("edge-sample frame: showing on {}", s.describe());
+        }
+    }
+    let mut layout = None;
+    let mut shown_count = 0u64;
+    while f.count.is_none_or(|c| shown_count < c) {
+        let t0 = Instant::now();
+        let seed = first_seed.wrapping_add(shown_count);
+        let job = Job {
+            sampler: cfg,
+            seed,
+            num: f.num,
+            threads,
+            init_image: None,
+            init_noise: None,
+        };
+        let total = f.num.div_ceil(model.batch) * cfg.steps;
+        let shown = match show::run(
+            &model,
+            &job,
+            screen.take(),
+            &view,
+            &|| {},
+            Some(&stop),
+            total,
+        ) {
+            Err(Error::Interrupted) => break,
+            other => other?,
+        };
+        screen = shown.screen;
+        layout = shown.layout.or(layout);
+        if let Some(p) = &f.output {
+            let images: Vec<Pixels> = shown
+                .samples
+                .data
+                .chunks(chw)
+                .map(|x| to_pixels(x, shape, model.info.pixel_range))
+                .collect();
+            let params = format!(
+                "model: {}, sampler: {}, steps: {}, seed: {seed}, edge-sample {}",
+                model.info.name,
+                cfg.kind,
+                cfg.steps,
+                env!("CARGO_PKG_VERSION")
+            );
+            write_png(p, &grid(&images, 2), &[("parameters", params)])?;
+        }
+        shown_count += 1;
+        if !f.quiet {
+            eprintln!(
+                "edge-sample frame: picture {shown_count}, seed {seed}, {:.2} s",
+                shown.samples.elapsed.as_secs_f64()
+            );
+        }
+        if f.count.is_some_and(|c| shown_count >= c) {
+            break;
+        }
+        if show::sleep_unless(&stop, f.interval.saturating_sub(t0.elapsed())) {
+            break;
+        }
+    }
+    if let (OnExit::Clear, Some(s), Some(l)) = (f.on_exit, screen.as_mut(), layout.as_ref()) {
+        show::clear(&mut **s, l)?;
+    }
+    if !f.quiet {
+        eprintln!("edge-sample frame: stopped after {shown_count} pictures");
     }
     Ok(())
 }

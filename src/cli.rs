@@ -1,10 +1,13 @@
 //! Command-line arguments → validated requests. Everything the user can get wrong is checked
 //! here or at load, before any sampling starts.
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use embedded_graphics::prelude::Size;
 
 use crate::denoiser::Precision;
+use crate::display::{parse_screen_size, DisplaySpec, Rotation};
 use crate::sampler::{SamplerKind, Spacing, Variance};
 
 #[derive(Parser, Debug)]
@@ -36,6 +39,102 @@ pub enum Command {
     Bench(BenchArgs),
     /// List the models built into this binary.
     Models,
+    /// List the board profiles (boards/*.toml) and which one this machine is.
+    Boards,
+    /// Photo frame: generate and show a new picture every --interval, until SIGINT/SIGTERM.
+    Frame(FrameArgs),
+}
+
+/// Where pictures are shown.
+#[derive(Args, Debug, Clone)]
+pub struct DisplayArgs {
+    /// Screen: auto (the board profile's screen if its device is present), none, png:PATH
+    /// (simulated screen saved as PNG), fb[:DEVICE], st7789, ili9341, ili9486, st7735s, gc9a01,
+    /// st7796 or ssd1306, with optional settings: st7789:dc=25,rst=27,backlight=24,size=240x240.
+    #[arg(long, default_value = "auto", value_name = "SPEC")]
+    pub display: DisplaySpec,
+    /// Screen size WIDTHxHEIGHT (the simulated screen's, or a TFT's when not the profile's).
+    #[arg(long, value_name = "WxH", value_parser = parse_screen_size)]
+    pub screen: Option<Size>,
+    /// Rotate the picture clockwise on the screen: 0, 90, 180 or 270.
+    #[arg(long, default_value = "0", value_name = "DEG")]
+    pub rotate: Rotation,
+    /// Caption line under the picture: sampler, steps, seed, time.
+    #[arg(long)]
+    pub caption: bool,
+    /// While denoising, show the predicted final images every K steps (0: progress bar only).
+    #[arg(long, default_value_t = 5, value_name = "K")]
+    pub preview_every: usize,
+    /// Board profile (`edge-sample boards`): auto (from /proc/device-tree/model), none, or a name.
+    #[arg(long, default_value = "auto", value_name = "NAME")]
+    pub board: String,
+}
+
+/// What the photo frame does with the screen when it is stopped.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExit {
+    /// Leave the last picture on the screen.
+    Keep,
+    /// Clear the screen to black.
+    Clear,
+}
+
+/// Parses 30s, 5m, 1h, 500ms or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration '{s}' (examples: 30s, 5m, 1h, 500ms)"))?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" => v,
+        "ms" => v / 1000.0,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        u => {
+            return Err(format!(
+                "invalid duration unit '{u}' in '{s}' (valid: ms, s, m, h)"
+            ))
+        }
+    };
+    if !(secs.is_finite() && secs <= 7.0 * 86400.0) {
+        return Err(format!("duration '{s}' out of range (at most 7 days)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FrameArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+    #[command(flatten)]
+    pub display: DisplayArgs,
+    /// Time from one picture to the next (generation included): 30s, 5m, 1h.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Seed of the first picture (default: from the clock); each picture takes the next.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Images per picture (a grid when more than one).
+    #[arg(long, short = 'n', default_value_t = 1)]
+    pub num: usize,
+    /// Also save each picture to this PNG (replaced atomically).
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Stop after this many pictures (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// On SIGINT/SIGTERM: keep the last picture on the screen, or clear it.
+    #[arg(long, value_enum, default_value = "keep")]
+    pub on_exit: OnExit,
+    /// No per-picture log line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -114,6 +213,8 @@ pub struct SampleArgs {
     /// No progress bar and no summary line.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    #[command(flatten)]
+    pub display: DisplayArgs,
 }
 
 #[derive(Args, Debug, Clone)]

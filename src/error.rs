@@ -19,6 +19,12 @@ pub enum Error {
     /// Sampling failed at run time (engine error, non-finite output).
     #[error("{0}")]
     Runtime(String),
+    /// A screen could not be opened or drawn on (missing node, permission, bad wiring).
+    #[error("{0}")]
+    Display(String),
+    /// SIGINT or SIGTERM arrived.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl Error {
@@ -30,6 +36,9 @@ impl Error {
     }
     pub fn runtime(msg: impl Into<String>) -> Error {
         Error::Runtime(msg.into())
+    }
+    pub fn display(msg: impl Into<String>) -> Error {
+        Error::Display(msg.into())
     }
     pub fn model(path: impl Into<String>, msg: impl Into<String>) -> Error {
         Error::Model {
@@ -47,8 +56,13 @@ impl Error {
     /// 2 for problems with what the user asked or gave, 1 for failures while running.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::Input(_) | Error::Model { .. } | Error::Output { .. } => 2,
+            Error::Usage(_)
+            | Error::Input(_)
+            | Error::Model { .. }
+            | Error::Output { .. }
+            | Error::Display(_) => 2,
             Error::Runtime(_) => 1,
+            Error::Interrupted => 130,
         }
     }
 }

@@ -1,11 +1,13 @@
 //! edge-sample: diffusion-model image generation on small CPUs.
 //!
 //! The data flows one way: options → a [`plan::Plan`] (model, schedule, sampler, precision,
-//! threads) → the denoising loop ([`pipeline`]) → pixels ([`image`]) → sinks (PNG files).
+//! threads) → the denoising loop ([`pipeline`]) → pixels ([`image`]) → sinks (PNG files, and screens through [`display`]).
 
 pub mod app;
+pub mod boards;
 pub mod cli;
 pub mod denoiser;
+pub mod display;
 pub mod error;
 pub mod fsutil;
 pub mod image;
@@ -15,5 +17,6 @@ pub mod npy;
 pub mod pipeline;
 pub mod sampler;
 pub mod schedule;
+pub mod show;
 
 pub use error::{Error, Result};

@@ -24,7 +24,12 @@ fn main() {
         Some(Command::Info { model, precision }) => app::info(model, *precision),
         Some(Command::Bench(b)) => app::bench(b),
         Some(Command::Models) => app::list_models(),
+        Some(Command::Boards) => app::list_boards(),
+        Some(Command::Frame(f)) => app::frame(f),
     };
+    if let Err(edge_sample::Error::Interrupted) = result {
+        std::process::exit(130);
+    }
     if let Err(e) = result {
         eprintln!("edge-sample: error: {e}");
         std::process::exit(e.exit_code());

@@ -33,6 +33,39 @@ pub struct Job {
     pub init_noise: Option<Vec<f32>>,
 }
 
+/// What a worker reports after each network call on its current batch.
+pub struct StepEvent<'a> {
+    /// Steps done on this batch (1-based) out of `steps`.
+    pub step: usize,
+    pub steps: usize,
+    /// The batch's first image and its number of real images.
+    pub first: usize,
+    pub count: usize,
+    /// The predicted x̂0 of the batch's images (`count · C·H·W` values), on the steps the
+    /// observer asked for with [`Observer::preview_every`] and on the last step.
+    pub x0: Option<&'a [f32]>,
+}
+
+/// Watches the denoising loop (progress bars, live screens) and may stop it.
+pub trait Observer: Sync {
+    fn on_step(&self, event: &StepEvent);
+    /// Report x̂0 every this many steps (0: never).
+    fn preview_every(&self) -> usize {
+        0
+    }
+    /// Checked after every step; `true` ends the run with [`Error::Interrupted`].
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Any `Fn()` observes by being called after every step.
+impl<F: Fn() + Sync> Observer for F {
+    fn on_step(&self, _: &StepEvent) {
+        self()
+    }
+}
+
 /// The result of a run.
 pub struct Samples {
     /// `num · C·H·W` values in model space, before clamping to pixels.
@@ -62,8 +95,8 @@ pub fn img2img_start(steps: usize, strength: f64) -> Result<usize> {
     Ok(steps - init)
 }
 
-/// Runs the job. `on_step` is called after every network call (from any worker).
-pub fn generate(model: &Model, job: &Job, on_step: &(dyn Fn() + Sync)) -> Result<Samples> {
+/// Runs the job. `observer` hears of every network call (from any worker).
+pub fn generate(model: &Model, job: &Job, observer: &dyn Observer) -> Result<Samples> {
     let schedule = Schedule::new(model.info.schedule)?;
     let sampler_cfg = SamplerConfig {
         prediction: model.info.prediction,
@@ -131,7 +164,7 @@ pub fn generate(model: &Model, job: &Job, on_step: &(dyn Fn() + Sync)) -> Result
                         let first = b * batch;
                         let count = batch.min(job.num - first);
                         w.init(job, first, count, &schedule, start);
-                        w.denoise(&mut den, start, on_step)?;
+                        w.denoise(&mut den, start, observer)?;
                         let mut o = out.lock().unwrap();
                         o[first * chw..(first + count) * chw].copy_from_slice(&w.x[..count * chw]);
                     }
@@ -165,6 +198,9 @@ pub struct Worker<'s> {
     pub x: Vec<f32>,
     model_out: Vec<f32>,
     noise: Vec<f32>,
+    preview: Vec<f32>,
+    first: usize,
+    count: usize,
     pub times: Vec<Duration>,
 }
 
@@ -184,6 +220,9 @@ impl<'s> Worker<'s> {
             x: vec![0.0; batch * chw],
             model_out: vec![0.0; batch * chw],
             noise: vec![0.0; batch * chw],
+            preview: vec![0.0; batch * chw],
+            first: 0,
+            count: batch,
             times: Vec::with_capacity(timings),
         }
     }
@@ -199,6 +238,8 @@ impl<'s> Worker<'s> {
         start: usize,
     ) {
         let chw = self.chw;
+        self.first = first;
+        self.count = count;
         for (j, stream) in self.streams.iter_mut().enumerate() {
             // Padding slots of a partial batch get streams no real image uses.
             let image = if j < count {
@@ -235,10 +276,11 @@ impl<'s> Worker<'s> {
         &mut self,
         den: &mut dyn Denoiser,
         start: usize,
-        on_step: &(dyn Fn() + Sync),
+        observer: &dyn Observer,
     ) -> Result<()> {
         let chw = self.chw;
         let steps = self.sampler.timesteps().len();
+        let every = observer.preview_every();
         for i in start..steps {
             let t = self.sampler.timesteps()[i];
             let t_call = Instant::now();
@@ -258,9 +300,24 @@ impl<'s> Worker<'s> {
                     stream.fill(&mut self.noise[j * chw..(j + 1) * chw]);
                 }
             }
+            let done = i + 1 - start;
+            let preview = every > 0 && (done % every == 0 || i + 1 == steps);
+            if preview {
+                self.sampler
+                    .predict_x0(i, &self.x, &self.model_out, &mut self.preview);
+            }
             self.sampler
                 .step(i, &mut self.x, &self.model_out, &self.noise);
-            on_step();
+            observer.on_step(&StepEvent {
+                step: done,
+                steps: steps - start,
+                first: self.first,
+                count: self.count,
+                x0: preview.then(|| &self.preview[..self.count * chw]),
+            });
+            if observer.cancelled() {
+                return Err(Error::Interrupted);
+            }
         }
         Ok(())
     }
