@@ -42,7 +42,7 @@ pub enum Command {
     /// List the board profiles (boards/*.toml) and which one this machine is.
     Boards,
     /// Photo frame: generate and show a new picture every --interval, until SIGINT/SIGTERM.
-    Frame(FrameArgs),
+    Frame(Box<FrameArgs>),
 }
 
 /// Where pictures are shown.

@@ -301,7 +301,7 @@ impl<'s> Worker<'s> {
                 }
             }
             let done = i + 1 - start;
-            let preview = every > 0 && (done % every == 0 || i + 1 == steps);
+            let preview = every > 0 && (done.is_multiple_of(every) || i + 1 == steps);
             if preview {
                 self.sampler
                     .predict_x0(i, &self.x, &self.model_out, &mut self.preview);

@@ -137,7 +137,7 @@ impl Geometry {
 }
 
 enum Memory {
-    Device(framebuffer::Framebuffer),
+    Device(Box<framebuffer::Framebuffer>),
     File(memmap2::MmapMut),
 }
 
@@ -326,7 +326,7 @@ impl FbScreen {
                     "fb: {shown}: visible area beyond the mapped memory"
                 )));
             }
-            (Memory::Device(fb), g, ConsoleMode::enter())
+            (Memory::Device(Box::new(fb)), g, ConsoleMode::enter())
         };
         geometry.check(&shown)?;
         Ok(FbScreen {

@@ -36,10 +36,12 @@ struct Shared {
 /// A screen being kept up to date from another thread.
 pub struct LiveView {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<(Box<dyn Screen>, Result<DrawStats>)>>,
+    thread: Option<JoinHandle<ThreadResult>>,
     layout: Layout,
-    pad: usize,
 }
+
+/// The display thread hands its screen back with how it went.
+type ThreadResult = (Box<dyn Screen>, Result<DrawStats>);
 
 impl LiveView {
     /// Clears `screen`, draws the empty grid of `num` black `tile`s with `caption`, and starts
@@ -87,7 +89,6 @@ impl LiveView {
             shared,
             thread: Some(thread),
             layout,
-            pad,
         })
     }
 
@@ -140,8 +141,19 @@ impl LiveView {
             st.time += t.elapsed();
             Ok(st)
         });
-        let _ = self.pad;
         (screen, result)
+    }
+}
+
+impl Drop for LiveView {
+    /// An abandoned view (the run failed or was interrupted) stops its thread, which drops
+    /// the screen and so restores whatever it changed; the panel keeps its last frame.
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.shared.state.lock().unwrap().stop = true;
+            self.shared.wake.notify_one();
+            let _ = t.join();
+        }
     }
 }
 

@@ -43,3 +43,41 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
 pub fn emulated() -> bool {
     std::env::var_os("EDGE_SAMPLE_EMULATED").is_some()
 }
+
+/// The binary, through `EDGE_SAMPLE_RUNNER` when it is set (e.g. "qemu-aarch64-static -L
+/// /usr/aarch64-linux-gnu" for a cross-compiled binary on a host without binfmt_misc).
+pub fn binary() -> std::process::Command {
+    let bin = env!("CARGO_BIN_EXE_edge-sample");
+    match std::env::var("EDGE_SAMPLE_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut parts = runner.split_whitespace();
+            let mut c = std::process::Command::new(parts.next().unwrap());
+            c.args(parts).arg(bin);
+            c
+        }
+        _ => std::process::Command::new(bin),
+    }
+}
+
+/// Runs the binary in `dir`, asserting it succeeded.
+pub fn run_ok(dir: &Path, args: &[&str]) -> std::process::Output {
+    let o = binary()
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("spawn edge-sample");
+    assert!(
+        o.status.success(),
+        "edge-sample {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// A PNG as (width, height, RGB bytes).
+pub fn read_rgb(path: &Path) -> (usize, usize, Vec<u8>) {
+    let img = image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8();
+    (img.width() as usize, img.height() as usize, img.into_raw())
+}

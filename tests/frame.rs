@@ -1,0 +1,242 @@
+//! The photo frame, board profiles and screen errors, through the real binary.
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{binary, read_rgb, run_ok};
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    binary()
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("spawn edge-sample")
+}
+
+fn assert_fails(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+}
+
+#[test]
+fn frame_shows_a_new_seed_each_picture() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run_ok(
+        dir.path(),
+        &[
+            "frame",
+            "--display",
+            "png:screen.png",
+            "--screen",
+            "96x96",
+            "--count",
+            "2",
+            "--interval",
+            "0s",
+            "--seed",
+            "5",
+            "--steps",
+            "4",
+            "-o",
+            "latest.png",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("picture 1, seed 5") && err.contains("picture 2, seed 6"),
+        "{err}"
+    );
+    // The last picture is the main job's image for seed 6.
+    run_ok(
+        dir.path(),
+        &[
+            "--num", "1", "--seed", "6", "--steps", "4", "-o", "ref.png", "-q",
+        ],
+    );
+    assert_eq!(
+        read_rgb(&dir.path().join("latest.png")),
+        read_rgb(&dir.path().join("ref.png"))
+    );
+    let (w, h, screen) = read_rgb(&dir.path().join("screen.png"));
+    assert_eq!((w, h), (96, 96));
+    assert!(screen.iter().any(|&v| v > 0), "picture on the screen");
+}
+
+/// Starts a frame that waits an hour between pictures, waits for its first picture, sends
+/// `signal`, and returns its exit status, stderr and the screen.
+fn stop_frame(signal: i32, on_exit: &str) -> (Option<i32>, String, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = binary()
+        .args([
+            "frame",
+            "--display",
+            "png:screen.png",
+            "--screen",
+            "64x64",
+            "--interval",
+            "1h",
+            "--seed",
+            "1",
+            "--steps",
+            "4",
+            "--on-exit",
+            on_exit,
+        ])
+        .current_dir(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = vec![];
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("first picture within 2 min");
+        let first = line.contains("picture 1,");
+        lines.push(line);
+        if first {
+            break;
+        }
+    }
+    // SAFETY: plain kill(2) on our child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    let status = child.wait().unwrap();
+    lines.extend(rx.iter());
+    let (_, _, screen) = read_rgb(&dir.path().join("screen.png"));
+    (status.code(), lines.join("\n"), screen)
+}
+
+#[test]
+fn frame_clears_the_screen_on_sigterm() {
+    let (code, err, screen) = stop_frame(libc::SIGTERM, "clear");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("stopped after 1 pictures"), "{err}");
+    assert!(screen.iter().all(|&v| v == 0), "screen cleared");
+}
+
+#[test]
+fn frame_keeps_the_last_picture_on_sigint() {
+    let (code, err, screen) = stop_frame(libc::SIGINT, "keep");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(screen.iter().any(|&v| v > 0), "picture kept");
+}
+
+#[test]
+fn frame_needs_somewhere_to_show() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_fails(
+        &run(dir.path(), &["frame", "--display", "none"]),
+        "no screen to show pictures on",
+    );
+    assert_fails(
+        &run(dir.path(), &["frame", "--interval", "5x"]),
+        "invalid duration unit 'x'",
+    );
+}
+
+#[test]
+fn boards_are_listed_and_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run_ok(dir.path(), &["boards"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    for name in [
+        "pi-zero-2w",
+        "pi3",
+        "pi4",
+        "pi5",
+        "jetson-nano",
+        "jetson-orin-nano",
+    ] {
+        assert!(out.contains(name), "{name} in {out}");
+    }
+    let model = dir.path().join("model");
+    std::fs::write(&model, b"Raspberry Pi 4 Model B Rev 1.4\0").unwrap();
+    let o = binary()
+        .arg("boards")
+        .env("EDGE_SAMPLE_DT_MODEL", &model)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out.lines().find(|l| l.starts_with("pi4 ")).unwrap();
+    assert!(line.contains("this board"), "{out}");
+    // On a Pi 4 without its screens attached, auto draws nothing and the run still succeeds.
+    let o = binary()
+        .args(["--num", "2", "--steps", "2"])
+        .env("EDGE_SAMPLE_DT_MODEL", &model)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stderr.is_empty() || !String::from_utf8_lossy(&o.stderr).contains("warning"));
+    assert!(dir.path().join("edge-sample.png").exists());
+}
+
+#[test]
+fn screen_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_fails(
+        &run(dir.path(), &["--board", "pi9"]),
+        "unknown board 'pi9' (valid: auto, none, pi-zero-2w",
+    );
+    assert_fails(
+        &run(dir.path(), &["--display", "hdmi"]),
+        "unknown display 'hdmi'",
+    );
+    assert_fails(
+        &run(
+            dir.path(),
+            &["--display", "st7789:dc=25,device=/dev/spidev7.7"],
+        ),
+        "/dev/spidev7.7 does not exist (enable SPI",
+    );
+    assert_fails(
+        &run(dir.path(), &["--display", "ssd1306:device=/dev/i2c-77"]),
+        "/dev/i2c-77 does not exist (enable I2C",
+    );
+    assert_fails(
+        &run(dir.path(), &["--board", "pi4", "--display", "ili9341"]),
+        "ili9341: no DC pin",
+    );
+    assert_fails(
+        &run(dir.path(), &["--rotate", "45"]),
+        "unknown rotation '45' (valid: 0, 90, 180, 270)",
+    );
+    assert_fails(
+        &run(dir.path(), &["--display", "png:s.png", "--screen", "0x5"]),
+        "invalid screen size '0x5'",
+    );
+    assert!(
+        !dir.path().join("edge-sample.png").exists(),
+        "no output from failed runs"
+    );
+    // A screen smaller than the picture is a note, not a failure.
+    let o = run_ok(
+        dir.path(),
+        &[
+            "--display",
+            "png:s.png",
+            "--screen",
+            "48x48",
+            "--steps",
+            "2",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the 48x48 screen is smaller than the 122x122 picture of 16 images"),
+        "{err}"
+    );
+}
