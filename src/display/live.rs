@@ -157,20 +157,47 @@ impl Drop for LiveView {
     }
 }
 
+/// Least time between two previews of the images (a preview redraws the whole picture, which
+/// costs milliseconds on a large framebuffer), and between two progress-bar updates.
+pub const IMAGE_EVERY: Duration = Duration::from_millis(100);
+pub const BAR_EVERY: Duration = Duration::from_millis(33);
+
 fn run(screen: &mut dyn Screen, shared: &Shared, layout: &Layout, pad: usize) -> Result<DrawStats> {
     let mut stats = DrawStats::default();
+    let (mut last_image, mut last_bar) = (Instant::now(), Instant::now());
     loop {
         let (tiles, progress) = {
             let mut s = shared.state.lock().unwrap();
-            while !s.image_dirty && !s.bar_dirty && !s.stop {
-                s = shared.wake.wait(s).unwrap();
+            let (image, bar) = loop {
+                if s.stop {
+                    return Ok(stats);
+                }
+                let image = s.image_dirty && last_image.elapsed() >= IMAGE_EVERY;
+                let bar = s.bar_dirty && last_bar.elapsed() >= BAR_EVERY;
+                if image || bar {
+                    break (image, bar);
+                }
+                // Something is pending but not due yet: wake when it is.
+                let due = [
+                    (s.image_dirty, last_image, IMAGE_EVERY),
+                    (s.bar_dirty, last_bar, BAR_EVERY),
+                ]
+                .iter()
+                .filter(|d| d.0)
+                .map(|d| d.2.saturating_sub(d.1.elapsed()))
+                .min();
+                s = match due {
+                    Some(wait) => shared.wake.wait_timeout(s, wait).unwrap().0,
+                    None => shared.wake.wait(s).unwrap(),
+                };
+            };
+            let tiles = image.then(|| s.tiles.clone());
+            if image {
+                s.image_dirty = false;
             }
-            if s.stop {
-                return Ok(stats);
+            if bar || image {
+                s.bar_dirty = false;
             }
-            let tiles = s.image_dirty.then(|| s.tiles.clone());
-            s.image_dirty = false;
-            s.bar_dirty = false;
             (tiles, s.done as f32 / s.total as f32)
         };
         let t = Instant::now();
@@ -188,6 +215,10 @@ fn run(screen: &mut dyn Screen, shared: &Shared, layout: &Layout, pad: usize) ->
                 Parts::BAR
             },
         )?;
+        if picture.is_some() {
+            last_image = Instant::now();
+        }
+        last_bar = Instant::now();
         stats.frames += 1;
         stats.time += t.elapsed();
     }
