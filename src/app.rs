@@ -559,5 +559,56 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     if let Some(kib) = peak_rss_kib() {
         println!("peak memory: {:.1} MiB", kib as f64 / 1024.0);
     }
+    if a.profile {
+        profile(&model, a.runs * 10)?;
+    }
+    Ok(())
+}
+
+/// Per-node and per-operator time of one denoiser call on seeded noise at t = T/2.
+fn profile(model: &Model, calls: usize) -> Result<()> {
+    let mut den = model.denoiser()?;
+    let chw: usize = model.io.image_shape.iter().product();
+    let mut x = vec![0f32; model.batch * chw];
+    crate::noise::NoiseStream::new(0, 0).fill(&mut x);
+    let t = model.info.schedule.num_train_timesteps / 2;
+    den.profile(&x, t, 2)?; // warm-up
+    let nodes = den.profile(&x, t, calls.max(1))?;
+    let total: Duration = nodes.iter().map(|n| n.time).sum();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "profile: {} nodes, {:.1} µs per call in nodes (batch {}, 1 thread, {calls} calls)",
+        nodes.len(),
+        us(total),
+        model.batch
+    );
+    let mut by_op: std::collections::BTreeMap<&str, (Duration, usize)> = Default::default();
+    for n in &nodes {
+        let e = by_op.entry(n.op.as_str()).or_default();
+        e.0 += n.time;
+        e.1 += 1;
+    }
+    let mut ops: Vec<_> = by_op.into_iter().collect();
+    ops.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+    println!("  by operator:");
+    for (op, (d, k)) in &ops {
+        println!(
+            "    {:<24} {:>4} nodes {:>9.1} µs {:>5.1} %",
+            op,
+            k,
+            us(*d),
+            100.0 * d.as_secs_f64() / total.as_secs_f64()
+        );
+    }
+    println!("  costliest nodes:");
+    for n in nodes.iter().take(15) {
+        println!(
+            "    {:>9.1} µs {:>5.1} %  {:<18} {}",
+            us(n.time),
+            100.0 * n.time.as_secs_f64() / total.as_secs_f64(),
+            n.op,
+            n.name
+        );
+    }
     Ok(())
 }

@@ -229,4 +229,8 @@ pub struct BenchArgs {
     /// Timed runs after one warm-up run.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Also time every node of the optimized plan (averaged over --runs × 10 calls) and print
+    /// the costliest nodes and the time per operator kind.
+    #[arg(long)]
+    pub profile: bool,
 }

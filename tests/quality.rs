@@ -22,9 +22,9 @@ fn root() -> &'static Path {
 }
 
 /// (mean confidence, normalised entropy of the predicted-class histogram).
-fn score(samples: &[f32], n: usize) -> (f64, f64) {
+fn score(dataset: &str, samples: &[f32], n: usize) -> (f64, f64) {
     let model = tract_onnx::onnx()
-        .model_for_path(root().join("models/eval/classifier-digits.onnx"))
+        .model_for_path(root().join(format!("models/eval/classifier-{dataset}.onnx")))
         .unwrap()
         .with_input_fact(0, f32::fact([n, 1, 28, 28]).into())
         .unwrap()
@@ -82,7 +82,7 @@ fn sample(file: &str, n: usize) -> Vec<f32> {
 fn shipped_digit_model_makes_recognisable_digits() {
     let emulated = std::env::var_os("EDGE_SAMPLE_EMULATED").is_some();
     let n = if emulated { 16 } else { 64 };
-    let (conf, entropy) = score(&sample("models/digits/digits.onnx", n), n);
+    let (conf, entropy) = score("digits", &sample("models/digits/digits.onnx", n), n);
     eprintln!("digits fp32, {n} samples: confidence {conf:.3}, entropy {entropy:.3}");
     assert!(
         conf >= MIN_CONFIDENCE,
@@ -97,7 +97,7 @@ fn shipped_digit_model_makes_recognisable_digits() {
             "digits-int8-qdq.onnx",
             "digits-int8-qop.onnx",
         ] {
-            let (c, e) = score(&sample(&format!("models/digits/{variant}"), n), n);
+            let (c, e) = score("digits", &sample(&format!("models/digits/{variant}"), n), n);
             eprintln!("{variant}: confidence {c:.3}, entropy {e:.3}");
             assert!(
                 c >= conf * (1.0 - VARIANT_REL_DROP),

@@ -575,3 +575,61 @@ impl Denoiser for TractDenoiser {
         Ok(())
     }
 }
+
+/// Time spent in one node of the optimized plan over a profile.
+#[derive(Clone, Debug)]
+pub struct NodeTime {
+    pub name: String,
+    /// The optimized operator (tract's own name, e.g. "Conv", "OptMatMul", "Add").
+    pub op: String,
+    pub time: std::time::Duration,
+}
+
+impl TractDenoiser {
+    /// Runs the plan `runs` times on `x` at timestep `t`, timing every node (tract's
+    /// per-node evaluation, as `tract --profile` does): where a denoiser step spends its time.
+    pub fn profile(&mut self, x: &[f32], t: usize, runs: usize) -> Result<Vec<NodeTime>> {
+        use tract_onnx::tract_core::ops::OpState;
+        use tract_onnx::tract_core::plan::{eval, EvalContext};
+        let engine = |e: anyhow::Error| Error::runtime(format!("tract: {}", one_line(&e)));
+        write_floats(exclusive(&mut self.x), x).map_err(engine)?;
+        write_timestep(exclusive(&mut self.t), t).map_err(engine)?;
+        let mut times: BTreeMap<usize, NodeTime> = BTreeMap::new();
+        for _ in 0..runs {
+            let mut inputs: TVec<TValue> = tvec![];
+            for pos in 0..2 {
+                inputs.push(TValue::from_const(if pos == self.image_pos {
+                    self.x.clone()
+                } else {
+                    self.t.clone()
+                }));
+            }
+            self.state
+                .run_plan_with_eval(
+                    inputs,
+                    |ctx: &EvalContext,
+                     st: Option<&mut (dyn OpState + 'static)>,
+                     node: &TypedNode,
+                     input: TVec<TValue>|
+                     -> TractResult<TVec<TValue>> {
+                        let t0 = std::time::Instant::now();
+                        let out = eval(ctx, st, node, input);
+                        let e = times.entry(node.id).or_insert_with(|| NodeTime {
+                            name: node.name.clone(),
+                            op: node.op().name().to_string(),
+                            time: std::time::Duration::ZERO,
+                        });
+                        e.time += t0.elapsed();
+                        out
+                    },
+                )
+                .map_err(engine)?;
+        }
+        let mut v: Vec<NodeTime> = times.into_values().collect();
+        for n in &mut v {
+            n.time /= runs.max(1) as u32;
+        }
+        v.sort_by(|a, b| b.time.cmp(&a.time));
+        Ok(v)
+    }
+}
