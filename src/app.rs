@@ -38,11 +38,16 @@ fn sampler_config(a: &SamplerArgs) -> Result<SamplerConfig> {
     })
 }
 
-/// `--precision auto` takes the board profile's precision.
+/// `--precision auto` takes the board profile's precision, but f16 only where the CPU has
+/// FEAT_FP16: without it tract's f16 arithmetic is emulated (30× the instructions of f32
+/// measured under qemu), so a misdetected board stays on f32.
 fn with_board(m: &ModelArgs, board: Option<&boards::Board>) -> ModelArgs {
     let mut m = m.clone();
     if let (Precision::Auto, Some(b)) = (m.precision, board) {
-        m.precision = b.precision();
+        let p = b.precision();
+        if p != Precision::F16 || cpu_has_fp16() {
+            m.precision = p;
+        }
     }
     m
 }
