@@ -496,11 +496,13 @@ pub fn info(model: &str, precision: Precision) -> Result<()> {
 pub fn list_models() -> Result<()> {
     for b in models::BUNDLED {
         println!(
-            "{:<10} {:>9} bytes  {}",
+            "{:<8} {:>5.2} MB {}  {}",
             b.name,
-            b.bytes.len(),
+            b.bytes.len() as f64 / 1e6,
+            b.precision,
             b.description
         );
+        println!("{:<8} quality at 20 steps: {}", "", b.quality);
     }
     Ok(())
 }
@@ -594,7 +596,7 @@ fn profile(model: &Model, calls: usize) -> Result<()> {
         e.1 += 1;
     }
     let mut ops: Vec<_> = by_op.into_iter().collect();
-    ops.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+    ops.sort_by_key(|o| std::cmp::Reverse(o.1 .0));
     println!("  by operator:");
     for (op, (d, k)) in &ops {
         println!(

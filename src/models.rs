@@ -6,6 +6,11 @@ use crate::error::{Error, Result};
 pub struct Bundled {
     pub name: &'static str,
     pub description: &'static str,
+    /// The file's precision.
+    pub precision: &'static str,
+    /// Measured sample quality (models/README.md): classifier confidence / class entropy / FD of
+    /// 256 samples at the default 20 DPM-Solver++ steps, and real held-out data's confidence.
+    pub quality: &'static str,
     pub bytes: &'static [u8],
 }
 
@@ -13,6 +18,8 @@ pub struct Bundled {
 pub static BUNDLED: &[Bundled] = &[Bundled {
     name: "digits",
     description: "MNIST digits, the seed tutorial's UNet (1×28×28), DDPM ε-prediction",
+    precision: "fp32",
+    quality: "confidence 0.928, entropy 0.994, FD 14.2 (real digits: 0.980, 0.998, 4.4)",
     bytes: include_bytes!("../models/digits/digits.onnx"),
 }];
 

@@ -629,7 +629,7 @@ impl TractDenoiser {
         for n in &mut v {
             n.time /= runs.max(1) as u32;
         }
-        v.sort_by(|a, b| b.time.cmp(&a.time));
+        v.sort_by_key(|n| std::cmp::Reverse(n.time));
         Ok(v)
     }
 }
