@@ -43,6 +43,7 @@ def count_macs(m: nn.Module, img_shape=(1, 28, 28)) -> int:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    for m in (nets.SeedUNet(), nets.SeedUNet(channels=(4, 8, 16, 32)), nets.FashionUNet()):
+    for m in (nets.SeedUNet(), nets.SeedUNet(channels=(4, 8, 16, 32)), nets.FashionUNet(channels=(16, 32, 64), emb_dim=128, dropout=0.0),
+              nets.FashionUNet()):
         print(m.config["arch"], m.config["channels"], f"params {nets.count_params(m, False)}",
               f"MACs/image {count_macs(m) / 1e6:.1f} M")
