@@ -478,6 +478,33 @@ mod tests {
     }
 
     #[test]
+    fn device_errors_say_how_to_fix_them() {
+        use std::io::{Error as IoError, ErrorKind};
+        let denied = IoError::from(ErrorKind::PermissionDenied);
+        let e = device_error(Kind::Fb, "/dev/fb0", &denied).to_string();
+        assert!(
+            e.contains("permission denied opening /dev/fb0") && e.contains("'video' group"),
+            "{e}"
+        );
+        let e = device_error(Kind::St7789, "/dev/spidev0.0", &denied).to_string();
+        assert!(
+            e.contains("'spi' group") && e.contains("usermod -aG spi"),
+            "{e}"
+        );
+        let e = device_error(Kind::St7789, "/dev/gpiochip0", &denied).to_string();
+        assert!(e.contains("'gpio' group"), "{e}");
+        let e = device_error(Kind::Ssd1306, "/dev/i2c-1", &denied).to_string();
+        assert!(e.contains("'i2c' group"), "{e}");
+        let missing = IoError::from(ErrorKind::NotFound);
+        let e = device_error(Kind::St7789, "/dev/spidev0.0", &missing).to_string();
+        assert!(
+            e.contains("does not exist") && e.contains("dtparam=spi=on"),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1);
+    }
+
+    #[test]
     fn spec_settings_override_the_board() {
         let mut board = ScreenConfig::new(Kind::St7789);
         (board.dc, board.rst, board.width) = (Some(25), Some(27), Some(240));
