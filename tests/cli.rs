@@ -6,19 +6,8 @@ use std::process::{Command, Output};
 
 use common::fixture;
 
-/// The binary, through `EDGE_SAMPLE_RUNNER` when it is set (e.g. "qemu-aarch64-static -L
-/// /usr/aarch64-linux-gnu" for a cross-compiled binary on a host without binfmt_misc).
 fn command() -> Command {
-    let bin = env!("CARGO_BIN_EXE_edge-sample");
-    match std::env::var("EDGE_SAMPLE_RUNNER") {
-        Ok(runner) if !runner.trim().is_empty() => {
-            let mut parts = runner.split_whitespace();
-            let mut c = Command::new(parts.next().unwrap());
-            c.args(parts).arg(bin);
-            c
-        }
-        _ => Command::new(bin),
-    }
+    common::binary()
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {
@@ -290,6 +279,7 @@ fn bench_prints_latency_and_memory() {
             "2",
             "--runs",
             "1",
+            "--profile",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -297,6 +287,30 @@ fn bench_prints_latency_and_memory() {
     assert!(
         out.contains("median") && out.contains("images/s") && out.contains("peak memory"),
         "{out}"
+    );
+    // The profile names the model's own nodes and its shares add up to the whole call.
+    assert!(
+        out.contains("by operator:") && out.contains("costliest nodes:"),
+        "{out}"
+    );
+    assert!(out.contains("Conv"), "node names from the model: {out}");
+    let share: f64 = out
+        .lines()
+        .skip_while(|l| !l.contains("by operator:"))
+        .skip(1)
+        .take_while(|l| !l.contains("costliest"))
+        .filter_map(|l| {
+            l.trim_end()
+                .strip_suffix('%')?
+                .split_whitespace()
+                .last()?
+                .parse::<f64>()
+                .ok()
+        })
+        .sum();
+    assert!(
+        (share - 100.0).abs() < 0.5,
+        "operator shares sum to {share} %: {out}"
     );
 }
 

@@ -545,6 +545,24 @@ fn read_floats(src: &Tensor, out: &mut [f32]) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl TractDenoiser {
+    /// Writes `x` and `t` into the reused input tensors and hands them to tract in the
+    /// model's input order.
+    fn inputs(&mut self, x: &[f32], t: usize) -> anyhow::Result<TVec<TValue>> {
+        write_floats(exclusive(&mut self.x), x)?;
+        write_timestep(exclusive(&mut self.t), t)?;
+        let mut inputs: TVec<TValue> = tvec![];
+        for pos in 0..2 {
+            inputs.push(TValue::from_const(if pos == self.image_pos {
+                self.x.clone()
+            } else {
+                self.t.clone()
+            }));
+        }
+        Ok(inputs)
+    }
+}
+
 impl Denoiser for TractDenoiser {
     fn image_shape(&self) -> [usize; 3] {
         self.shape
@@ -556,16 +574,7 @@ impl Denoiser for TractDenoiser {
 
     fn run(&mut self, x: &[f32], t: usize, out: &mut [f32]) -> Result<()> {
         let engine = |e: anyhow::Error| Error::runtime(format!("tract: {}", one_line(&e)));
-        write_floats(exclusive(&mut self.x), x).map_err(engine)?;
-        write_timestep(exclusive(&mut self.t), t).map_err(engine)?;
-        let mut inputs: TVec<TValue> = tvec![];
-        for pos in 0..2 {
-            inputs.push(TValue::from_const(if pos == self.image_pos {
-                self.x.clone()
-            } else {
-                self.t.clone()
-            }));
-        }
+        let inputs = self.inputs(x, t).map_err(engine)?;
         let outputs = match &self.executor {
             Some(pool) => multithread_tract_scope(pool.clone(), || self.state.run(inputs)),
             None => self.state.run(inputs),
@@ -592,18 +601,9 @@ impl TractDenoiser {
         use tract_onnx::tract_core::ops::OpState;
         use tract_onnx::tract_core::plan::{eval, EvalContext};
         let engine = |e: anyhow::Error| Error::runtime(format!("tract: {}", one_line(&e)));
-        write_floats(exclusive(&mut self.x), x).map_err(engine)?;
-        write_timestep(exclusive(&mut self.t), t).map_err(engine)?;
         let mut times: BTreeMap<usize, NodeTime> = BTreeMap::new();
         for _ in 0..runs {
-            let mut inputs: TVec<TValue> = tvec![];
-            for pos in 0..2 {
-                inputs.push(TValue::from_const(if pos == self.image_pos {
-                    self.x.clone()
-                } else {
-                    self.t.clone()
-                }));
-            }
+            let inputs = self.inputs(x, t).map_err(engine)?;
             self.state
                 .run_plan_with_eval(
                     inputs,
