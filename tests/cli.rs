@@ -4,7 +4,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::fixture;
+use common::{assert_fails, fixture};
 
 fn command() -> Command {
     common::binary()
@@ -24,15 +24,6 @@ fn stderr(o: &Output) -> String {
 
 fn fx(rel: &str) -> String {
     fixture(rel).display().to_string()
-}
-
-/// A failure: the exit code, one line on stderr naming the problem, no panic.
-fn assert_fails(o: &Output, code: i32, needle: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
-    assert!(err.contains(needle), "expected '{needle}' in: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
 }
 
 fn files_in(dir: &Path) -> Vec<String> {

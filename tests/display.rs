@@ -360,43 +360,19 @@ fn framebuffer_matches_simulator(display: u32, depth: u32, rotate: &str) {
     let x = Xvfb::start(display, depth);
     let dir = tempfile::tempdir().unwrap();
     let fb = format!("fb:{}", x.file.display());
-    run_ok(
-        dir.path(),
-        &[
-            "--num",
-            "4",
-            "--seed",
-            "11",
-            "--steps",
-            "6",
-            "--display",
-            &fb,
-            "--rotate",
-            rotate,
-            "-q",
-        ],
-    );
+    // One run's settings, drawn on the X framebuffer and on a simulated 320×240 screen.
+    let run = |screen: &[&str]| {
+        let mut args = vec![
+            "--num", "4", "--seed", "11", "--steps", "6", "--rotate", rotate, "-q",
+        ];
+        args.extend_from_slice(screen);
+        run_ok(dir.path(), &args);
+    };
+    run(&["--display", &fb]);
     let (w, h, got) = x.screenshot();
     assert_eq!((w, h), (320, 240));
     // The same run on a simulated 320×240 screen is the reference.
-    run_ok(
-        dir.path(),
-        &[
-            "--num",
-            "4",
-            "--seed",
-            "11",
-            "--steps",
-            "6",
-            "--display",
-            "png:sim.png",
-            "--screen",
-            "320x240",
-            "--rotate",
-            rotate,
-            "-q",
-        ],
-    );
+    run(&["--display", "png:sim.png", "--screen", "320x240"]);
     let (_, _, sim) = read_rgb(&dir.path().join("sim.png"));
     let bits: [u32; 3] = if depth == 16 { [5, 6, 5] } else { [8, 8, 8] };
     let mut lit = 0;
@@ -425,28 +401,12 @@ fn framebuffer_32bpp_on_xvfb_rotated() {
 #[test]
 fn framebuffer_errors_are_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    let o = common::binary()
-        .args(["--display", "fb:/nonexistent/fb9", "-q"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("/nonexistent/fb9 does not exist"), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let o = common::run_in(dir.path(), &["--display", "fb:/nonexistent/fb9", "-q"]);
+    common::assert_fails(&o, 2, "/nonexistent/fb9 does not exist");
     // A regular file that is no XWD screen is refused, not scribbled on.
     std::fs::write(dir.path().join("plain"), vec![1u8; 4096]).unwrap();
-    let o = common::binary()
-        .args(["--display", "fb:plain", "-q"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("not a framebuffer device and not an XWD"),
-        "{err}"
-    );
+    let o = common::run_in(dir.path(), &["--display", "fb:plain", "-q"]);
+    common::assert_fails(&o, 2, "not a framebuffer device and not an XWD");
     assert_eq!(
         std::fs::read(dir.path().join("plain")).unwrap(),
         vec![1u8; 4096]

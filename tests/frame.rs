@@ -2,27 +2,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{binary, read_rgb, run_ok};
+use common::{binary, read_rgb, run_in as run, run_ok};
 
-fn run(dir: &Path, args: &[&str]) -> Output {
-    binary()
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("spawn edge-sample")
-}
-
+/// A usage or screen error: exit 2, one line naming `needle`.
 fn assert_fails(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert!(err.contains(needle), "expected '{needle}' in: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    common::assert_fails(o, 2, needle)
 }
 
 #[test]

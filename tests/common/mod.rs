@@ -81,3 +81,21 @@ pub fn read_rgb(path: &Path) -> (usize, usize, Vec<u8>) {
         .to_rgb8();
     (img.width() as usize, img.height() as usize, img.into_raw())
 }
+
+/// Runs the binary in `dir` (success or not).
+pub fn run_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    binary()
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("spawn edge-sample")
+}
+
+/// A failure: the exit code, one line on stderr naming the problem, no panic.
+pub fn assert_fails(o: &std::process::Output, code: i32, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+}
