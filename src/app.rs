@@ -65,6 +65,7 @@ fn load(m: &ModelArgs) -> Result<Model> {
         &LoadOptions {
             batch: m.batch,
             precision: m.precision,
+            ..Default::default()
         },
     )
 }
@@ -441,6 +442,7 @@ pub fn info(model: &str, precision: Precision) -> Result<()> {
         &LoadOptions {
             batch: 1,
             precision,
+            ..Default::default()
         },
     )?;
     let i = &m.info;
@@ -487,6 +489,7 @@ pub fn info(model: &str, precision: Precision) -> Result<()> {
         m.compute,
         if cpu_has_fp16() { "yes" } else { "no" }
     );
+    println!("kernels:      {}", m.kernels);
     if !m.rewrites.is_empty() {
         println!("rewrites:     {}", m.rewrites.join("; "));
     }
@@ -538,10 +541,11 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     walls.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "model {} ({}, compute {}), batch {}, {} threads, {} images × {} steps ({}), {} runs",
+        "model {} ({}, compute {}, kernels {}), batch {}, {} threads, {} images × {} steps ({}), {} runs",
         model.info.name,
         model.source,
         model.compute,
+        model.kernels,
         model.batch,
         threads,
         a.num,

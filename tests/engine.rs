@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use edge_sample::denoiser::{Denoiser, LoadOptions, Model, ModelSource, Precision};
+use edge_sample::denoiser::{Denoiser, Kernels, LoadOptions, Model, ModelSource, Precision};
 
 /// fp32 graphs: both engines compute in f32; differences are summation order (~1e-6).
 const FP32_TOL: f32 = 1e-4;
@@ -36,7 +36,23 @@ fn read_t(path: &std::path::Path) -> Vec<f64> {
     }
 }
 
-fn check(case: &Case, precision: Precision) -> (f32, f32) {
+/// tract's own lowering, and our convolution / layer-norm kernels (portable and, where the CPU
+/// has them, SIMD): each is checked against onnxruntime on its own.
+fn kernel_choices() -> Vec<Kernels> {
+    let mut k = vec![Kernels::Tract, Kernels::Portable];
+    if Kernels::best() != Kernels::Portable {
+        k.push(Kernels::best());
+    }
+    k
+}
+
+fn check(case: &Case, precision: Precision) {
+    for kernels in kernel_choices() {
+        check_with(case, precision, kernels);
+    }
+}
+
+fn check_with(case: &Case, precision: Precision, kernels: Kernels) -> (f32, f32) {
     let stem = case.model.trim_end_matches(".onnx");
     let (xshape, x) = edge_sample::npy::read_f32(&fixture(&format!("ort/{stem}_x.npy"))).unwrap();
     let (_, want) = edge_sample::npy::read_f32(&fixture(&format!("ort/{stem}_eps.npy"))).unwrap();
@@ -48,6 +64,7 @@ fn check(case: &Case, precision: Precision) -> (f32, f32) {
         &LoadOptions {
             batch: n,
             precision,
+            kernels,
         },
     )
     .unwrap();
@@ -70,12 +87,12 @@ fn check(case: &Case, precision: Precision) -> (f32, f32) {
         .sum::<f32>()
         / got.len() as f32;
     eprintln!(
-        "{} ({precision}, compute {}): max |tract − ort| {max:.2e}, mean {mean:.2e}",
-        case.model, model.compute
+        "{} ({precision}, compute {}, kernels {}): max |tract − ort| {max:.2e}, mean {mean:.2e}",
+        case.model, model.compute, model.kernels
     );
     assert!(
         max <= case.max_tol && mean <= case.mean_tol,
-        "{}: max diff {max} at {at} (tract {}, ort {}), mean {mean}; tolerances {} / {}",
+        "{} ({kernels:?}): max diff {max} at {at} (tract {}, ort {}), mean {mean}; tolerances {} / {}",
         case.model,
         got[at],
         want[at],
@@ -163,4 +180,32 @@ fn qoperator_rewrite_removes_every_contrib_op() {
             "f32"
         }
     );
+}
+
+#[test]
+fn our_kernels_replace_every_3x3_convolution_of_the_seed_unet() {
+    // tiny_unet has the seed's layout: 39 Conv nodes, 29 of them 3×3 stride 1 (our kernel),
+    // 7 1×1 (tract turns them into plain matrix products before we look) and 3 2×2 stride-2
+    // downsamplers (left to tract).
+    for kernels in [Kernels::Portable, Kernels::best()] {
+        let m = Model::load(
+            &ModelSource::Path(fixture("models/tiny_unet.onnx")),
+            &LoadOptions {
+                kernels,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(m.direct_convs, 29, "{kernels:?}: {}", m.kernels);
+    }
+    let tract = Model::load(
+        &ModelSource::Path(fixture("models/tiny_unet.onnx")),
+        &LoadOptions {
+            kernels: Kernels::Tract,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(tract.direct_convs, 0);
+    assert_eq!(tract.kernels, "tract");
 }

@@ -1,7 +1,10 @@
 //! The noise-prediction network behind a small trait, so that samplers and the sampling loop
-//! never see the engine. `tract.rs` is the only file that imports tract.
+//! never see the engine. `tract.rs` loads and runs models; `fused.rs` wires our own kernels
+//! (`kernels.rs`) into tract's graph.
 
+pub mod fused;
 pub mod info;
+pub mod kernels;
 pub mod onnx_fix;
 pub mod tract;
 
@@ -11,6 +14,7 @@ use std::str::FromStr;
 use crate::error::Result;
 
 pub use self::info::ModelInfo;
+pub use self::kernels::Kernels;
 pub use self::tract::{LoadOptions, Model, ModelSource, TractDenoiser};
 
 /// A network `(x_t, t) → output of x_t's shape` run on a fixed batch of images.

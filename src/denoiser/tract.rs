@@ -10,7 +10,9 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
 use tract_onnx::tract_core::transform::ModelTransform;
 
+use super::fused;
 use super::info::{parse_sidecar, ModelInfo};
+use super::kernels::Kernels;
 use super::onnx_fix;
 use super::{Denoiser, Precision};
 use crate::error::{one_line, Error, Result};
@@ -41,6 +43,8 @@ pub struct LoadOptions {
     /// Images per network call for models with a free batch dimension.
     pub batch: usize,
     pub precision: Precision,
+    /// Our convolution and layer-norm kernels, or tract's own lowering.
+    pub kernels: Kernels,
 }
 
 impl Default for LoadOptions {
@@ -48,6 +52,7 @@ impl Default for LoadOptions {
         LoadOptions {
             batch: 1,
             precision: Precision::Auto,
+            kernels: Kernels::selected(),
         }
     }
 }
@@ -104,6 +109,10 @@ pub struct Model {
     pub compute: &'static str,
     /// Graph rewrites applied before tract saw the model.
     pub rewrites: Vec<String>,
+    /// Which kernels run the convolutions and layer norms (see `kernels.rs`).
+    pub kernels: String,
+    /// Convolutions run by our kernel instead of tract's lowering.
+    pub direct_convs: usize,
     pub file_size: usize,
     plan: Arc<TypedSimplePlan>,
     image_pos: usize,
@@ -345,11 +354,12 @@ impl Model {
         };
         let engine = |e: anyhow::Error| Error::model(&origin, format!("tract: {}", one_line(&e)));
 
-        let mut model = tract_onnx::onnx()
+        let kernels = opts.kernels;
+        let mut onnx = tract_onnx::onnx()
             .with_ignore_value_info(true)
-            .with_ignore_output_shapes(true)
-            .model_for_proto_model(&proto)
-            .map_err(engine)?;
+            .with_ignore_output_shapes(true);
+        fused::register(&mut onnx, kernels);
+        let mut model = onnx.model_for_proto_model(&proto).map_err(engine)?;
         let image_dt = dt_of(io.image_type);
         let time_dt = dt_of(io.time_type);
         let time_shape: TVec<usize> = match io.time_shape {
@@ -417,6 +427,12 @@ impl Model {
                 .transform(&mut typed)
                 .map_err(engine)?;
         }
+        if compute_f16 || has_f16 {
+            // Folds the casts the translation put on constant weights, so that they are
+            // constants again for the kernel rewrite and for tract's optimizer.
+            typed = typed.into_decluttered().map_err(engine)?;
+        }
+        let direct_convs = fused::rewrite(&mut typed, kernels).map_err(engine)?;
         let optimized = typed.into_optimized().map_err(engine)?;
         let plan = optimized.into_runnable().map_err(engine)?;
         // The plan's own input types after translation decide the tensors we feed.
@@ -437,6 +453,14 @@ impl Model {
             batch,
             compute: if compute_f16 { "f16" } else { "f32" },
             rewrites,
+            kernels: match kernels {
+                Kernels::Tract => "tract".to_string(),
+                k => format!(
+                    "{} ({direct_convs} convolutions, layer norms)",
+                    k.describe()
+                ),
+            },
+            direct_convs,
             file_size,
             plan,
             image_pos,

@@ -1,0 +1,416 @@
+//! Our kernels ([`super::kernels`]) as tract operators, and the two places they enter the
+//! graph:
+//!
+//! - ONNX `LayerNormalization` is parsed into [`FusedLayerNorm`] (one node) instead of tract's
+//!   nine-node expansion, through tract-onnx's operator register.
+//! - After type analysis, every float convolution that [`DirectConv`] supports (stride 1,
+//!   dilation 1, one group, NCHW or CHW, constant weights and bias, f32) replaces tract's
+//!   `Conv`, before tract optimizes the rest of the plan.
+//!
+//! Both are skipped with `EDGE_SAMPLE_KERNELS=tract`.
+
+use std::sync::{Arc, OnceLock};
+
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_core::ops::array::MultiBroadcastTo;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_hir::internal::*;
+
+use super::kernels::{layer_norm, ConvShape, Kernels, PackedConv};
+
+type OnnxBuilder =
+    fn(&ParsingContext, &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
+
+/// tract's own `LayerNormalization` builder, for the forms we leave to it.
+static TRACT_LAYER_NORM: OnceLock<OnnxBuilder> = OnceLock::new();
+
+/// Routes ONNX `LayerNormalization` to [`FusedLayerNorm`] in this parser.
+pub fn register(onnx: &mut tract_onnx::Onnx, kernels: Kernels) {
+    if kernels == Kernels::Tract {
+        return;
+    }
+    if let Some(&tract) = onnx.op_register.0.get("LayerNormalization") {
+        let _ = TRACT_LAYER_NORM.set(tract);
+    }
+    onnx.op_register
+        .insert("LayerNormalization", layer_norm_builder);
+}
+
+fn layer_norm_builder(
+    ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    // The optional mean and inverse-deviation outputs are tract's to produce.
+    let extra_outputs = node.output.iter().skip(1).any(|o| !o.is_empty());
+    if extra_outputs {
+        let tract = TRACT_LAYER_NORM
+            .get()
+            .ok_or_else(|| anyhow::anyhow!("no LayerNormalization builder in tract-onnx"))?;
+        return tract(ctx, node);
+    }
+    let axis = node.get_attr_opt("axis")?.unwrap_or(-1);
+    let epsilon = node.get_attr_opt("epsilon")?.unwrap_or(1e-5);
+    Ok((
+        expand(LayerNormExpansion {
+            axis,
+            epsilon,
+            have_bias: node.input.len() == 3,
+        }),
+        vec![],
+    ))
+}
+
+#[derive(Debug, Clone)]
+struct LayerNormExpansion {
+    axis: i64,
+    epsilon: f32,
+    have_bias: bool,
+}
+
+impl Expansion for LayerNormExpansion {
+    fn name(&self) -> StaticName {
+        "LayerNormalization".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 2 + self.have_bias as usize)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, &inputs[1].datum_type)?;
+        if self.have_bias {
+            s.equals(&inputs[0].datum_type, &inputs[2].datum_type)?;
+        }
+        s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?;
+        s.equals(&inputs[0].shape, &outputs[0].shape)?;
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let fact = model.outlet_fact(inputs[0])?.clone();
+        let rank = fact.rank();
+        let axis = if self.axis < 0 {
+            self.axis + rank as i64
+        } else {
+            self.axis
+        };
+        ensure!(
+            (0..rank as i64).contains(&axis),
+            "LayerNormalization axis {} for a rank-{rank} input",
+            self.axis
+        );
+        let axis = axis as usize;
+        let normalized: TVec<TDim> = fact.shape.iter().skip(axis).cloned().collect();
+        // Scale and bias become exactly the normalized shape (ONNX lets them broadcast).
+        let mut wired = tvec![inputs[0]];
+        for (i, &input) in inputs.iter().enumerate().skip(1) {
+            let mut w = input;
+            let f = model.outlet_fact(w)?.clone();
+            ensure!(
+                f.rank() <= normalized.len(),
+                "LayerNormalization input {i} has rank {} > {}",
+                f.rank(),
+                normalized.len()
+            );
+            for _ in f.rank()..normalized.len() {
+                w = model.wire_node(format!("{prefix}.add_axis_{i}"), AxisOp::Add(0), &[w])?[0];
+            }
+            if model.outlet_fact(w)?.shape.to_tvec() != normalized {
+                w = model.wire_node(
+                    format!("{prefix}.broadcast_{i}"),
+                    MultiBroadcastTo {
+                        shape: normalized.iter().cloned().collect(),
+                    },
+                    &[w],
+                )?[0];
+            }
+            wired.push(w);
+        }
+        model.wire_node(
+            prefix,
+            // `rewrite` sets the kernels the loader chose.
+            FusedLayerNorm {
+                axis,
+                epsilon: self.epsilon,
+                kernels: Kernels::best(),
+            },
+            &wired,
+        )
+    }
+}
+
+/// Layer normalisation over the axes from `axis` on: inputs `x`, `scale`, optional `bias`
+/// (scale and bias shaped like the normalized axes); f32 or f16 data, f32 statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FusedLayerNorm {
+    pub axis: usize,
+    pub epsilon: f32,
+    pub kernels: Kernels,
+}
+
+impl Eq for FusedLayerNorm {}
+
+impl Op for FusedLayerNorm {
+    fn name(&self) -> StaticName {
+        "FusedLayerNorm".into()
+    }
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "axis {} eps {} ({})",
+            self.axis,
+            self.epsilon,
+            self.kernels.describe()
+        )])
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for FusedLayerNorm {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let mut inputs = inputs.into_iter();
+        let x = inputs.next().context("FusedLayerNorm: no input")?;
+        let inputs_dt = x.datum_type();
+        let scale = inputs.next().context("FusedLayerNorm: no scale")?;
+        let bias = inputs.next();
+        let scale = scale.cast_to::<f32>()?;
+        let scale = scale.try_as_plain_ram()?;
+        let scale = scale.as_slice::<f32>()?;
+        let bias = bias.as_ref().map(|b| b.cast_to::<f32>()).transpose()?;
+        let bias = bias.as_ref().map(|b| b.try_as_plain_ram()).transpose()?;
+        let bias = bias.as_ref().map(|b| b.as_slice::<f32>()).transpose()?;
+        let mut y = match x.datum_type() {
+            // Normalised in place when this node holds the only reference to its input.
+            DatumType::F32 => x.into_tensor(),
+            DatumType::F16 => x.cast_to::<f32>()?.into_owned(),
+            dt => bail!("FusedLayerNorm on {dt:?} data"),
+        };
+        {
+            let mut view = y.try_as_plain_ram_mut()?;
+            let data = view.as_slice_mut::<f32>()?;
+            layer_norm(data, scale, bias, self.epsilon, self.kernels);
+        }
+        match inputs_dt {
+            DatumType::F32 => Ok(tvec![y.into_tvalue()]),
+            _ => Ok(tvec![y.cast_to::<f16>()?.into_owned().into_tvalue()]),
+        }
+    }
+}
+
+impl TypedOp for FusedLayerNorm {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(
+            inputs.len() == 2 || inputs.len() == 3,
+            "FusedLayerNorm takes 2 or 3 inputs"
+        );
+        let inner: TVec<TDim> = inputs[0].shape.iter().skip(self.axis).cloned().collect();
+        for (i, f) in inputs.iter().enumerate().skip(1) {
+            ensure!(
+                f.shape.to_tvec() == inner,
+                "FusedLayerNorm input {i} has shape {:?}, expected {:?}",
+                f.shape,
+                inner
+            );
+        }
+        Ok(tvec![inputs[0].datum_type.fact(inputs[0].shape.clone())])
+    }
+    as_op!();
+}
+
+/// A stride-1 convolution run by [`PackedConv`]: one input, weights and bias inside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectConv {
+    packed: Arc<PackedConv>,
+    /// Whether the data has a batch axis (NCHW) or not (CHW).
+    batched: bool,
+    kernels: Kernels,
+}
+
+impl Eq for DirectConv {}
+
+impl DirectConv {
+    /// The replacement for `conv` at `node`, or `None` where our kernel does not apply.
+    fn for_node(
+        model: &TypedModel,
+        node: &TypedNode,
+        conv: &Conv,
+        kernels: Kernels,
+    ) -> TractResult<Option<DirectConv>> {
+        let spec = &conv.pool_spec;
+        let batched = match spec.data_format {
+            DataFormat::NCHW => true,
+            DataFormat::CHW => false,
+            _ => return Ok(None),
+        };
+        if conv.q_params.is_some()
+            || conv.group != 1
+            || conv.kernel_fmt != KernelFormat::OIHW
+            || spec.rank() != 2
+            || spec.strides().iter().any(|&s| s != 1)
+            || spec.dilations().iter().any(|&d| d != 1)
+            || node.inputs.len() != 3
+        {
+            return Ok(None);
+        }
+        let x = model.outlet_fact(node.inputs[0])?;
+        let (Some(wk), Some(bk)) = (
+            model.outlet_fact(node.inputs[1])?.konst.clone(),
+            model.outlet_fact(node.inputs[2])?.konst.clone(),
+        ) else {
+            return Ok(None);
+        };
+        if x.datum_type != DatumType::F32
+            || wk.datum_type() != DatumType::F32
+            || bk.datum_type() != DatumType::F32
+        {
+            return Ok(None);
+        }
+        let Some(xs) = x.shape.as_concrete() else {
+            return Ok(None);
+        };
+        let hw = &xs[xs.len() - 2..];
+        let (ci, co) = (spec.input_channels, spec.output_channels);
+        let [kh, kw] = [spec.kernel_shape[0], spec.kernel_shape[1]];
+        if wk.shape() != [co, ci, kh, kw] || xs[xs.len() - 3] != ci {
+            return Ok(None);
+        }
+        let padding = spec.computed_padding(hw);
+        let pad = [
+            padding[0].pad_before,
+            padding[1].pad_before,
+            padding[0].pad_after,
+            padding[1].pad_after,
+        ];
+        let shape = ConvShape {
+            ci,
+            co,
+            h: hw[0],
+            w: hw[1],
+            kh,
+            kw,
+            pad,
+        };
+        if !shape.is_valid() {
+            return Ok(None);
+        }
+        let bias: Vec<f32> = match bk.len() {
+            0 => vec![],
+            1 => vec![bk.try_as_plain_ram()?.as_slice::<f32>()?[0]; co],
+            n if n == co => bk.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+            _ => return Ok(None),
+        };
+        let weights = wk.try_as_plain_ram()?;
+        let packed = PackedConv::new(shape, weights.as_slice::<f32>()?, &bias);
+        Ok(Some(DirectConv {
+            packed: Arc::new(packed),
+            batched,
+            kernels,
+        }))
+    }
+}
+
+impl Op for DirectConv {
+    fn name(&self) -> StaticName {
+        "DirectConv".into()
+    }
+    fn info(&self) -> TractResult<Vec<String>> {
+        let s = &self.packed.shape;
+        Ok(vec![format!(
+            "{}→{} {}×{} on {}×{}, pad {:?} ({})",
+            s.ci,
+            s.co,
+            s.kh,
+            s.kw,
+            s.h,
+            s.w,
+            s.pad,
+            self.kernels.describe()
+        )])
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for DirectConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = &inputs[0];
+        let shape = self.out_shape(x.shape());
+        // Safety: every element is written by `run` (each output pixel belongs to one tile).
+        let mut y = unsafe { Tensor::uninitialized::<f32>(&shape)? };
+        let x = x.try_as_plain_ram()?;
+        let mut out = y.try_as_plain_ram_mut()?;
+        self.packed.run(
+            self.kernels,
+            x.as_slice::<f32>()?,
+            out.as_slice_mut::<f32>()?,
+        );
+        drop(out);
+        Ok(tvec![y.into_tvalue()])
+    }
+}
+
+impl DirectConv {
+    fn out_shape<D: Clone + From<usize>>(&self, input: &[D]) -> TVec<D> {
+        let s = &self.packed.shape;
+        let mut shape: TVec<D> = input.iter().cloned().collect();
+        let r = shape.len();
+        shape[r - 3] = s.co.into();
+        shape[r - 2] = s.out_h().into();
+        shape[r - 1] = s.out_w().into();
+        shape
+    }
+}
+
+impl TypedOp for DirectConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(
+            inputs[0].rank() == 3 + self.batched as usize,
+            "DirectConv input rank"
+        );
+        let shape = self.out_shape(&inputs[0].shape.to_tvec());
+        Ok(tvec![f32::fact(shape)])
+    }
+    as_op!();
+}
+
+/// Replaces each supported `Conv` of `model` by a [`DirectConv`] and points every
+/// [`FusedLayerNorm`] at `kernels`; returns how many convolutions were replaced.
+pub fn rewrite(model: &mut TypedModel, kernels: Kernels) -> TractResult<usize> {
+    if kernels == Kernels::Tract {
+        return Ok(0);
+    }
+    for node in model.nodes_mut() {
+        if let Some(ln) = node.op_as_mut::<FusedLayerNorm>() {
+            ln.kernels = kernels;
+        }
+    }
+    let mut count = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(conv) = node.op_as::<Conv>() else {
+            continue;
+        };
+        let Some(op) = DirectConv::for_node(model, node, conv, kernels)? else {
+            continue;
+        };
+        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs[..1], op)?;
+        patch.apply(model)?;
+        count += 1;
+    }
+    if count > 0 {
+        model.compact()?;
+    }
+    Ok(count)
+}
