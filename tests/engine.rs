@@ -36,13 +36,11 @@ fn read_t(path: &std::path::Path) -> Vec<f64> {
     }
 }
 
-/// tract's own lowering, and our convolution / layer-norm kernels (portable and, where the CPU
-/// has them, SIMD): each is checked against onnxruntime on its own.
+/// tract's own lowering, and every set of our convolution / layer-norm kernels this CPU runs
+/// (portable, AVX2, AVX-512, NEON): each is checked against onnxruntime on its own.
 fn kernel_choices() -> Vec<Kernels> {
-    let mut k = vec![Kernels::Tract, Kernels::Portable];
-    if Kernels::best() != Kernels::Portable {
-        k.push(Kernels::best());
-    }
+    let mut k = vec![Kernels::Tract];
+    k.extend(Kernels::all_supported());
     k
 }
 
@@ -187,7 +185,7 @@ fn our_kernels_replace_every_3x3_convolution_of_the_seed_unet() {
     // tiny_unet has the seed's layout: 39 Conv nodes, 29 of them 3×3 stride 1 (our kernel),
     // 7 1×1 (tract turns them into plain matrix products before we look) and 3 2×2 stride-2
     // downsamplers (left to tract).
-    for kernels in [Kernels::Portable, Kernels::best()] {
+    for kernels in Kernels::all_supported() {
         let m = Model::load(
             &ModelSource::Path(fixture("models/tiny_unet.onnx")),
             &LoadOptions {

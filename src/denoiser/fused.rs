@@ -311,7 +311,7 @@ impl DirectConv {
             _ => return Ok(None),
         };
         let weights = wk.try_as_plain_ram()?;
-        let packed = PackedConv::new(shape, weights.as_slice::<f32>()?, &bias);
+        let packed = PackedConv::new(shape, weights.as_slice::<f32>()?, &bias, kernels);
         Ok(Some(DirectConv {
             packed: Arc::new(packed),
             batched,
@@ -327,7 +327,7 @@ impl Op for DirectConv {
     fn info(&self) -> TractResult<Vec<String>> {
         let s = &self.packed.shape;
         Ok(vec![format!(
-            "{}→{} {}×{} on {}×{}, pad {:?} ({})",
+            "{}→{} {}×{} on {}×{}, pad {:?}, tile {:?} ({})",
             s.ci,
             s.co,
             s.kh,
@@ -335,6 +335,7 @@ impl Op for DirectConv {
             s.h,
             s.w,
             s.pad,
+            self.packed.tile(),
             self.kernels.describe()
         )])
     }
@@ -351,11 +352,8 @@ impl EvalOp for DirectConv {
         let mut y = unsafe { Tensor::uninitialized::<f32>(&shape)? };
         let x = x.try_as_plain_ram()?;
         let mut out = y.try_as_plain_ram_mut()?;
-        self.packed.run(
-            self.kernels,
-            x.as_slice::<f32>()?,
-            out.as_slice_mut::<f32>()?,
-        );
+        self.packed
+            .run(x.as_slice::<f32>()?, out.as_slice_mut::<f32>()?);
         drop(out);
         Ok(tvec![y.into_tvalue()])
     }

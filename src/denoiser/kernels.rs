@@ -27,26 +27,46 @@ use std::sync::OnceLock;
 pub enum Kernels {
     /// tract's own lowering (no rewrite).
     Tract,
-    /// Our kernels without SIMD target features (separate multiply and add).
+    /// Our kernels in plain Rust: no SIMD target features, separate multiply and add.
     Portable,
-    /// Our kernels for the CPU's vector unit with fused multiply-add.
-    Native,
+    /// x86-64 AVX2 + FMA (256-bit).
+    Avx2,
+    /// x86-64 AVX-512F (512-bit, 32 registers).
+    Avx512,
+    /// aarch64 NEON with FMA (128-bit, lane-indexed multiply-add).
+    Neon,
 }
 
 impl Kernels {
-    /// The choice for this process: `EDGE_SAMPLE_KERNELS`, else the best this CPU runs.
-    /// An unknown value is reported once and treated as `auto`.
+    pub const NAMES: &'static str = "auto, tract, portable, avx2, avx512, neon";
+
+    /// The choice for this process: `EDGE_SAMPLE_KERNELS`, else the best this CPU runs. An
+    /// unknown value, or one this CPU cannot run, is reported once and replaced by `auto`.
     pub fn selected() -> Kernels {
         static CHOICE: OnceLock<Kernels> = OnceLock::new();
         *CHOICE.get_or_init(|| {
             let var = std::env::var("EDGE_SAMPLE_KERNELS").unwrap_or_default();
-            match var.as_str() {
-                "tract" => Kernels::Tract,
-                "portable" => Kernels::Portable,
-                "" | "auto" => Kernels::best(),
-                other => {
+            let named = match var.as_str() {
+                "" | "auto" => return Kernels::best(),
+                "tract" => Some(Kernels::Tract),
+                "portable" => Some(Kernels::Portable),
+                "avx2" => Some(Kernels::Avx2),
+                "avx512" => Some(Kernels::Avx512),
+                "neon" => Some(Kernels::Neon),
+                _ => None,
+            };
+            match named {
+                Some(k) if k.is_supported() => k,
+                Some(_) => {
                     eprintln!(
-                        "warning: EDGE_SAMPLE_KERNELS={other:?} is not one of auto, portable, tract; using auto"
+                        "warning: EDGE_SAMPLE_KERNELS={var}: this CPU cannot run them; using auto"
+                    );
+                    Kernels::best()
+                }
+                None => {
+                    eprintln!(
+                        "warning: EDGE_SAMPLE_KERNELS={var:?} is not one of {}; using auto",
+                        Kernels::NAMES
                     );
                     Kernels::best()
                 }
@@ -54,13 +74,42 @@ impl Kernels {
         })
     }
 
-    /// The fastest implementation this CPU can run.
-    pub fn best() -> Kernels {
-        if has_native_fma() {
-            Kernels::Native
-        } else {
-            Kernels::Portable
+    /// Whether this CPU can run these kernels.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Kernels::Tract | Kernels::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "aarch64")]
+            Kernels::Neon => true,
+            _ => false,
         }
+    }
+
+    /// The fastest of our kernels this CPU runs.
+    pub fn best() -> Kernels {
+        [Kernels::Avx512, Kernels::Avx2, Kernels::Neon]
+            .into_iter()
+            .find(|k| k.is_supported())
+            .unwrap_or(Kernels::Portable)
+    }
+
+    /// Every kernel set of ours this CPU runs (for tests and A/B runs).
+    pub fn all_supported() -> Vec<Kernels> {
+        [
+            Kernels::Portable,
+            Kernels::Avx2,
+            Kernels::Avx512,
+            Kernels::Neon,
+        ]
+        .into_iter()
+        .filter(|k| k.is_supported())
+        .collect()
     }
 
     /// A short name for logs and `bench`.
@@ -68,25 +117,18 @@ impl Kernels {
         match self {
             Kernels::Tract => "tract",
             Kernels::Portable => "edge-sample portable",
-            Kernels::Native if cfg!(target_arch = "aarch64") => "edge-sample neon+fma",
-            Kernels::Native => "edge-sample avx2+fma",
+            Kernels::Avx2 => "edge-sample avx2+fma",
+            Kernels::Avx512 => "edge-sample avx512",
+            Kernels::Neon => "edge-sample neon",
         }
     }
-}
 
-/// Whether the native (SIMD + FMA) build of the kernels can run here.
-pub fn has_native_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        true
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        false
+    /// The register tiles (output channels × positions) these kernels have.
+    fn tiles(self) -> &'static [(usize, usize)] {
+        match self {
+            Kernels::Avx512 => &[(4, 64), (8, 32), (16, 16)],
+            _ => &[(4, 16), (8, 8)],
+        }
     }
 }
 
@@ -119,42 +161,68 @@ impl ConvShape {
             && self.h + self.pad[0] + self.pad[2] >= self.kh
             && self.w + self.pad[1] + self.pad[3] >= self.kw
     }
-}
-
-/// Output pixels per register tile: 8 for narrow rows, 16 otherwise.
-fn tile_width(out_w: usize) -> usize {
-    if out_w <= 8 {
-        8
-    } else {
-        16
+    fn padded_h(&self) -> usize {
+        self.h + self.pad[0] + self.pad[2]
+    }
+    fn padded_w(&self) -> usize {
+        self.w + self.pad[1] + self.pad[3]
     }
 }
 
-/// Output channels per register tile, so that a tile holds 64 accumulators.
-fn channel_block(xt: usize) -> usize {
-    64 / xt
-}
-
-/// Weights and bias laid out for the tile loop: `[co / CB][ci][kh][kw][CB]`, output channels
-/// padded with zeros up to a multiple of CB.
+/// Weights and bias laid out for one register tile shape: `[co / CB][ci][kh][kw][CB]`, output
+/// channels padded with zeros up to a multiple of CB.
+///
+/// The input is copied once per image into a zero-bordered buffer of `padded_h × padded_w`
+/// per channel. Output pixel (y, x) is computed at the buffer position q = y·padded_w + x, so
+/// tap (ky, kx) reads position q + ky·padded_w + kx: a run of consecutive positions is one
+/// contiguous load per tap whatever the row width. A tile covers XT consecutive positions
+/// (it may straddle rows; the kw − 1 positions past each row's end are computed and dropped).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedConv {
     pub shape: ConvShape,
-    xt: usize,
+    pub kernels: Kernels,
     cb: usize,
+    xt: usize,
     weights: Vec<f32>,
     bias: Vec<f32>,
 }
 
 impl PackedConv {
     /// `weights` in OIHW order (`co × ci × kh × kw`), `bias` per output channel (or empty).
-    pub fn new(shape: ConvShape, weights: &[f32], bias: &[f32]) -> PackedConv {
+    /// `kernels` must be one of ours (not `Tract`) and supported by this CPU.
+    pub fn new(shape: ConvShape, weights: &[f32], bias: &[f32], kernels: Kernels) -> PackedConv {
         assert!(shape.is_valid(), "invalid convolution {shape:?}");
+        assert!(
+            kernels != Kernels::Tract && kernels.is_supported(),
+            "{kernels:?}"
+        );
         let ConvShape { ci, co, kh, kw, .. } = shape;
         assert_eq!(weights.len(), co * ci * kh * kw, "weights for {shape:?}");
         assert!(bias.is_empty() || bias.len() == co, "bias for {shape:?}");
-        let xt = tile_width(shape.out_w());
-        let cb = channel_block(xt);
+        // The tile that wastes least on padding channels and dropped positions (ties: the
+        // first listed, which loads least per multiply-add).
+        let positions = shape.out_h() * shape.padded_w();
+        let tile = *kernels
+            .tiles()
+            .iter()
+            .min_by_key(|(cb, xt)| co.div_ceil(*cb) * cb * positions.div_ceil(*xt) * xt)
+            .unwrap();
+        PackedConv::with_tile(shape, weights, bias, kernels, tile)
+    }
+
+    /// As [`PackedConv::new`] with a given tile, one of `kernels`' tiles.
+    pub(crate) fn with_tile(
+        shape: ConvShape,
+        weights: &[f32],
+        bias: &[f32],
+        kernels: Kernels,
+        (cb, xt): (usize, usize),
+    ) -> PackedConv {
+        assert!(
+            kernels.tiles().contains(&(cb, xt)),
+            "{kernels:?} has no tile {cb}×{xt}"
+        );
+        let ConvShape { ci, co, kh, kw, .. } = shape;
         let blocks = co.div_ceil(cb);
         let taps = ci * kh * kw;
         let mut packed = vec![0.0f32; blocks * taps * cb];
@@ -168,23 +236,27 @@ impl PackedConv {
         b[..bias.len()].copy_from_slice(bias);
         PackedConv {
             shape,
-            xt,
+            kernels,
             cb,
+            xt,
             weights: packed,
             bias: b,
         }
     }
 
-    /// Width of the zero-bordered input rows: whole tiles plus the kernel's reach.
-    fn padded_w(&self) -> usize {
-        self.shape.out_w().div_ceil(self.xt) * self.xt + self.shape.kw - 1
+    /// The tile shape chosen: (output channels, positions).
+    pub fn tile(&self) -> (usize, usize) {
+        (self.cb, self.xt)
     }
-    fn padded_h(&self) -> usize {
-        self.shape.h + self.shape.pad[0] + self.shape.pad[2]
+
+    /// Floats of the zero-bordered copy: every plane, plus the overrun of the last tile.
+    fn scratch_len(&self) -> usize {
+        let s = &self.shape;
+        s.ci * s.padded_h() * s.padded_w() + self.xt + s.kw
     }
 
     /// `x`: `n × ci × h × w`; `out`: `n × co × out_h × out_w`.
-    pub fn run(&self, kernels: Kernels, x: &[f32], out: &mut [f32]) {
+    pub fn run(&self, x: &[f32], out: &mut [f32]) {
         let s = &self.shape;
         let n = x.len() / (s.ci * s.h * s.w);
         assert_eq!(x.len(), n * s.ci * s.h * s.w, "input length for {s:?}");
@@ -195,7 +267,7 @@ impl PackedConv {
         );
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let need = s.ci * self.padded_h() * self.padded_w();
+            let need = self.scratch_len();
             if scratch.len() < need {
                 scratch.resize(need, 0.0);
             }
@@ -207,22 +279,18 @@ impl PackedConv {
                 .zip(out.chunks_exact_mut(image_out))
             {
                 self.fill_padded(xi, pad);
-                match kernels {
-                    #[cfg(target_arch = "x86_64")]
-                    Kernels::Native => unsafe { self.image_avx2(pad, oi) },
-                    #[cfg(target_arch = "aarch64")]
-                    Kernels::Native => self.image::<true>(pad, oi),
-                    _ => self.image::<false>(pad, oi),
-                }
+                self.image(pad, oi);
             }
         });
     }
 
-    /// Copies one image into `pad` with zero borders: `ci × padded_h × padded_w`.
+    /// Copies one image into `pad` with zero borders: `ci × padded_h × padded_w`, then zeros.
     fn fill_padded(&self, x: &[f32], pad: &mut [f32]) {
         let s = &self.shape;
-        let (hp, wp) = (self.padded_h(), self.padded_w());
-        for (c, plane) in pad.chunks_exact_mut(hp * wp).enumerate() {
+        let (hp, wp) = (s.padded_h(), s.padded_w());
+        let (planes, rest) = pad.split_at_mut(s.ci * hp * wp);
+        rest.fill(0.0);
+        for (c, plane) in planes.chunks_exact_mut(hp * wp).enumerate() {
             let src = &x[c * s.h * s.w..][..s.h * s.w];
             plane[..s.pad[0] * wp].fill(0.0);
             for (y, row) in plane[s.pad[0] * wp..][..s.h * wp]
@@ -237,72 +305,408 @@ impl PackedConv {
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn image_avx2(&self, pad: &[f32], out: &mut [f32]) {
-        self.image::<true>(pad, out)
+    fn image(&self, pad: &[f32], out: &mut [f32]) {
+        let tile: Tile = match (self.kernels, self.cb, self.xt) {
+            #[cfg(target_arch = "x86_64")]
+            (Kernels::Avx512, 4, 64) => x86::tile_avx512::<4, 4>,
+            #[cfg(target_arch = "x86_64")]
+            (Kernels::Avx512, 8, 32) => x86::tile_avx512::<8, 2>,
+            #[cfg(target_arch = "x86_64")]
+            (Kernels::Avx512, 16, 16) => x86::tile_avx512::<16, 1>,
+            #[cfg(target_arch = "x86_64")]
+            (Kernels::Avx2, 4, 16) => x86::tile_avx2::<4, 2>,
+            #[cfg(target_arch = "x86_64")]
+            (Kernels::Avx2, 8, 8) => x86::tile_avx2::<8, 1>,
+            #[cfg(target_arch = "aarch64")]
+            (Kernels::Neon, 4, 16) => arm::tile_4x16,
+            #[cfg(target_arch = "aarch64")]
+            (Kernels::Neon, 8, 8) => arm::tile_8x8,
+            (Kernels::Portable, 4, 16) => tile_portable::<4, 16>,
+            (Kernels::Portable, 8, 8) => tile_portable::<8, 8>,
+            other => unreachable!("no tile {other:?}"),
+        };
+        let s = &self.shape;
+        let (ho, wo) = (s.out_h(), s.out_w());
+        let (hp, wp) = (s.padded_h(), s.padded_w());
+        let (cb, xt) = (self.cb, self.xt);
+        let taps = s.ci * s.kh * s.kw;
+        let geo = TileGeometry {
+            plane: hp * wp,
+            row: wp,
+            ci: s.ci,
+            kh: s.kh,
+            kw: s.kw,
+        };
+        let positions = ho * wp;
+        let mut acc = [0.0f32; TILE_FLOATS];
+        debug_assert!(cb * xt <= TILE_FLOATS);
+        for (blk, (wblk, bias)) in self
+            .weights
+            .chunks_exact(taps * cb)
+            .zip(self.bias.chunks_exact(cb))
+            .enumerate()
+        {
+            let co0 = blk * cb;
+            let valid_c = cb.min(s.co - co0);
+            for q0 in (0..positions).step_by(xt) {
+                // Highest read: position q0 + xt − 1 + (kh − 1)·wp + kw − 1 of the last plane,
+                // inside `pad` by `scratch_len`.
+                debug_assert!(
+                    (s.ci - 1) * geo.plane + q0 + xt - 1 + (s.kh - 1) * wp + s.kw - 1 < pad.len()
+                );
+                // Safety: reads in bounds (above), `acc` holds cb × xt floats, and the
+                // kernels were checked to run on this CPU when packed.
+                unsafe {
+                    tile(
+                        pad.as_ptr().add(q0),
+                        &geo,
+                        wblk.as_ptr(),
+                        bias.as_ptr(),
+                        acc.as_mut_ptr(),
+                    )
+                };
+                // Keep the positions that are output pixels (x < wo), row by row.
+                let q1 = (q0 + xt).min(positions);
+                let mut q = q0;
+                while q < q1 {
+                    let (y, x) = (q / wp, q % wp);
+                    let end = (y * wp + wo).min(q1);
+                    if x < wo {
+                        for j in 0..valid_c {
+                            out[((co0 + j) * ho + y) * wo + x..][..end - q]
+                                .copy_from_slice(&acc[j * xt + q - q0..][..end - q]);
+                        }
+                    }
+                    q = (y + 1) * wp;
+                }
+            }
+        }
     }
+}
 
-    #[inline(always)]
-    fn image<const FMA: bool>(&self, pad: &[f32], out: &mut [f32]) {
-        match (self.cb, self.xt) {
-            (4, 16) => self.image_tiles::<4, 16, FMA>(pad, out),
-            (8, 8) => self.image_tiles::<8, 8, FMA>(pad, out),
-            other => unreachable!("tile {other:?}"),
+/// Floats in the largest register tile (CB × XT).
+const TILE_FLOATS: usize = 256;
+
+/// Strides of the zero-bordered input and the kernel's extent, for one tile.
+pub struct TileGeometry {
+    /// Floats per input plane (one channel).
+    plane: usize,
+    /// Floats per padded row.
+    row: usize,
+    ci: usize,
+    kh: usize,
+    kw: usize,
+}
+
+/// One register tile of CB channels × XT positions: `acc[j·XT + i]` = bias[j] + Σ over
+/// (c, ky, kx), in that order, of `w[c][ky][kx][j] · input[c·plane + ky·row + kx + i]`, with
+/// `input` at the tile's first position in plane 0 and `w` at the channel block's weights.
+/// Every implementation sums in this order, one fused multiply-add per term (plain multiply and
+/// add in the portable one), so results do not depend on the vector width.
+type Tile = unsafe fn(*const f32, &TileGeometry, *const f32, *const f32, *mut f32);
+
+/// The tile in plain Rust.
+///
+/// # Safety
+/// `input`, `w`, `bias` and `acc` must cover the tile's reads and writes (see [`Tile`]).
+unsafe fn tile_portable<const CB: usize, const XT: usize>(
+    input: *const f32,
+    g: &TileGeometry,
+    w: *const f32,
+    bias: *const f32,
+    acc: *mut f32,
+) {
+    let acc = unsafe { &mut *(acc as *mut [[f32; XT]; CB]) };
+    let bias = unsafe { &*(bias as *const [f32; CB]) };
+    for (a, b) in acc.iter_mut().zip(bias) {
+        *a = [*b; XT];
+    }
+    let mut wt = w;
+    for c in 0..g.ci {
+        for ky in 0..g.kh {
+            let row = unsafe { input.add(c * g.plane + ky * g.row) };
+            for kx in 0..g.kw {
+                let r = unsafe { &*(row.add(kx) as *const [f32; XT]) };
+                let wv = unsafe { &*(wt as *const [f32; CB]) };
+                for j in 0..CB {
+                    for i in 0..XT {
+                        acc[j][i] += wv[j] * r[i];
+                    }
+                }
+                wt = unsafe { wt.add(CB) };
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! AVX2 / AVX-512 tiles: CB × V vector accumulators (16 of them at most), V unaligned
+    //! position loads and CB weight broadcasts per tap.
+    use super::TileGeometry;
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX2 and FMA present; pointers as [`super::Tile`] for CB × 8V floats.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile_avx2<const CB: usize, const V: usize>(
+        input: *const f32,
+        g: &TileGeometry,
+        w: *const f32,
+        bias: *const f32,
+        acc: *mut f32,
+    ) {
+        // 3×3 with the tap loops unrolled; any other kernel size with loops.
+        unsafe {
+            if g.kh == 3 && g.kw == 3 {
+                avx2_body::<CB, V>(input, g, w, bias, acc, 3, 3)
+            } else {
+                avx2_body::<CB, V>(input, g, w, bias, acc, g.kh, g.kw)
+            }
         }
     }
 
     #[inline(always)]
-    fn image_tiles<const CB: usize, const XT: usize, const FMA: bool>(
-        &self,
-        pad: &[f32],
-        out: &mut [f32],
+    unsafe fn avx2_body<const CB: usize, const V: usize>(
+        input: *const f32,
+        g: &TileGeometry,
+        w: *const f32,
+        bias: *const f32,
+        acc: *mut f32,
+        kh: usize,
+        kw: usize,
     ) {
-        let s = &self.shape;
-        let (ho, wo) = (s.out_h(), s.out_w());
-        let (hp, wp) = (self.padded_h(), self.padded_w());
-        let taps = s.ci * s.kh * s.kw;
-        for (blk, (wblk, bblk)) in self
-            .weights
-            .chunks_exact(taps * CB)
-            .zip(self.bias.chunks_exact(CB))
-            .enumerate()
-        {
-            let co0 = blk * CB;
-            let valid_c = CB.min(s.co - co0);
-            for y in 0..ho {
-                for x0 in (0..wo).step_by(XT) {
-                    let mut acc = [[0.0f32; XT]; CB];
-                    for (j, a) in acc.iter_mut().enumerate() {
-                        *a = [bblk[j]; XT];
-                    }
-                    for c in 0..s.ci {
-                        for ky in 0..s.kh {
-                            let row = &pad[c * hp * wp + (y + ky) * wp + x0..];
-                            for kx in 0..s.kw {
-                                let r: &[f32; XT] = row[kx..kx + XT].try_into().unwrap();
-                                let wt: &[f32; CB] = wblk[((c * s.kh + ky) * s.kw + kx) * CB..]
-                                    [..CB]
-                                    .try_into()
-                                    .unwrap();
-                                for j in 0..CB {
-                                    for i in 0..XT {
-                                        acc[j][i] = if FMA {
-                                            wt[j].mul_add(r[i], acc[j][i])
-                                        } else {
-                                            acc[j][i] + wt[j] * r[i]
-                                        };
-                                    }
-                                }
+        unsafe {
+            let mut a = [[_mm256_setzero_ps(); V]; CB];
+            for (j, aj) in a.iter_mut().enumerate() {
+                *aj = [_mm256_set1_ps(*bias.add(j)); V];
+            }
+            let mut wt = w;
+            for c in 0..g.ci {
+                for ky in 0..kh {
+                    let row = input.add(c * g.plane + ky * g.row);
+                    for kx in 0..kw {
+                        let mut r = [_mm256_setzero_ps(); V];
+                        for (v, rv) in r.iter_mut().enumerate() {
+                            *rv = _mm256_loadu_ps(row.add(kx + 8 * v));
+                        }
+                        for (j, aj) in a.iter_mut().enumerate() {
+                            let wj = _mm256_set1_ps(*wt.add(j));
+                            for v in 0..V {
+                                aj[v] = _mm256_fmadd_ps(wj, r[v], aj[v]);
                             }
                         }
-                    }
-                    let valid_x = XT.min(wo - x0);
-                    for (j, a) in acc.iter().enumerate().take(valid_c) {
-                        out[((co0 + j) * ho + y) * wo + x0..][..valid_x]
-                            .copy_from_slice(&a[..valid_x]);
+                        wt = wt.add(CB);
                     }
                 }
+            }
+            for (j, aj) in a.iter().enumerate() {
+                for (v, av) in aj.iter().enumerate() {
+                    _mm256_storeu_ps(acc.add(j * 8 * V + 8 * v), *av);
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F present; pointers as [`super::Tile`] for CB × 16V floats.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile_avx512<const CB: usize, const V: usize>(
+        input: *const f32,
+        g: &TileGeometry,
+        w: *const f32,
+        bias: *const f32,
+        acc: *mut f32,
+    ) {
+        unsafe {
+            if g.kh == 3 && g.kw == 3 {
+                avx512_body::<CB, V>(input, g, w, bias, acc, 3, 3)
+            } else {
+                avx512_body::<CB, V>(input, g, w, bias, acc, g.kh, g.kw)
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn avx512_body<const CB: usize, const V: usize>(
+        input: *const f32,
+        g: &TileGeometry,
+        w: *const f32,
+        bias: *const f32,
+        acc: *mut f32,
+        kh: usize,
+        kw: usize,
+    ) {
+        unsafe {
+            let mut a = [[_mm512_setzero_ps(); V]; CB];
+            for (j, aj) in a.iter_mut().enumerate() {
+                *aj = [_mm512_set1_ps(*bias.add(j)); V];
+            }
+            let mut wt = w;
+            for c in 0..g.ci {
+                for ky in 0..kh {
+                    let row = input.add(c * g.plane + ky * g.row);
+                    for kx in 0..kw {
+                        let mut r = [_mm512_setzero_ps(); V];
+                        for (v, rv) in r.iter_mut().enumerate() {
+                            *rv = _mm512_loadu_ps(row.add(kx + 16 * v));
+                        }
+                        for (j, aj) in a.iter_mut().enumerate() {
+                            let wj = _mm512_set1_ps(*wt.add(j));
+                            for v in 0..V {
+                                aj[v] = _mm512_fmadd_ps(wj, r[v], aj[v]);
+                            }
+                        }
+                        wt = wt.add(CB);
+                    }
+                }
+            }
+            for (j, aj) in a.iter().enumerate() {
+                for (v, av) in aj.iter().enumerate() {
+                    _mm512_storeu_ps(acc.add(j * 16 * V + 16 * v), *av);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    //! NEON tiles: 16 q-register accumulators, position loads shared by the CB channels,
+    //! weights loaded four at a time and applied with lane-indexed FMA.
+    use super::TileGeometry;
+    use std::arch::aarch64::*;
+
+    macro_rules! fma_lane {
+        ($acc:expr, $r:expr, $w:expr, $lane:literal) => {
+            $acc = vfmaq_laneq_f32::<$lane>($acc, $r, $w)
+        };
+    }
+
+    /// # Safety
+    /// Pointers as [`super::Tile`] for 4 × 16 floats.
+    pub unsafe fn tile_4x16(
+        input: *const f32,
+        g: &TileGeometry,
+        w: *const f32,
+        bias: *const f32,
+        acc: *mut f32,
+    ) {
+        // 3×3 with the tap loops unrolled; any other kernel size with loops.
+        unsafe {
+            if g.kh == 3 && g.kw == 3 {
+                body_4x16(input, g, w, bias, acc, 3, 3)
+            } else {
+                body_4x16(input, g, w, bias, acc, g.kh, g.kw)
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn body_4x16(
+        input: *const f32,
+        g: &TileGeometry,
+        w: *const f32,
+        bias: *const f32,
+        acc: *mut f32,
+        kh: usize,
+        kw: usize,
+    ) {
+        unsafe {
+            let mut a = [vdupq_n_f32(0.0); 16];
+            for j in 0..4 {
+                for q in 0..4 {
+                    a[4 * j + q] = vdupq_n_f32(*bias.add(j));
+                }
+            }
+            let mut wt = w;
+            for c in 0..g.ci {
+                for ky in 0..kh {
+                    let row = input.add(c * g.plane + ky * g.row);
+                    for kx in 0..kw {
+                        let p = row.add(kx);
+                        let r = [
+                            vld1q_f32(p),
+                            vld1q_f32(p.add(4)),
+                            vld1q_f32(p.add(8)),
+                            vld1q_f32(p.add(12)),
+                        ];
+                        let wv = vld1q_f32(wt);
+                        for q in 0..4 {
+                            fma_lane!(a[q], r[q], wv, 0);
+                            fma_lane!(a[4 + q], r[q], wv, 1);
+                            fma_lane!(a[8 + q], r[q], wv, 2);
+                            fma_lane!(a[12 + q], r[q], wv, 3);
+                        }
+                        wt = wt.add(4);
+                    }
+                }
+            }
+            for (k, ak) in a.iter().enumerate() {
+                vst1q_f32(acc.add(4 * k), *ak);
+            }
+        }
+    }
+
+    /// # Safety
+    /// Pointers as [`super::Tile`] for 8 × 8 floats.
+    pub unsafe fn tile_8x8(
+        input: *const f32,
+        g: &TileGeometry,
+        w: *const f32,
+        bias: *const f32,
+        acc: *mut f32,
+    ) {
+        unsafe {
+            if g.kh == 3 && g.kw == 3 {
+                body_8x8(input, g, w, bias, acc, 3, 3)
+            } else {
+                body_8x8(input, g, w, bias, acc, g.kh, g.kw)
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn body_8x8(
+        input: *const f32,
+        g: &TileGeometry,
+        w: *const f32,
+        bias: *const f32,
+        acc: *mut f32,
+        kh: usize,
+        kw: usize,
+    ) {
+        unsafe {
+            let mut a = [vdupq_n_f32(0.0); 16];
+            for j in 0..8 {
+                a[2 * j] = vdupq_n_f32(*bias.add(j));
+                a[2 * j + 1] = a[2 * j];
+            }
+            let mut wt = w;
+            for c in 0..g.ci {
+                for ky in 0..kh {
+                    let row = input.add(c * g.plane + ky * g.row);
+                    for kx in 0..kw {
+                        let p = row.add(kx);
+                        let r = [vld1q_f32(p), vld1q_f32(p.add(4))];
+                        let w0 = vld1q_f32(wt);
+                        let w1 = vld1q_f32(wt.add(4));
+                        for q in 0..2 {
+                            fma_lane!(a[q], r[q], w0, 0);
+                            fma_lane!(a[2 + q], r[q], w0, 1);
+                            fma_lane!(a[4 + q], r[q], w0, 2);
+                            fma_lane!(a[6 + q], r[q], w0, 3);
+                            fma_lane!(a[8 + q], r[q], w1, 0);
+                            fma_lane!(a[10 + q], r[q], w1, 1);
+                            fma_lane!(a[12 + q], r[q], w1, 2);
+                            fma_lane!(a[14 + q], r[q], w1, 3);
+                        }
+                        wt = wt.add(8);
+                    }
+                }
+            }
+            for (k, ak) in a.iter().enumerate() {
+                vst1q_f32(acc.add(4 * k), *ak);
             }
         }
     }
@@ -352,7 +756,9 @@ pub fn conv_reference(shape: &ConvShape, x: &[f32], weights: &[f32], bias: &[f32
 pub fn layer_norm(x: &mut [f32], scale: &[f32], bias: Option<&[f32]>, eps: f32, kernels: Kernels) {
     match kernels {
         #[cfg(target_arch = "x86_64")]
-        Kernels::Native => unsafe { layer_norm_avx2(x, scale, bias, eps) },
+        Kernels::Avx2 | Kernels::Avx512 if Kernels::Avx2.is_supported() => unsafe {
+            layer_norm_avx2(x, scale, bias, eps)
+        },
         _ => layer_norm_impl(x, scale, bias, eps),
     }
 }
@@ -448,20 +854,20 @@ mod tests {
             .collect()
     }
 
-    fn check_conv(shape: ConvShape, n: usize, kernels: Kernels) {
+    fn check_conv(shape: ConvShape, n: usize, kernels: Kernels, tile: (usize, usize)) {
         let x = values(n * shape.ci * shape.h * shape.w, 1);
         let w = values(shape.co * shape.ci * shape.kh * shape.kw, 2);
         let b = values(shape.co, 3);
         let want = conv_reference(&shape, &x, &w, &b);
-        let packed = PackedConv::new(shape, &w, &b);
+        let packed = PackedConv::with_tile(shape, &w, &b, kernels, tile);
         let mut got = vec![f32::NAN; want.len()];
-        packed.run(kernels, &x, &mut got);
+        packed.run(&x, &mut got);
         // The magnitude bound of each output: Σ|x||w| + |b| ≤ ci·kh·kw + 1 for values in [-1, 1].
         let bound = (shape.ci * shape.kh * shape.kw + 1) as f64;
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!(
                 ((*g - *w) as f64).abs() <= CONV_REL_TOL * bound,
-                "{shape:?} n={n} {kernels:?}: output {i}: {g} vs reference {w}"
+                "{shape:?} n={n} {kernels:?} tile {tile:?}: output {i}: {g} vs reference {w}"
             );
         }
     }
@@ -499,23 +905,52 @@ mod tests {
     }
 
     #[test]
-    fn conv_matches_reference_portable() {
-        for s in shapes() {
-            check_conv(s, 1, Kernels::Portable);
-            check_conv(s, 3, Kernels::Portable);
+    fn every_tile_of_every_kernel_set_matches_the_reference() {
+        let sets = Kernels::all_supported();
+        eprintln!("kernel sets on this CPU: {sets:?}");
+        for kernels in sets {
+            for &tile in kernels.tiles() {
+                for s in shapes() {
+                    check_conv(s, 1, kernels, tile);
+                }
+                check_conv(shapes()[1], 3, kernels, tile);
+            }
         }
     }
 
     #[test]
-    fn conv_matches_reference_native() {
-        if !has_native_fma() {
-            eprintln!("no native FMA kernels on this CPU; nothing to compare");
-            return;
-        }
-        for s in shapes() {
-            check_conv(s, 1, Kernels::Native);
-            check_conv(s, 2, Kernels::Native);
-        }
+    fn the_tile_chosen_wastes_least() {
+        // 10 output channels on 28×28 (30-wide padded rows): 4×16 tiles pad 10 → 12 channels
+        // and 840 → 848 positions; 8×8 pads 10 → 16 channels.
+        let s = ConvShape {
+            ci: 10,
+            co: 10,
+            h: 28,
+            w: 28,
+            kh: 3,
+            kw: 3,
+            pad: [1; 4],
+        };
+        let w = vec![0.0; 10 * 10 * 9];
+        assert_eq!(
+            PackedConv::new(s, &w, &[], Kernels::Portable).tile(),
+            (4, 16)
+        );
+        // 8 channels on 4×4 (6-wide rows, 24 positions): 8×8 is exact, 4×16 pads to 32.
+        let s = ConvShape {
+            ci: 8,
+            co: 8,
+            h: 4,
+            w: 4,
+            kh: 3,
+            kw: 3,
+            pad: [1; 4],
+        };
+        let w = vec![0.0; 8 * 8 * 9];
+        assert_eq!(
+            PackedConv::new(s, &w, &[], Kernels::Portable).tile(),
+            (8, 8)
+        );
     }
 
     #[test]
@@ -535,7 +970,7 @@ mod tests {
         let mut x = vec![0.0f32; 2 * 36];
         x[36 + 2 * 6 + 3] = 1.0; // channel 1, row 2, column 3
         let mut out = vec![0.0f32; 3 * 36];
-        PackedConv::new(shape, &w, &b).run(Kernels::best(), &x, &mut out);
+        PackedConv::new(shape, &w, &b, Kernels::best()).run(&x, &mut out);
         for o in 0..3 {
             for y in 0..6 {
                 for xo in 0..6 {
@@ -552,22 +987,56 @@ mod tests {
     }
 
     #[test]
-    fn native_and_portable_differ_only_by_rounding() {
-        // The two differ only by fused vs separate multiply-add: within the named tolerance.
-        if !has_native_fma() {
-            return;
-        }
-        let s = shapes()[2];
-        let x = values(s.ci * s.h * s.w, 11);
-        let w = values(s.co * s.ci * 9, 12);
-        let p = PackedConv::new(s, &w, &[]);
-        let mut a = vec![0.0; s.co * s.out_h() * s.out_w()];
-        let mut b = a.clone();
-        p.run(Kernels::Native, &x, &mut a);
-        p.run(Kernels::Portable, &x, &mut b);
-        let bound = (s.ci * 9) as f64;
-        for (u, v) in a.iter().zip(&b) {
-            assert!(((u - v) as f64).abs() <= CONV_REL_TOL * bound);
+    fn simd_kernel_sets_agree_bit_for_bit() {
+        // Same fused multiply-adds in the same order: AVX2, AVX-512 and NEON give identical
+        // outputs (what keeps x86-64 and ARM images the same), whatever tile each picks.
+        let fma_sets: Vec<_> = Kernels::all_supported()
+            .into_iter()
+            .filter(|k| *k != Kernels::Portable)
+            .collect();
+        for s in shapes() {
+            let x = values(s.ci * s.h * s.w, 11);
+            let w = values(s.co * s.ci * s.kh * s.kw, 12);
+            let b = values(s.co, 13);
+            let want = {
+                // Scalar fused multiply-add in the tile order: the definition.
+                let mut out = vec![0.0f32; s.co * s.out_h() * s.out_w()];
+                for o in 0..s.co {
+                    for y in 0..s.out_h() {
+                        for xo in 0..s.out_w() {
+                            let mut a = b[o];
+                            for c in 0..s.ci {
+                                for ky in 0..s.kh {
+                                    for kx in 0..s.kw {
+                                        let iy = (y + ky) as isize - s.pad[0] as isize;
+                                        let ix = (xo + kx) as isize - s.pad[1] as isize;
+                                        let v = if iy < 0
+                                            || ix < 0
+                                            || iy >= s.h as isize
+                                            || ix >= s.w as isize
+                                        {
+                                            0.0
+                                        } else {
+                                            x[(c * s.h + iy as usize) * s.w + ix as usize]
+                                        };
+                                        a = w[((o * s.ci + c) * s.kh + ky) * s.kw + kx]
+                                            .mul_add(v, a);
+                                    }
+                                }
+                            }
+                            out[(o * s.out_h() + y) * s.out_w() + xo] = a;
+                        }
+                    }
+                }
+                out
+            };
+            for &k in &fma_sets {
+                for &tile in k.tiles() {
+                    let mut got = vec![0.0; want.len()];
+                    PackedConv::with_tile(s, &w, &b, k, tile).run(&x, &mut got);
+                    assert!(got == want, "{s:?} {k:?} {tile:?} differs from scalar FMA");
+                }
+            }
         }
     }
 
