@@ -351,10 +351,10 @@ impl EvalOp for DirectConv {
         // Safety: every element is written by `run` (each output pixel belongs to one tile).
         let mut y = unsafe { Tensor::uninitialized::<f32>(&shape)? };
         let x = x.try_as_plain_ram()?;
-        let mut out = y.try_as_plain_ram_mut()?;
-        self.packed
-            .run(x.as_slice::<f32>()?, out.as_slice_mut::<f32>()?);
-        drop(out);
+        self.packed.run(
+            x.as_slice::<f32>()?,
+            y.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+        );
         Ok(tvec![y.into_tvalue()])
     }
 }
