@@ -14,7 +14,9 @@ use std::sync::{Arc, OnceLock};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_core::ops::array::MultiBroadcastTo;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::math::Max;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_hir::internal::*;
 
@@ -234,6 +236,8 @@ pub struct DirectConv {
     packed: Arc<PackedConv>,
     /// Whether the data has a batch axis (NCHW) or not (CHW).
     batched: bool,
+    /// max(·, 0) applied as the tile is stored (a following ONNX Relu, fused).
+    relu: bool,
     kernels: Kernels,
 }
 
@@ -315,6 +319,7 @@ impl DirectConv {
         Ok(Some(DirectConv {
             packed: Arc::new(packed),
             batched,
+            relu: false,
             kernels,
         }))
     }
@@ -327,7 +332,7 @@ impl Op for DirectConv {
     fn info(&self) -> TractResult<Vec<String>> {
         let s = &self.packed.shape;
         Ok(vec![format!(
-            "{}→{} {}×{} on {}×{}, pad {:?}, tile {:?} ({})",
+            "{}→{} {}×{} on {}×{}, pad {:?}, tile {:?}{} ({})",
             s.ci,
             s.co,
             s.kh,
@@ -336,6 +341,7 @@ impl Op for DirectConv {
             s.w,
             s.pad,
             self.packed.tile(),
+            if self.relu { ", relu" } else { "" },
             self.kernels.describe()
         )])
     }
@@ -354,6 +360,7 @@ impl EvalOp for DirectConv {
         self.packed.run(
             x.as_slice::<f32>()?,
             y.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+            self.relu,
         );
         Ok(tvec![y.into_tvalue()])
     }
@@ -409,6 +416,56 @@ pub fn rewrite(model: &mut TypedModel, kernels: Kernels) -> TractResult<usize> {
     }
     if count > 0 {
         model.compact()?;
+        fuse_relus(model)?;
     }
     Ok(count)
+}
+
+/// Folds `max(conv, 0)` into the convolution when the convolution feeds nothing else.
+fn fuse_relus(model: &mut TypedModel) -> TractResult<()> {
+    let mut fused = false;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(conv) = node.op_as::<DirectConv>() else {
+            continue;
+        };
+        if conv.relu || node.outputs[0].successors.len() != 1 || model.outputs.contains(&id.into())
+        {
+            continue;
+        }
+        let succ = model.node(node.outputs[0].successors[0].node);
+        let Some(bin) = succ.op_as::<TypedBinOp>() else {
+            continue;
+        };
+        if !bin.0.is::<Max>() || succ.inputs.len() != 2 {
+            continue;
+        }
+        let other = succ.inputs.iter().find(|i| i.node != id).copied();
+        let zero = match other.map(|o| model.outlet_fact(o)).transpose()? {
+            Some(f) => f
+                .konst
+                .as_ref()
+                .is_some_and(|k| k.len() == 1 && k.cast_to_scalar::<f32>().is_ok_and(|v| v == 0.0)),
+            None => false,
+        };
+        if !zero
+            || model.outlet_fact(OutletId::new(succ.id, 0))?.shape != node.outputs[0].fact.shape
+        {
+            continue;
+        }
+        let mut op = conv.clone();
+        op.relu = true;
+        let mut patch = TypedModelPatch::new("fuse relu into conv");
+        let input = patch.tap_model(model, node.inputs[0])?;
+        let wire = patch.wire_node(&node.name, op, &[input])?[0];
+        patch.shunt_outside(model, OutletId::new(succ.id, 0), wire)?;
+        patch.obliterate(id)?;
+        patch.obliterate(succ.id)?;
+        patch.apply(model)?;
+        fused = true;
+    }
+    if fused {
+        model.compact()?;
+    }
+    Ok(())
 }

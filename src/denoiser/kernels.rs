@@ -255,8 +255,8 @@ impl PackedConv {
         s.ci * s.padded_h() * s.padded_w() + self.xt + s.kw
     }
 
-    /// `x`: `n × ci × h × w`; `out`: `n × co × out_h × out_w`.
-    pub fn run(&self, x: &[f32], out: &mut [f32]) {
+    /// `x`: `n × ci × h × w`; `out`: `n × co × out_h × out_w`; `relu`: max(·, 0) on the way out.
+    pub fn run(&self, x: &[f32], out: &mut [f32], relu: bool) {
         let s = &self.shape;
         let n = x.len() / (s.ci * s.h * s.w);
         assert_eq!(x.len(), n * s.ci * s.h * s.w, "input length for {s:?}");
@@ -279,7 +279,7 @@ impl PackedConv {
                 .zip(out.chunks_exact_mut(image_out))
             {
                 self.fill_padded(xi, pad);
-                self.image(pad, oi);
+                self.image(pad, oi, relu);
             }
         });
     }
@@ -305,7 +305,7 @@ impl PackedConv {
         }
     }
 
-    fn image(&self, pad: &[f32], out: &mut [f32]) {
+    fn image(&self, pad: &[f32], out: &mut [f32], relu: bool) {
         let tile: Tile = match (self.kernels, self.cb, self.xt) {
             #[cfg(target_arch = "x86_64")]
             (Kernels::Avx512, 4, 64) => x86::tile_avx512::<4, 4>,
@@ -373,8 +373,15 @@ impl PackedConv {
                     let end = (y * wp + wo).min(q1);
                     if x < wo {
                         for j in 0..valid_c {
-                            out[((co0 + j) * ho + y) * wo + x..][..end - q]
-                                .copy_from_slice(&acc[j * xt + q - q0..][..end - q]);
+                            let dst = &mut out[((co0 + j) * ho + y) * wo + x..][..end - q];
+                            let src = &acc[j * xt + q - q0..][..end - q];
+                            if relu {
+                                for (d, s) in dst.iter_mut().zip(src) {
+                                    *d = s.max(0.0);
+                                }
+                            } else {
+                                dst.copy_from_slice(src);
+                            }
                         }
                     }
                     q = (y + 1) * wp;
@@ -861,7 +868,7 @@ mod tests {
         let want = conv_reference(&shape, &x, &w, &b);
         let packed = PackedConv::with_tile(shape, &w, &b, kernels, tile);
         let mut got = vec![f32::NAN; want.len()];
-        packed.run(&x, &mut got);
+        packed.run(&x, &mut got, false);
         // The magnitude bound of each output: Σ|x||w| + |b| ≤ ci·kh·kw + 1 for values in [-1, 1].
         let bound = (shape.ci * shape.kh * shape.kw + 1) as f64;
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -919,6 +926,25 @@ mod tests {
     }
 
     #[test]
+    fn relu_on_the_way_out_is_max_with_zero() {
+        let s = shapes()[2];
+        let x = values(s.ci * s.h * s.w, 21);
+        let w = values(s.co * s.ci * 9, 22);
+        let b = values(s.co, 23);
+        for k in Kernels::all_supported() {
+            let p = PackedConv::new(s, &w, &b, k);
+            let mut plain = vec![0.0; s.co * s.out_h() * s.out_w()];
+            let mut relu = plain.clone();
+            p.run(&x, &mut plain, false);
+            p.run(&x, &mut relu, true);
+            assert!(plain.iter().any(|v| *v < 0.0) && plain.iter().any(|v| *v > 0.0));
+            for (r, v) in relu.iter().zip(&plain) {
+                assert_eq!(*r, v.max(0.0), "{k:?}");
+            }
+        }
+    }
+
+    #[test]
     fn the_tile_chosen_wastes_least() {
         // 10 output channels on 28×28 (30-wide padded rows): 4×16 tiles pad 10 → 12 channels
         // and 840 → 848 positions; 8×8 pads 10 → 16 channels.
@@ -970,7 +996,7 @@ mod tests {
         let mut x = vec![0.0f32; 2 * 36];
         x[36 + 2 * 6 + 3] = 1.0; // channel 1, row 2, column 3
         let mut out = vec![0.0f32; 3 * 36];
-        PackedConv::new(shape, &w, &b, Kernels::best()).run(&x, &mut out);
+        PackedConv::new(shape, &w, &b, Kernels::best()).run(&x, &mut out, false);
         for o in 0..3 {
             for y in 0..6 {
                 for xo in 0..6 {
@@ -1033,7 +1059,7 @@ mod tests {
             for &k in &fma_sets {
                 for &tile in k.tiles() {
                     let mut got = vec![0.0; want.len()];
-                    PackedConv::with_tile(s, &w, &b, k, tile).run(&x, &mut got);
+                    PackedConv::with_tile(s, &w, &b, k, tile).run(&x, &mut got, false);
                     assert!(got == want, "{s:?} {k:?} {tile:?} differs from scalar FMA");
                 }
             }
