@@ -207,3 +207,50 @@ fn our_kernels_replace_every_3x3_convolution_of_the_seed_unet() {
     assert_eq!(tract.direct_convs, 0);
     assert_eq!(tract.kernels, "tract");
 }
+
+#[test]
+fn our_kernels_match_tracts_own_lowering_on_the_fashion_unet() {
+    // FashionUNet adds its time embedding right after each ResBlock's first conv; tract folds
+    // that Add into the conv's bias, which our kernel then takes as a run-time input.
+    let load = |kernels| {
+        Model::load(
+            &ModelSource::Path(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("models/fashion/fashion.onnx"),
+            ),
+            &LoadOptions {
+                batch: 2,
+                kernels,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let reference = load(Kernels::Tract);
+    let chw: usize = reference.io.image_shape.iter().product();
+    let x: Vec<f32> = (0..2 * chw)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let mut want = vec![0f32; 2 * chw];
+    reference
+        .denoiser()
+        .unwrap()
+        .run(&x, 500, &mut want)
+        .unwrap();
+    for kernels in Kernels::all_supported() {
+        let m = load(kernels);
+        // The file's 36 3×3 stride-1 convs; its 2 stride-2 downsamplers and 23 1×1 convs
+        // stay with tract.
+        assert_eq!(m.direct_convs, 36, "{kernels:?}: {}", m.kernels);
+        let mut got = vec![0f32; 2 * chw];
+        m.denoiser().unwrap().run(&x, 500, &mut got).unwrap();
+        let (max, at) = max_abs_diff(&got, &want);
+        eprintln!("fashion, {kernels:?} vs tract: max |diff| {max:.2e}");
+        assert!(
+            max <= FP32_TOL,
+            "{kernels:?}: {} vs tract {} at {at}",
+            got[at],
+            want[at]
+        );
+    }
+}

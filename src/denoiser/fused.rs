@@ -238,6 +238,8 @@ pub struct DirectConv {
     batched: bool,
     /// max(·, 0) applied as the tile is stored (a following ONNX Relu, fused).
     relu: bool,
+    /// The bias is the op's second input (computed per run) rather than packed.
+    runtime_bias: bool,
     kernels: Kernels,
 }
 
@@ -268,15 +270,13 @@ impl DirectConv {
             return Ok(None);
         }
         let x = model.outlet_fact(node.inputs[0])?;
-        let (Some(wk), Some(bk)) = (
-            model.outlet_fact(node.inputs[1])?.konst.clone(),
-            model.outlet_fact(node.inputs[2])?.konst.clone(),
-        ) else {
+        let Some(wk) = model.outlet_fact(node.inputs[1])?.konst.clone() else {
             return Ok(None);
         };
+        let bias_fact = model.outlet_fact(node.inputs[2])?;
         if x.datum_type != DatumType::F32
             || wk.datum_type() != DatumType::F32
-            || bk.datum_type() != DatumType::F32
+            || bias_fact.datum_type != DatumType::F32
         {
             return Ok(None);
         }
@@ -308,11 +308,38 @@ impl DirectConv {
         if !shape.is_valid() {
             return Ok(None);
         }
-        let bias: Vec<f32> = match bk.len() {
-            0 => vec![],
-            1 => vec![bk.try_as_plain_ram()?.as_slice::<f32>()?[0]; co],
-            n if n == co => bk.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
-            _ => return Ok(None),
+        // A constant bias is packed; one computed at run time (tract folds an Add that
+        // follows the conv, such as a per-image time embedding, into the bias) becomes a
+        // second input: `co` values, or `n × co` laid out image by image.
+        let (bias, runtime_bias): (Vec<f32>, bool) = match &bias_fact.konst {
+            Some(bk) => match bk.len() {
+                0 => (vec![], false),
+                1 => (
+                    vec![bk.try_as_plain_ram()?.as_slice::<f32>()?[0]; co],
+                    false,
+                ),
+                n if n == co => (bk.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(), false),
+                _ => return Ok(None),
+            },
+            None => {
+                let Some(bs) = bias_fact.shape.as_concrete() else {
+                    return Ok(None);
+                };
+                let batch = if batched { xs[0] } else { 1 };
+                // Drop trailing unit axes: [n, co, 1, 1] → [n, co]; [co, 1, 1] → [co].
+                let mut dims: Vec<usize> = bs.to_vec();
+                while dims.len() > 1 && dims.last() == Some(&1) {
+                    dims.pop();
+                }
+                while dims.len() > 1 && dims[0] == 1 {
+                    dims.remove(0);
+                }
+                let fits = dims == [co] || (batched && dims == [batch, co]);
+                if !fits {
+                    return Ok(None);
+                }
+                (vec![], true)
+            }
         };
         let weights = wk.try_as_plain_ram()?;
         let packed = PackedConv::new(shape, weights.as_slice::<f32>()?, &bias, kernels);
@@ -320,6 +347,7 @@ impl DirectConv {
             packed: Arc::new(packed),
             batched,
             relu: false,
+            runtime_bias,
             kernels,
         }))
     }
@@ -357,10 +385,16 @@ impl EvalOp for DirectConv {
         // Safety: every element is written by `run` (each output pixel belongs to one tile).
         let mut y = unsafe { Tensor::uninitialized::<f32>(&shape)? };
         let x = x.try_as_plain_ram()?;
-        self.packed.run(
+        let bias = match inputs.get(1) {
+            Some(b) if self.runtime_bias => Some(b.try_as_plain_ram()?),
+            _ => None,
+        };
+        let bias = bias.as_ref().map(|b| b.as_slice::<f32>()).transpose()?;
+        self.packed.run_with_bias(
             x.as_slice::<f32>()?,
             y.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
             self.relu,
+            bias,
         );
         Ok(tvec![y.into_tvalue()])
     }
@@ -410,7 +444,12 @@ pub fn rewrite(model: &mut TypedModel, kernels: Kernels) -> TractResult<usize> {
         let Some(op) = DirectConv::for_node(model, node, conv, kernels)? else {
             continue;
         };
-        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs[..1], op)?;
+        let inputs: TVec<OutletId> = if op.runtime_bias {
+            tvec![node.inputs[0], node.inputs[2]]
+        } else {
+            tvec![node.inputs[0]]
+        };
+        let patch = TypedModelPatch::replace_single_op(model, node, &inputs, op)?;
         patch.apply(model)?;
         count += 1;
     }
@@ -456,8 +495,8 @@ fn fuse_relus(model: &mut TypedModel) -> TractResult<()> {
         let mut op = conv.clone();
         op.relu = true;
         let mut patch = TypedModelPatch::new("fuse relu into conv");
-        let input = patch.tap_model(model, node.inputs[0])?;
-        let wire = patch.wire_node(&node.name, op, &[input])?[0];
+        let inputs = patch.taps(model, &node.inputs)?;
+        let wire = patch.wire_node(&node.name, op, &inputs)?[0];
         patch.shunt_outside(model, OutletId::new(succ.id, 0), wire)?;
         patch.obliterate(id)?;
         patch.obliterate(succ.id)?;

@@ -257,6 +257,12 @@ impl PackedConv {
 
     /// `x`: `n × ci × h × w`; `out`: `n × co × out_h × out_w`; `relu`: max(·, 0) on the way out.
     pub fn run(&self, x: &[f32], out: &mut [f32], relu: bool) {
+        self.run_with_bias(x, out, relu, None)
+    }
+
+    /// As [`PackedConv::run`], with a bias computed at run time (replacing the packed one):
+    /// `co` values for every image, or `n × co`, one row per image.
+    pub fn run_with_bias(&self, x: &[f32], out: &mut [f32], relu: bool, bias: Option<&[f32]>) {
         let s = &self.shape;
         let n = x.len() / (s.ci * s.h * s.w);
         assert_eq!(x.len(), n * s.ci * s.h * s.w, "input length for {s:?}");
@@ -268,18 +274,39 @@ impl PackedConv {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let need = self.scratch_len();
-            if scratch.len() < need {
-                scratch.resize(need, 0.0);
+            if scratch.len() < need + self.bias.len() {
+                scratch.resize(need + self.bias.len(), 0.0);
             }
-            let pad = &mut scratch[..need];
+            let (pad, rest) = scratch.split_at_mut(need);
             let image_in = s.ci * s.h * s.w;
             let image_out = s.co * s.out_h() * s.out_w();
-            for (xi, oi) in x
+            if let Some(b) = bias {
+                assert!(
+                    b.len() == s.co || b.len() == n * s.co,
+                    "bias length for {s:?}"
+                );
+            }
+            for (i, (xi, oi)) in x
                 .chunks_exact(image_in)
                 .zip(out.chunks_exact_mut(image_out))
+                .enumerate()
             {
                 self.fill_padded(xi, pad);
-                self.image(pad, oi, relu);
+                let blocks = match bias {
+                    None => &self.bias[..],
+                    Some(b) => {
+                        let row = if b.len() == s.co {
+                            b
+                        } else {
+                            &b[i * s.co..][..s.co]
+                        };
+                        let padded = &mut rest[..self.bias.len()];
+                        padded[..s.co].copy_from_slice(row);
+                        padded[s.co..].fill(0.0);
+                        padded
+                    }
+                };
+                self.image(pad, oi, relu, blocks);
             }
         });
     }
@@ -305,7 +332,8 @@ impl PackedConv {
         }
     }
 
-    fn image(&self, pad: &[f32], out: &mut [f32], relu: bool) {
+    /// One image; `bias` per output channel, padded like the packed weights.
+    fn image(&self, pad: &[f32], out: &mut [f32], relu: bool, bias: &[f32]) {
         let tile: Tile = match (self.kernels, self.cb, self.xt) {
             #[cfg(target_arch = "x86_64")]
             (Kernels::Avx512, 4, 64) => x86::tile_avx512::<4, 4>,
@@ -343,7 +371,7 @@ impl PackedConv {
         for (blk, (wblk, bias)) in self
             .weights
             .chunks_exact(taps * cb)
-            .zip(self.bias.chunks_exact(cb))
+            .zip(bias.chunks_exact(cb))
             .enumerate()
         {
             let co0 = blk * cb;
@@ -940,6 +968,45 @@ mod tests {
             assert!(plain.iter().any(|v| *v < 0.0) && plain.iter().any(|v| *v > 0.0));
             for (r, v) in relu.iter().zip(&plain) {
                 assert_eq!(*r, v.max(0.0), "{k:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn bias_given_at_run_time_replaces_the_packed_one() {
+        // One bias row per image (a time embedding added after the conv, folded into it).
+        let s = shapes()[1];
+        let n = 3;
+        let x = values(n * s.ci * s.h * s.w, 31);
+        let w = values(s.co * s.ci * 9, 32);
+        let rows = values(n * s.co, 33);
+        for k in Kernels::all_supported() {
+            let p = PackedConv::new(s, &w, &[], k);
+            let mut got = vec![0.0; n * s.co * s.out_h() * s.out_w()];
+            p.run_with_bias(&x, &mut got, false, Some(&rows));
+            let image_in = s.ci * s.h * s.w;
+            let image_out = s.co * s.out_h() * s.out_w();
+            for i in 0..n {
+                let b = &rows[i * s.co..][..s.co];
+                let want = conv_reference(&s, &x[i * image_in..][..image_in], &w, b);
+                let bound = (s.ci * 9 + 1) as f64;
+                for (g, r) in got[i * image_out..][..image_out].iter().zip(&want) {
+                    assert!(
+                        ((g - r) as f64).abs() <= CONV_REL_TOL * bound,
+                        "{k:?} image {i}"
+                    );
+                }
+            }
+            // One row for all images.
+            let mut one = vec![0.0; got.len()];
+            p.run_with_bias(&x, &mut one, false, Some(&rows[..s.co]));
+            let want = conv_reference(&s, &x, &w, &rows[..s.co]);
+            let bound = (s.ci * 9 + 1) as f64;
+            for (g, r) in one.iter().zip(&want) {
+                assert!(
+                    ((g - r) as f64).abs() <= CONV_REL_TOL * bound,
+                    "{k:?} shared row"
+                );
             }
         }
     }
