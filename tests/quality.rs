@@ -10,7 +10,7 @@ use edge_sample::pipeline::{generate, Job};
 use edge_sample::sampler::SamplerConfig;
 use tract_onnx::prelude::*;
 
-/// Mean top-class confidence measured at shipping: 0.928 (256 samples, seed 1), real digits 0.980.
+/// Mean top-class confidence measured at shipping: 0.938 (256 samples, seed 1), real digits 0.980.
 const MIN_CONFIDENCE: f64 = 0.88;
 /// Class-histogram entropy / ln 10 of 64 samples: real held-out digits give 0.967 at n = 64.
 const MIN_ENTROPY: f64 = 0.90;

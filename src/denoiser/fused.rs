@@ -20,6 +20,8 @@ use tract_onnx::tract_core::ops::math::Max;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_hir::internal::*;
 
+use tract_linalg::multithread::Executor;
+
 use super::kernels::{layer_norm, ConvShape, Kernels, PackedConv};
 
 type OnnxBuilder =
@@ -390,12 +392,12 @@ impl EvalOp for DirectConv {
             _ => None,
         };
         let bias = bias.as_ref().map(|b| b.as_slice::<f32>()).transpose()?;
-        self.packed.run_with_bias(
-            x.as_slice::<f32>()?,
-            y.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-            self.relu,
-            bias,
-        );
+        let (x, out) = (x.as_slice::<f32>()?, &mut y.try_as_plain_ram_mut()?);
+        let out = out.as_slice_mut::<f32>()?;
+        match tract_linalg::multithread::current_tract_executor() {
+            Executor::MultiThread(pool) => self.packed.run_parallel(&pool, x, out, self.relu, bias),
+            _ => self.packed.run_with_bias(x, out, self.relu, bias),
+        }
         Ok(tvec![y.into_tvalue()])
     }
 }

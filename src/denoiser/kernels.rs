@@ -311,6 +311,92 @@ impl PackedConv {
         });
     }
 
+    /// As [`PackedConv::run_with_bias`] on `threads` threads of `pool`: images split between
+    /// threads when there are at least as many images as threads, otherwise each image's
+    /// output channel blocks. Same results as one thread (each output is computed whole by one
+    /// thread, in the same order).
+    pub fn run_parallel(
+        &self,
+        pool: &rayon::ThreadPool,
+        x: &[f32],
+        out: &mut [f32],
+        relu: bool,
+        bias: Option<&[f32]>,
+    ) {
+        let s = &self.shape;
+        let threads = pool.current_num_threads().max(1);
+        let image_in = s.ci * s.h * s.w;
+        let image_out = s.co * s.out_h() * s.out_w();
+        let n = x.len() / image_in;
+        let per_image_bias = bias.is_some_and(|b| b.len() != s.co);
+        if n >= threads {
+            let per = n.div_ceil(threads);
+            pool.scope(|scope| {
+                for (i, (xc, oc)) in x
+                    .chunks(per * image_in)
+                    .zip(out.chunks_mut(per * image_out))
+                    .enumerate()
+                {
+                    let b = match bias {
+                        Some(b) if per_image_bias => {
+                            Some(&b[i * per * s.co..][..oc.len() / image_out * s.co])
+                        }
+                        other => other,
+                    };
+                    scope.spawn(move |_| self.run_with_bias(xc, oc, relu, b));
+                }
+            });
+            return;
+        }
+        let blocks = self.bias.len() / self.cb;
+        let groups = threads.min(blocks);
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let need = self.scratch_len();
+            if scratch.len() < need + self.bias.len() {
+                scratch.resize(need + self.bias.len(), 0.0);
+            }
+            let (pad, rest) = scratch.split_at_mut(need);
+            let plane_out = s.out_h() * s.out_w();
+            for (i, (xi, oi)) in x
+                .chunks_exact(image_in)
+                .zip(out.chunks_exact_mut(image_out))
+                .enumerate()
+            {
+                self.fill_padded(xi, pad);
+                let blocks_bias: &[f32] = match bias {
+                    None => &self.bias[..],
+                    Some(b) => {
+                        let row = if b.len() == s.co {
+                            b
+                        } else {
+                            &b[i * s.co..][..s.co]
+                        };
+                        let padded = &mut rest[..self.bias.len()];
+                        padded[..s.co].copy_from_slice(row);
+                        padded[s.co..].fill(0.0);
+                        padded
+                    }
+                };
+                let pad: &[f32] = pad;
+                pool.scope(|scope| {
+                    let mut rest_out = oi;
+                    let mut b0 = 0;
+                    for g in 0..groups {
+                        let b1 = blocks * (g + 1) / groups;
+                        let channels = (b1 * self.cb).min(s.co) - b0 * self.cb;
+                        let (part, tail) = rest_out.split_at_mut(channels * plane_out);
+                        rest_out = tail;
+                        let range = b0..b1;
+                        scope
+                            .spawn(move |_| self.image_blocks(pad, part, relu, blocks_bias, range));
+                        b0 = b1;
+                    }
+                });
+            }
+        });
+    }
+
     /// Copies one image into `pad` with zero borders: `ci × padded_h × padded_w`, then zeros.
     fn fill_padded(&self, x: &[f32], pad: &mut [f32]) {
         let s = &self.shape;
@@ -334,6 +420,19 @@ impl PackedConv {
 
     /// One image; `bias` per output channel, padded like the packed weights.
     fn image(&self, pad: &[f32], out: &mut [f32], relu: bool, bias: &[f32]) {
+        self.image_blocks(pad, out, relu, bias, 0..self.bias.len() / self.cb)
+    }
+
+    /// Output channels `[first block · CB, min(end block · CB, co))` of one image; `out` holds
+    /// exactly those channels.
+    fn image_blocks(
+        &self,
+        pad: &[f32],
+        out: &mut [f32],
+        relu: bool,
+        bias: &[f32],
+        blocks: std::ops::Range<usize>,
+    ) {
         let tile: Tile = match (self.kernels, self.cb, self.xt) {
             #[cfg(target_arch = "x86_64")]
             (Kernels::Avx512, 4, 64) => x86::tile_avx512::<4, 4>,
@@ -368,12 +467,10 @@ impl PackedConv {
         let positions = ho * wp;
         let mut acc = [0.0f32; TILE_FLOATS];
         debug_assert!(cb * xt <= TILE_FLOATS);
-        for (blk, (wblk, bias)) in self
-            .weights
-            .chunks_exact(taps * cb)
-            .zip(bias.chunks_exact(cb))
-            .enumerate()
-        {
+        let first_co = blocks.start * cb;
+        for blk in blocks {
+            let wblk = &self.weights[blk * taps * cb..][..taps * cb];
+            let bias = &bias[blk * cb..][..cb];
             let co0 = blk * cb;
             let valid_c = cb.min(s.co - co0);
             for q0 in (0..positions).step_by(xt) {
@@ -401,7 +498,8 @@ impl PackedConv {
                     let end = (y * wp + wo).min(q1);
                     if x < wo {
                         for j in 0..valid_c {
-                            let dst = &mut out[((co0 + j) * ho + y) * wo + x..][..end - q];
+                            let dst =
+                                &mut out[((co0 - first_co + j) * ho + y) * wo + x..][..end - q];
                             let src = &acc[j * xt + q - q0..][..end - q];
                             if relu {
                                 for (d, s) in dst.iter_mut().zip(src) {
@@ -1007,6 +1105,35 @@ mod tests {
                     ((g - r) as f64).abs() <= CONV_REL_TOL * bound,
                     "{k:?} shared row"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn threads_give_the_same_outputs_as_one() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        for s in shapes() {
+            for n in [1, 2, 5] {
+                let x = values(n * s.ci * s.h * s.w, 41);
+                let w = values(s.co * s.ci * s.kh * s.kw, 42);
+                let rows = values(n * s.co, 43);
+                for k in Kernels::all_supported() {
+                    let p = PackedConv::new(s, &w, &[], k);
+                    let len = n * s.co * s.out_h() * s.out_w();
+                    for bias in [None, Some(&rows[..s.co]), Some(&rows[..])] {
+                        let (mut one, mut many) = (vec![0.0; len], vec![1.0; len]);
+                        p.run_with_bias(&x, &mut one, true, bias);
+                        p.run_parallel(&pool, &x, &mut many, true, bias);
+                        assert!(
+                            one == many,
+                            "{s:?} n={n} {k:?} bias {:?}",
+                            bias.map(|b| b.len())
+                        );
+                    }
+                }
             }
         }
     }
