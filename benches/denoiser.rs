@@ -1,31 +1,67 @@
-//! Criterion benches: one denoiser call (batch 1 and 16) and the main job's 20-step run, on
-//! the bundled digit model. benches/ort_baseline.py times onnxruntime on the same file and
-//! thread counts for the side-by-side table.
+//! Criterion benches: one denoiser call (batch 1 and 16, with tract's own lowering and with
+//! each of our kernel sets this CPU runs), one convolution layer per kernel set, and the main
+//! job's 20-step run, on the bundled digit model. benches/ort_baseline.py times onnxruntime on
+//! the same file and thread counts for the side-by-side table.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use edge_sample::denoiser::{Denoiser, LoadOptions, Model};
+use edge_sample::denoiser::kernels::{ConvShape, PackedConv};
+use edge_sample::denoiser::{Denoiser, Kernels, LoadOptions, Model};
 use edge_sample::pipeline::{generate, Job};
 use edge_sample::sampler::SamplerConfig;
 
 fn denoiser_step(c: &mut Criterion) {
     let mut g = c.benchmark_group("denoiser_step");
-    for batch in [1usize, 16] {
-        let source = edge_sample::models::resolve(None).unwrap();
-        let model = Model::load(
-            &source,
-            &LoadOptions {
-                batch,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let mut den = model.denoiser().unwrap();
-        let n = batch * model.io.image_shape.iter().product::<usize>();
-        let mut x = vec![0f32; n];
-        edge_sample::noise::NoiseStream::new(0, 0).fill(&mut x);
-        let mut out = vec![0f32; n];
-        g.bench_function(BenchmarkId::new("digits", format!("batch{batch}")), |b| {
-            b.iter(|| den.run(&x, 500, &mut out).unwrap())
-        });
+    let mut sets = vec![Kernels::Tract];
+    sets.extend(Kernels::all_supported());
+    for kernels in sets {
+        for batch in [1usize, 16] {
+            let source = edge_sample::models::resolve(None).unwrap();
+            let model = Model::load(
+                &source,
+                &LoadOptions {
+                    batch,
+                    kernels,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let mut den = model.denoiser().unwrap();
+            let n = batch * model.io.image_shape.iter().product::<usize>();
+            let mut x = vec![0f32; n];
+            edge_sample::noise::NoiseStream::new(0, 0).fill(&mut x);
+            let mut out = vec![0f32; n];
+            let id = format!("batch{batch}/{}", kernels.describe());
+            g.bench_function(BenchmarkId::new("digits", id), |b| {
+                b.iter(|| den.run(&x, 500, &mut out).unwrap())
+            });
+        }
+    }
+    g.finish();
+}
+
+/// The digit model's costliest convolution shapes, one kernel set at a time.
+fn conv_layer(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conv3x3");
+    let shapes = [(10, 10, 28), (30, 10, 28), (20, 20, 14), (80, 80, 4)];
+    for (ci, co, hw) in shapes {
+        let shape = ConvShape {
+            ci,
+            co,
+            h: hw,
+            w: hw,
+            kh: 3,
+            kw: 3,
+            pad: [1; 4],
+        };
+        let w = vec![0.01f32; co * ci * 9];
+        let x = vec![0.5f32; ci * hw * hw];
+        let mut out = vec![0f32; co * hw * hw];
+        for kernels in Kernels::all_supported() {
+            let p = PackedConv::new(shape, &w, &[], kernels);
+            let id = format!("{ci}to{co}_{hw}x{hw}/{}", kernels.describe());
+            g.bench_function(BenchmarkId::new("direct", id), |b| {
+                b.iter(|| p.run(&x, &mut out, false))
+            });
+        }
     }
     g.finish();
 }
@@ -52,5 +88,5 @@ fn main_job(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, denoiser_step, main_job);
+criterion_group!(benches, denoiser_step, conv_layer, main_job);
 criterion_main!(benches);

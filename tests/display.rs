@@ -285,6 +285,21 @@ impl Xvfb {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        // The file exists before the server has painted its root window: wait until it takes
+        // clients, or its first paint can land on top of what a test draws (seen under load).
+        while !Command::new("xwd")
+            .args(["-root", "-silent", "-display", &format!(":{display}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "Xvfb :{display} did not take clients"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         Xvfb {
             child,
             display: format!(":{display}"),
