@@ -22,7 +22,7 @@ use tract_onnx::tract_hir::internal::*;
 
 use tract_linalg::multithread::Executor;
 
-use super::kernels::{layer_norm, ConvShape, Kernels, PackedConv};
+use super::kernels::{instance_norm, layer_norm, ConvShape, Kernels, PackedConv};
 
 type OnnxBuilder =
     fn(&ParsingContext, &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
@@ -40,6 +40,138 @@ pub fn register(onnx: &mut tract_onnx::Onnx, kernels: Kernels) {
     }
     onnx.op_register
         .insert("LayerNormalization", layer_norm_builder);
+    onnx.op_register
+        .insert("InstanceNormalization", instance_norm_builder);
+}
+
+fn instance_norm_builder(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let epsilon = node.get_attr_opt("epsilon")?.unwrap_or(1e-5);
+    Ok((expand(InstanceNormExpansion { epsilon }), vec![]))
+}
+
+#[derive(Debug, Clone)]
+struct InstanceNormExpansion {
+    epsilon: f32,
+}
+
+impl Expansion for InstanceNormExpansion {
+    fn name(&self) -> StaticName {
+        "InstanceNormalization".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 3)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?;
+        s.equals(&inputs[0].datum_type, &inputs[1].datum_type)?;
+        s.equals(&inputs[0].datum_type, &inputs[2].datum_type)?;
+        s.equals(&inputs[1].shape, &inputs[2].shape)?;
+        s.equals(&inputs[0].shape, &outputs[0].shape)?;
+        s.equals(&inputs[1].shape[0], &inputs[0].shape[1])?;
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        ensure!(
+            model.outlet_fact(inputs[0])?.rank() >= 3,
+            "InstanceNormalization needs [N, C, spatial...]"
+        );
+        // `rewrite` sets the kernels the loader chose.
+        model.wire_node(
+            prefix,
+            FusedInstanceNorm {
+                epsilon: self.epsilon,
+                kernels: Kernels::best(),
+            },
+            inputs,
+        )
+    }
+}
+
+/// ONNX InstanceNormalization: every (item, channel) plane normalised over its spatial axes,
+/// then `scale[c]`, `bias[c]`; f32 or f16 data, f32 statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FusedInstanceNorm {
+    pub epsilon: f32,
+    pub kernels: Kernels,
+}
+
+impl Eq for FusedInstanceNorm {}
+
+impl Op for FusedInstanceNorm {
+    fn name(&self) -> StaticName {
+        "FusedInstanceNorm".into()
+    }
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "eps {} ({})",
+            self.epsilon,
+            self.kernels.describe()
+        )])
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for FusedInstanceNorm {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let (x, scale, bias) = args_3!(inputs);
+        let dt = x.datum_type();
+        let inner: usize = x.shape()[2..].iter().product();
+        let scale = scale.cast_to::<f32>()?;
+        let scale = scale.try_as_plain_ram()?;
+        let bias = bias.cast_to::<f32>()?;
+        let bias = bias.try_as_plain_ram()?;
+        let mut y = match dt {
+            // Normalised in place when this node holds the only reference to its input.
+            DatumType::F32 => x.into_tensor(),
+            DatumType::F16 => x.cast_to::<f32>()?.into_owned(),
+            dt => bail!("FusedInstanceNorm on {dt:?} data"),
+        };
+        instance_norm(
+            y.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+            inner,
+            scale.as_slice::<f32>()?,
+            bias.as_slice::<f32>()?,
+            self.epsilon,
+            self.kernels,
+        );
+        match dt {
+            DatumType::F32 => Ok(tvec![y.into_tvalue()]),
+            _ => Ok(tvec![y.cast_to::<f16>()?.into_owned().into_tvalue()]),
+        }
+    }
+}
+
+impl TypedOp for FusedInstanceNorm {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 3, "FusedInstanceNorm takes x, scale, bias");
+        ensure!(inputs[0].rank() >= 3, "FusedInstanceNorm input rank");
+        for f in &inputs[1..] {
+            ensure!(
+                f.rank() == 1 && f.shape[0] == inputs[0].shape[1],
+                "FusedInstanceNorm scale/bias shape {:?} for input {:?}",
+                f.shape,
+                inputs[0].shape
+            );
+        }
+        Ok(tvec![inputs[0].datum_type.fact(inputs[0].shape.clone())])
+    }
+    as_op!();
 }
 
 fn layer_norm_builder(
@@ -435,6 +567,9 @@ pub fn rewrite(model: &mut TypedModel, kernels: Kernels) -> TractResult<usize> {
     for node in model.nodes_mut() {
         if let Some(ln) = node.op_as_mut::<FusedLayerNorm>() {
             ln.kernels = kernels;
+        }
+        if let Some(n) = node.op_as_mut::<FusedInstanceNorm>() {
+            n.kernels = kernels;
         }
     }
     let mut count = 0;

@@ -931,6 +931,52 @@ fn layer_norm_impl(x: &mut [f32], scale: &[f32], bias: Option<&[f32]>, eps: f32)
     }
 }
 
+/// Instance normalisation in place (GroupNorm as exported by PyTorch): `x` is rows of
+/// `inner` values (one per batch item and channel, channels cycling); row r is normalised over
+/// itself, then scaled by `scale[r % c]` and shifted by `bias[r % c]`. Statistics as in
+/// [`layer_norm`].
+pub fn instance_norm(
+    x: &mut [f32],
+    inner: usize,
+    scale: &[f32],
+    bias: &[f32],
+    eps: f32,
+    kernels: Kernels,
+) {
+    match kernels {
+        #[cfg(target_arch = "x86_64")]
+        Kernels::Avx2 | Kernels::Avx512 if Kernels::Avx2.is_supported() => unsafe {
+            instance_norm_avx2(x, inner, scale, bias, eps)
+        },
+        _ => instance_norm_impl(x, inner, scale, bias, eps),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn instance_norm_avx2(x: &mut [f32], inner: usize, scale: &[f32], bias: &[f32], eps: f32) {
+    instance_norm_impl(x, inner, scale, bias, eps)
+}
+
+#[inline(always)]
+fn instance_norm_impl(x: &mut [f32], inner: usize, scale: &[f32], bias: &[f32], eps: f32) {
+    let c = scale.len();
+    assert!(c > 0 && bias.len() == c, "instance norm scale and bias");
+    assert!(
+        inner > 0 && x.len().is_multiple_of(inner * c),
+        "instance norm rows"
+    );
+    for (r, row) in x.chunks_exact_mut(inner).enumerate() {
+        let mean = lane_sum(row, |v| v) / inner as f32;
+        let var = lane_sum(row, |v| (v - mean) * (v - mean)) / inner as f32;
+        let k = scale[r % c] / (var + eps).sqrt();
+        let b = bias[r % c];
+        for v in row.iter_mut() {
+            *v = (*v - mean) * k + b;
+        }
+    }
+}
+
 /// Sum of `f(v)` with 8 independent running sums (vectorisable; order fixed by the index).
 #[inline(always)]
 fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
@@ -1278,6 +1324,31 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn instance_norm_matches_reference() {
+        // n = 2, c = 3, 5×7 planes: each plane is a layer-norm row with a scalar affine.
+        let (n, c, inner) = (2, 3, 35);
+        let x = values(n * c * inner, 51);
+        let scale = values(c, 52);
+        let bias = values(c, 53);
+        let mut want = Vec::new();
+        for (r, row) in x.chunks(inner).enumerate() {
+            want.extend(layer_norm_reference(
+                row,
+                &vec![scale[r % c]; inner],
+                Some(&vec![bias[r % c]; inner]),
+                1e-5,
+            ));
+        }
+        for k in Kernels::all_supported() {
+            let mut got = x.clone();
+            instance_norm(&mut got, inner, &scale, &bias, 1e-5, k);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() <= LN_ABS_TOL, "{k:?}: {i}: {g} vs {w}");
             }
         }
     }
