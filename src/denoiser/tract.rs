@@ -467,7 +467,7 @@ impl Model {
             kernels: match kernels {
                 Kernels::Tract => "tract".to_string(),
                 k => format!(
-                    "{} ({direct_convs} convolutions, layer norms)",
+                    "{} ({direct_convs} convolutions, fused norms)",
                     k.describe()
                 ),
             },
