@@ -130,30 +130,15 @@ impl EvalOp for FusedInstanceNorm {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (x, scale, bias) = args_3!(inputs);
-        let dt = x.datum_type();
         let inner: usize = x.shape()[2..].iter().product();
         let scale = scale.cast_to::<f32>()?;
         let scale = scale.try_as_plain_ram()?;
         let bias = bias.cast_to::<f32>()?;
         let bias = bias.try_as_plain_ram()?;
-        let mut y = match dt {
-            // Normalised in place when this node holds the only reference to its input.
-            DatumType::F32 => x.into_tensor(),
-            DatumType::F16 => x.cast_to::<f32>()?.into_owned(),
-            dt => bail!("FusedInstanceNorm on {dt:?} data"),
-        };
-        instance_norm(
-            y.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-            inner,
-            scale.as_slice::<f32>()?,
-            bias.as_slice::<f32>()?,
-            self.epsilon,
-            self.kernels,
-        );
-        match dt {
-            DatumType::F32 => Ok(tvec![y.into_tvalue()]),
-            _ => Ok(tvec![y.cast_to::<f16>()?.into_owned().into_tvalue()]),
-        }
+        let (scale, bias) = (scale.as_slice::<f32>()?, bias.as_slice::<f32>()?);
+        in_f32(x, |data| {
+            instance_norm(data, inner, scale, bias, self.epsilon, self.kernels)
+        })
     }
 }
 
@@ -285,6 +270,22 @@ impl Expansion for LayerNormExpansion {
     }
 }
 
+/// Runs `f` on `x` as f32 and returns the result in `x`'s type: f32 data in place when this
+/// node holds the only reference to it, f16 data through an f32 copy.
+fn in_f32(x: TValue, f: impl FnOnce(&mut [f32])) -> TractResult<TVec<TValue>> {
+    let dt = x.datum_type();
+    let mut y = match dt {
+        DatumType::F32 => x.into_tensor(),
+        DatumType::F16 => x.cast_to::<f32>()?.into_owned(),
+        dt => bail!("normalisation of {dt:?} data"),
+    };
+    f(y.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?);
+    if dt == DatumType::F16 {
+        y = y.cast_to::<f16>()?.into_owned();
+    }
+    Ok(tvec![y.into_tvalue()])
+}
+
 /// Layer normalisation over the axes from `axis` on: inputs `x`, `scale`, optional `bias`
 /// (scale and bias shaped like the normalized axes); f32 or f16 data, f32 statistics.
 #[derive(Debug, Clone, PartialEq)]
@@ -317,7 +318,6 @@ impl EvalOp for FusedLayerNorm {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let mut inputs = inputs.into_iter();
         let x = inputs.next().context("FusedLayerNorm: no input")?;
-        let inputs_dt = x.datum_type();
         let scale = inputs.next().context("FusedLayerNorm: no scale")?;
         let bias = inputs.next();
         let scale = scale.cast_to::<f32>()?;
@@ -326,21 +326,9 @@ impl EvalOp for FusedLayerNorm {
         let bias = bias.as_ref().map(|b| b.cast_to::<f32>()).transpose()?;
         let bias = bias.as_ref().map(|b| b.try_as_plain_ram()).transpose()?;
         let bias = bias.as_ref().map(|b| b.as_slice::<f32>()).transpose()?;
-        let mut y = match x.datum_type() {
-            // Normalised in place when this node holds the only reference to its input.
-            DatumType::F32 => x.into_tensor(),
-            DatumType::F16 => x.cast_to::<f32>()?.into_owned(),
-            dt => bail!("FusedLayerNorm on {dt:?} data"),
-        };
-        {
-            let mut view = y.try_as_plain_ram_mut()?;
-            let data = view.as_slice_mut::<f32>()?;
-            layer_norm(data, scale, bias, self.epsilon, self.kernels);
-        }
-        match inputs_dt {
-            DatumType::F32 => Ok(tvec![y.into_tvalue()]),
-            _ => Ok(tvec![y.cast_to::<f16>()?.into_owned().into_tvalue()]),
-        }
+        in_f32(x, |data| {
+            layer_norm(data, scale, bias, self.epsilon, self.kernels)
+        })
     }
 }
 

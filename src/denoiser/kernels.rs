@@ -292,20 +292,7 @@ impl PackedConv {
                 .enumerate()
             {
                 self.fill_padded(xi, pad);
-                let blocks = match bias {
-                    None => &self.bias[..],
-                    Some(b) => {
-                        let row = if b.len() == s.co {
-                            b
-                        } else {
-                            &b[i * s.co..][..s.co]
-                        };
-                        let padded = &mut rest[..self.bias.len()];
-                        padded[..s.co].copy_from_slice(row);
-                        padded[s.co..].fill(0.0);
-                        padded
-                    }
-                };
+                let blocks = self.image_bias(bias, i, rest);
                 self.image(pad, oi, relu, blocks);
             }
         });
@@ -364,20 +351,7 @@ impl PackedConv {
                 .enumerate()
             {
                 self.fill_padded(xi, pad);
-                let blocks_bias: &[f32] = match bias {
-                    None => &self.bias[..],
-                    Some(b) => {
-                        let row = if b.len() == s.co {
-                            b
-                        } else {
-                            &b[i * s.co..][..s.co]
-                        };
-                        let padded = &mut rest[..self.bias.len()];
-                        padded[..s.co].copy_from_slice(row);
-                        padded[s.co..].fill(0.0);
-                        padded
-                    }
-                };
+                let blocks_bias: &[f32] = self.image_bias(bias, i, rest);
                 let pad: &[f32] = pad;
                 pool.scope(|scope| {
                     let mut rest_out = oi;
@@ -395,6 +369,22 @@ impl PackedConv {
                 });
             }
         });
+    }
+
+    /// Image `i`'s bias per output channel, padded like the weights: the packed one, or the
+    /// run-time one (`co` values for every image, or a row per image) copied into `buf`.
+    fn image_bias<'a>(&'a self, bias: Option<&[f32]>, i: usize, buf: &'a mut [f32]) -> &'a [f32] {
+        let co = self.shape.co;
+        match bias {
+            None => &self.bias,
+            Some(b) => {
+                let row = if b.len() == co { b } else { &b[i * co..][..co] };
+                let padded = &mut buf[..self.bias.len()];
+                padded[..co].copy_from_slice(row);
+                padded[co..].fill(0.0);
+                padded
+            }
+        }
     }
 
     /// Copies one image into `pad` with zero borders: `ci × padded_h × padded_w`, then zeros.
@@ -579,128 +569,94 @@ mod x86 {
     use super::TileGeometry;
     use std::arch::x86_64::*;
 
-    /// # Safety
-    /// AVX2 and FMA present; pointers as [`super::Tile`] for CB × 8V floats.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn tile_avx2<const CB: usize, const V: usize>(
-        input: *const f32,
-        g: &TileGeometry,
-        w: *const f32,
-        bias: *const f32,
-        acc: *mut f32,
-    ) {
-        // 3×3 with the tap loops unrolled; any other kernel size with loops.
-        unsafe {
-            if g.kh == 3 && g.kw == 3 {
-                avx2_body::<CB, V>(input, g, w, bias, acc, 3, 3)
-            } else {
-                avx2_body::<CB, V>(input, g, w, bias, acc, g.kh, g.kw)
-            }
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn avx2_body<const CB: usize, const V: usize>(
-        input: *const f32,
-        g: &TileGeometry,
-        w: *const f32,
-        bias: *const f32,
-        acc: *mut f32,
-        kh: usize,
-        kw: usize,
-    ) {
-        unsafe {
-            let mut a = [[_mm256_setzero_ps(); V]; CB];
-            for (j, aj) in a.iter_mut().enumerate() {
-                *aj = [_mm256_set1_ps(*bias.add(j)); V];
-            }
-            let mut wt = w;
-            for c in 0..g.ci {
-                for ky in 0..kh {
-                    let row = input.add(c * g.plane + ky * g.row);
-                    for kx in 0..kw {
-                        let mut r = [_mm256_setzero_ps(); V];
-                        for (v, rv) in r.iter_mut().enumerate() {
-                            *rv = _mm256_loadu_ps(row.add(kx + 8 * v));
-                        }
+    /// One x86 tile function: CB × V vector accumulators of LANES floats, V unaligned position
+    /// loads and CB weight broadcasts per tap; 3×3 kernels get their tap loops unrolled.
+    macro_rules! x86_tile {
+        ($name:ident, $feature:literal, $lanes:literal, $zero:ident, $set1:ident, $load:ident,
+         $fma:ident, $store:ident) => {
+            /// # Safety
+            #[doc = concat!("CPU feature(s) `", $feature, "` present; pointers as")]
+            #[doc = concat!("[`super::Tile`] for CB × ", $lanes, "V floats.")]
+            #[target_feature(enable = $feature)]
+            pub unsafe fn $name<const CB: usize, const V: usize>(
+                input: *const f32,
+                g: &TileGeometry,
+                w: *const f32,
+                bias: *const f32,
+                acc: *mut f32,
+            ) {
+                #[inline(always)]
+                unsafe fn body<const CB: usize, const V: usize>(
+                    input: *const f32,
+                    g: &TileGeometry,
+                    w: *const f32,
+                    bias: *const f32,
+                    acc: *mut f32,
+                    kh: usize,
+                    kw: usize,
+                ) {
+                    unsafe {
+                        let mut a = [[$zero(); V]; CB];
                         for (j, aj) in a.iter_mut().enumerate() {
-                            let wj = _mm256_set1_ps(*wt.add(j));
-                            for v in 0..V {
-                                aj[v] = _mm256_fmadd_ps(wj, r[v], aj[v]);
+                            *aj = [$set1(*bias.add(j)); V];
+                        }
+                        let mut wt = w;
+                        for c in 0..g.ci {
+                            for ky in 0..kh {
+                                let row = input.add(c * g.plane + ky * g.row);
+                                for kx in 0..kw {
+                                    let mut r = [$zero(); V];
+                                    for (v, rv) in r.iter_mut().enumerate() {
+                                        *rv = $load(row.add(kx + $lanes * v));
+                                    }
+                                    for (j, aj) in a.iter_mut().enumerate() {
+                                        let wj = $set1(*wt.add(j));
+                                        for v in 0..V {
+                                            aj[v] = $fma(wj, r[v], aj[v]);
+                                        }
+                                    }
+                                    wt = wt.add(CB);
+                                }
                             }
                         }
-                        wt = wt.add(CB);
+                        for (j, aj) in a.iter().enumerate() {
+                            for (v, av) in aj.iter().enumerate() {
+                                $store(acc.add(j * $lanes * V + $lanes * v), *av);
+                            }
+                        }
+                    }
+                }
+                unsafe {
+                    if g.kh == 3 && g.kw == 3 {
+                        body::<CB, V>(input, g, w, bias, acc, 3, 3)
+                    } else {
+                        body::<CB, V>(input, g, w, bias, acc, g.kh, g.kw)
                     }
                 }
             }
-            for (j, aj) in a.iter().enumerate() {
-                for (v, av) in aj.iter().enumerate() {
-                    _mm256_storeu_ps(acc.add(j * 8 * V + 8 * v), *av);
-                }
-            }
-        }
+        };
     }
 
-    /// # Safety
-    /// AVX-512F present; pointers as [`super::Tile`] for CB × 16V floats.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile_avx512<const CB: usize, const V: usize>(
-        input: *const f32,
-        g: &TileGeometry,
-        w: *const f32,
-        bias: *const f32,
-        acc: *mut f32,
-    ) {
-        unsafe {
-            if g.kh == 3 && g.kw == 3 {
-                avx512_body::<CB, V>(input, g, w, bias, acc, 3, 3)
-            } else {
-                avx512_body::<CB, V>(input, g, w, bias, acc, g.kh, g.kw)
-            }
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn avx512_body<const CB: usize, const V: usize>(
-        input: *const f32,
-        g: &TileGeometry,
-        w: *const f32,
-        bias: *const f32,
-        acc: *mut f32,
-        kh: usize,
-        kw: usize,
-    ) {
-        unsafe {
-            let mut a = [[_mm512_setzero_ps(); V]; CB];
-            for (j, aj) in a.iter_mut().enumerate() {
-                *aj = [_mm512_set1_ps(*bias.add(j)); V];
-            }
-            let mut wt = w;
-            for c in 0..g.ci {
-                for ky in 0..kh {
-                    let row = input.add(c * g.plane + ky * g.row);
-                    for kx in 0..kw {
-                        let mut r = [_mm512_setzero_ps(); V];
-                        for (v, rv) in r.iter_mut().enumerate() {
-                            *rv = _mm512_loadu_ps(row.add(kx + 16 * v));
-                        }
-                        for (j, aj) in a.iter_mut().enumerate() {
-                            let wj = _mm512_set1_ps(*wt.add(j));
-                            for v in 0..V {
-                                aj[v] = _mm512_fmadd_ps(wj, r[v], aj[v]);
-                            }
-                        }
-                        wt = wt.add(CB);
-                    }
-                }
-            }
-            for (j, aj) in a.iter().enumerate() {
-                for (v, av) in aj.iter().enumerate() {
-                    _mm512_storeu_ps(acc.add(j * 16 * V + 16 * v), *av);
-                }
-            }
-        }
-    }
+    x86_tile!(
+        tile_avx2,
+        "avx2,fma",
+        8,
+        _mm256_setzero_ps,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    );
+    x86_tile!(
+        tile_avx512,
+        "avx512f",
+        16,
+        _mm512_setzero_ps,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    );
 }
 
 #[cfg(target_arch = "aarch64")]
