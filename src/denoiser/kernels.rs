@@ -435,9 +435,9 @@ impl PackedConv {
             #[cfg(target_arch = "x86_64")]
             (Kernels::Avx2, 8, 8) => x86::tile_avx2::<8, 1>,
             #[cfg(target_arch = "aarch64")]
-            (Kernels::Neon, 4, 16) => arm::tile_4x16,
+            (Kernels::Neon, 4, 16) => arm::tile_neon::<4, 4>,
             #[cfg(target_arch = "aarch64")]
-            (Kernels::Neon, 8, 8) => arm::tile_8x8,
+            (Kernels::Neon, 8, 8) => arm::tile_neon::<8, 2>,
             (Kernels::Portable, 4, 16) => tile_portable::<4, 16>,
             (Kernels::Portable, 8, 8) => tile_portable::<8, 8>,
             other => unreachable!("no tile {other:?}"),
@@ -661,20 +661,30 @@ mod x86 {
 
 #[cfg(target_arch = "aarch64")]
 mod arm {
-    //! NEON tiles: 16 q-register accumulators, position loads shared by the CB channels,
-    //! weights loaded four at a time and applied with lane-indexed FMA.
+    //! NEON tiles: CB × Q q-register accumulators (16 at most), Q position loads shared by the
+    //! CB channels, weights loaded four at a time and applied with lane-indexed FMA.
     use super::TileGeometry;
     use std::arch::aarch64::*;
 
-    macro_rules! fma_lane {
-        ($acc:expr, $r:expr, $w:expr, $lane:literal) => {
-            $acc = vfmaq_laneq_f32::<$lane>($acc, $r, $w)
-        };
+    /// `acc + r · w[lane]`; `lane` is a constant after the tile's loops unroll.
+    #[inline(always)]
+    unsafe fn fma_lane(
+        acc: float32x4_t,
+        r: float32x4_t,
+        w: float32x4_t,
+        lane: usize,
+    ) -> float32x4_t {
+        match lane {
+            0 => vfmaq_laneq_f32::<0>(acc, r, w),
+            1 => vfmaq_laneq_f32::<1>(acc, r, w),
+            2 => vfmaq_laneq_f32::<2>(acc, r, w),
+            _ => vfmaq_laneq_f32::<3>(acc, r, w),
+        }
     }
 
     /// # Safety
-    /// Pointers as [`super::Tile`] for 4 × 16 floats.
-    pub unsafe fn tile_4x16(
+    /// Pointers as [`super::Tile`] for CB × 4Q floats; CB a multiple of 4.
+    pub unsafe fn tile_neon<const CB: usize, const Q: usize>(
         input: *const f32,
         g: &TileGeometry,
         w: *const f32,
@@ -684,15 +694,15 @@ mod arm {
         // 3×3 with the tap loops unrolled; any other kernel size with loops.
         unsafe {
             if g.kh == 3 && g.kw == 3 {
-                body_4x16(input, g, w, bias, acc, 3, 3)
+                body::<CB, Q>(input, g, w, bias, acc, 3, 3)
             } else {
-                body_4x16(input, g, w, bias, acc, g.kh, g.kw)
+                body::<CB, Q>(input, g, w, bias, acc, g.kh, g.kw)
             }
         }
     }
 
     #[inline(always)]
-    unsafe fn body_4x16(
+    unsafe fn body<const CB: usize, const Q: usize>(
         input: *const f32,
         g: &TileGeometry,
         w: *const f32,
@@ -702,11 +712,9 @@ mod arm {
         kw: usize,
     ) {
         unsafe {
-            let mut a = [vdupq_n_f32(0.0); 16];
-            for j in 0..4 {
-                for q in 0..4 {
-                    a[4 * j + q] = vdupq_n_f32(*bias.add(j));
-                }
+            let mut a = [[vdupq_n_f32(0.0); Q]; CB];
+            for (j, aj) in a.iter_mut().enumerate() {
+                *aj = [vdupq_n_f32(*bias.add(j)); Q];
             }
             let mut wt = w;
             for c in 0..g.ci {
@@ -714,88 +722,24 @@ mod arm {
                     let row = input.add(c * g.plane + ky * g.row);
                     for kx in 0..kw {
                         let p = row.add(kx);
-                        let r = [
-                            vld1q_f32(p),
-                            vld1q_f32(p.add(4)),
-                            vld1q_f32(p.add(8)),
-                            vld1q_f32(p.add(12)),
-                        ];
-                        let wv = vld1q_f32(wt);
-                        for q in 0..4 {
-                            fma_lane!(a[q], r[q], wv, 0);
-                            fma_lane!(a[4 + q], r[q], wv, 1);
-                            fma_lane!(a[8 + q], r[q], wv, 2);
-                            fma_lane!(a[12 + q], r[q], wv, 3);
+                        let mut r = [vdupq_n_f32(0.0); Q];
+                        for (q, rq) in r.iter_mut().enumerate() {
+                            *rq = vld1q_f32(p.add(4 * q));
                         }
-                        wt = wt.add(4);
+                        for (j, aj) in a.iter_mut().enumerate() {
+                            let wv = vld1q_f32(wt.add(j / 4 * 4));
+                            for q in 0..Q {
+                                aj[q] = fma_lane(aj[q], r[q], wv, j % 4);
+                            }
+                        }
+                        wt = wt.add(CB);
                     }
                 }
             }
-            for (k, ak) in a.iter().enumerate() {
-                vst1q_f32(acc.add(4 * k), *ak);
-            }
-        }
-    }
-
-    /// # Safety
-    /// Pointers as [`super::Tile`] for 8 × 8 floats.
-    pub unsafe fn tile_8x8(
-        input: *const f32,
-        g: &TileGeometry,
-        w: *const f32,
-        bias: *const f32,
-        acc: *mut f32,
-    ) {
-        unsafe {
-            if g.kh == 3 && g.kw == 3 {
-                body_8x8(input, g, w, bias, acc, 3, 3)
-            } else {
-                body_8x8(input, g, w, bias, acc, g.kh, g.kw)
-            }
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn body_8x8(
-        input: *const f32,
-        g: &TileGeometry,
-        w: *const f32,
-        bias: *const f32,
-        acc: *mut f32,
-        kh: usize,
-        kw: usize,
-    ) {
-        unsafe {
-            let mut a = [vdupq_n_f32(0.0); 16];
-            for j in 0..8 {
-                a[2 * j] = vdupq_n_f32(*bias.add(j));
-                a[2 * j + 1] = a[2 * j];
-            }
-            let mut wt = w;
-            for c in 0..g.ci {
-                for ky in 0..kh {
-                    let row = input.add(c * g.plane + ky * g.row);
-                    for kx in 0..kw {
-                        let p = row.add(kx);
-                        let r = [vld1q_f32(p), vld1q_f32(p.add(4))];
-                        let w0 = vld1q_f32(wt);
-                        let w1 = vld1q_f32(wt.add(4));
-                        for q in 0..2 {
-                            fma_lane!(a[q], r[q], w0, 0);
-                            fma_lane!(a[2 + q], r[q], w0, 1);
-                            fma_lane!(a[4 + q], r[q], w0, 2);
-                            fma_lane!(a[6 + q], r[q], w0, 3);
-                            fma_lane!(a[8 + q], r[q], w1, 0);
-                            fma_lane!(a[10 + q], r[q], w1, 1);
-                            fma_lane!(a[12 + q], r[q], w1, 2);
-                            fma_lane!(a[14 + q], r[q], w1, 3);
-                        }
-                        wt = wt.add(8);
-                    }
+            for (j, aj) in a.iter().enumerate() {
+                for (q, aq) in aj.iter().enumerate() {
+                    vst1q_f32(acc.add(j * 4 * Q + 4 * q), *aq);
                 }
-            }
-            for (k, ak) in a.iter().enumerate() {
-                vst1q_f32(acc.add(4 * k), *ak);
             }
         }
     }
