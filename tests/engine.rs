@@ -177,10 +177,9 @@ fn qoperator_rewrite_removes_every_contrib_op() {
 }
 
 #[test]
-fn our_kernels_replace_every_3x3_convolution_of_the_seed_unet() {
-    // tiny_unet has the seed's layout: 39 Conv nodes, 29 of them 3×3 stride 1 (our kernel),
-    // 7 1×1 (tract turns them into plain matrix products before we look) and 3 2×2 stride-2
-    // downsamplers (left to tract).
+fn our_kernels_replace_every_convolution_of_the_seed_unet() {
+    // tiny_unet has the seed's layout: 39 Conv nodes (29 3×3, 7 1×1 and 3 2×2 stride-2
+    // downsamplers) and 3 2×2 stride-2 ConvTranspose upsamplers: all 42 run on our kernels.
     for kernels in Kernels::all_supported() {
         let m = Model::load(
             &ModelSource::Path(fixture("models/tiny_unet.onnx")),
@@ -190,7 +189,7 @@ fn our_kernels_replace_every_3x3_convolution_of_the_seed_unet() {
             },
         )
         .unwrap();
-        assert_eq!(m.direct_convs, 29, "{kernels:?}: {}", m.kernels);
+        assert_eq!(m.direct_convs, 42, "{kernels:?}: {}", m.kernels);
     }
     let tract = Model::load(
         &ModelSource::Path(fixture("models/tiny_unet.onnx")),
@@ -235,9 +234,9 @@ fn our_kernels_match_tracts_own_lowering_on_the_fashion_unet() {
         .unwrap();
     for kernels in Kernels::all_supported() {
         let m = load(kernels);
-        // The file's 36 3×3 stride-1 convs; its 2 stride-2 downsamplers and 23 1×1 convs
-        // stay with tract.
-        assert_eq!(m.direct_convs, 36, "{kernels:?}: {}", m.kernels);
+        // The file's 36 3×3 stride-1 convs, 23 1×1 convs, 2 3×3 stride-2 downsamplers and
+        // 2 2×2 stride-2 ConvTranspose upsamplers.
+        assert_eq!(m.direct_convs, 63, "{kernels:?}: {}", m.kernels);
         let mut got = vec![0f32; 2 * chw];
         m.denoiser().unwrap().run(&x, 500, &mut got).unwrap();
         let (max, at) = max_abs_diff(&got, &want);

@@ -15,7 +15,7 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_core::ops::array::MultiBroadcastTo;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::cnn::{Conv, Deconv, KernelFormat};
 use tract_onnx::tract_core::ops::math::Max;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_hir::internal::*;
@@ -23,6 +23,7 @@ use tract_onnx::tract_hir::internal::*;
 use tract_linalg::multithread::Executor;
 
 use super::kernels::{instance_norm, layer_norm, ConvShape, Kernels, PackedConv};
+use super::lowered::{BlockDeconv, BlockShape, StridedConv, StridedShape};
 
 type OnnxBuilder =
     fn(&ParsingContext, &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
@@ -352,10 +353,78 @@ impl TypedOp for FusedLayerNorm {
     as_op!();
 }
 
-/// A stride-1 convolution run by [`PackedConv`]: one input, weights and bias inside.
+/// How a [`DirectConv`] computes: the direct kernel, or the direct kernel after a gather
+/// (strided convolutions) or before a scatter (transposed convolutions, kernel = stride).
+#[derive(Debug, Clone, PartialEq)]
+enum ConvImpl {
+    Direct(PackedConv),
+    Strided(StridedConv),
+    Block(BlockDeconv),
+}
+
+impl ConvImpl {
+    /// (co, out_h, out_w).
+    fn out_chw(&self) -> [usize; 3] {
+        match self {
+            ConvImpl::Direct(p) => [p.shape.co, p.shape.out_h(), p.shape.out_w()],
+            ConvImpl::Strided(p) => [p.shape.co, p.shape.out_h(), p.shape.out_w()],
+            ConvImpl::Block(p) => [p.shape.co, p.shape.out_h(), p.shape.out_w()],
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ConvImpl::Direct(p) => {
+                let s = &p.shape;
+                format!(
+                    "{}→{} {}×{} on {}×{}, pad {:?}, tile {:?}",
+                    s.ci,
+                    s.co,
+                    s.kh,
+                    s.kw,
+                    s.h,
+                    s.w,
+                    s.pad,
+                    p.tile()
+                )
+            }
+            ConvImpl::Strided(p) => {
+                let s = &p.shape;
+                format!(
+                    "{}→{} {}×{} stride {:?} on {}×{}, pad {:?}, im2col + tile {:?}",
+                    s.ci,
+                    s.co,
+                    s.kh,
+                    s.kw,
+                    s.stride,
+                    s.h,
+                    s.w,
+                    s.pad,
+                    p.tile()
+                )
+            }
+            ConvImpl::Block(p) => {
+                let s = &p.shape;
+                format!(
+                    "transposed {}→{} {}×{} stride = kernel on {}×{}, tile {:?} + depth to space",
+                    s.ci,
+                    s.co,
+                    s.kh,
+                    s.kw,
+                    s.h,
+                    s.w,
+                    p.tile()
+                )
+            }
+        }
+    }
+}
+
+/// A convolution run by our kernels ([`PackedConv`], directly or lowered): one input (two with
+/// a run-time bias), weights and constant bias inside.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DirectConv {
-    packed: Arc<PackedConv>,
+    conv: Arc<ConvImpl>,
     /// Whether the data has a batch axis (NCHW) or not (CHW).
     batched: bool,
     /// max(·, 0) applied as the tile is stored (a following ONNX Relu, fused).
@@ -367,50 +436,110 @@ pub struct DirectConv {
 
 impl Eq for DirectConv {}
 
+/// The data layout and shape of a convolution's input: (batched, concrete shape).
+fn nchw_input(
+    model: &TypedModel,
+    node: &TypedNode,
+    format: DataFormat,
+) -> TractResult<Option<(bool, TVec<usize>)>> {
+    let batched = match format {
+        DataFormat::NCHW => true,
+        DataFormat::CHW => false,
+        _ => return Ok(None),
+    };
+    let x = model.outlet_fact(node.inputs[0])?;
+    if x.datum_type != DatumType::F32 || node.inputs.len() != 3 {
+        return Ok(None);
+    }
+    Ok(x.shape
+        .as_concrete()
+        .filter(|s| s.len() == 3 + batched as usize)
+        .map(|s| (batched, s.into())))
+}
+
+/// A convolution's bias input: packed values (empty for none), or `None` in the pair's second
+/// place when it is computed at run time — `co` values, or `n × co` laid out image by image
+/// (tract folds an Add that follows the conv, such as a per-image time embedding, into the
+/// bias). `None` when the bias has another form.
+fn conv_bias(
+    model: &TypedModel,
+    bias: OutletId,
+    co: usize,
+    batch: Option<usize>,
+) -> TractResult<Option<(Vec<f32>, bool)>> {
+    let fact = model.outlet_fact(bias)?;
+    if fact.datum_type != DatumType::F32 {
+        return Ok(None);
+    }
+    if let Some(bk) = &fact.konst {
+        let values = bk.try_as_plain_ram()?;
+        let values = values.as_slice::<f32>()?;
+        return Ok(match values.len() {
+            0 => Some((vec![], false)),
+            1 => Some((vec![values[0]; co], false)),
+            n if n == co => Some((values.to_vec(), false)),
+            _ => None,
+        });
+    }
+    let Some(bs) = fact.shape.as_concrete() else {
+        return Ok(None);
+    };
+    // Drop trailing and leading unit axes: [n, co, 1, 1] → [n, co]; [co, 1, 1] → [co].
+    let mut dims: Vec<usize> = bs.to_vec();
+    while dims.len() > 1 && dims.last() == Some(&1) {
+        dims.pop();
+    }
+    while dims.len() > 1 && dims[0] == 1 {
+        dims.remove(0);
+    }
+    let fits = dims == [co] || batch.is_some_and(|n| dims == [n, co]);
+    Ok(fits.then(|| (vec![], true)))
+}
+
+/// A constant f32 tensor's values with the expected shape.
+fn const_f32(
+    model: &TypedModel,
+    outlet: OutletId,
+    shape: &[usize],
+) -> TractResult<Option<Vec<f32>>> {
+    let Some(k) = model.outlet_fact(outlet)?.konst.clone() else {
+        return Ok(None);
+    };
+    if k.datum_type() != DatumType::F32 || k.shape() != shape {
+        return Ok(None);
+    }
+    Ok(Some(k.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
+}
+
 impl DirectConv {
-    /// The replacement for `conv` at `node`, or `None` where our kernel does not apply.
-    fn for_node(
+    /// The replacement for `conv` at `node`, or `None` where our kernels do not apply.
+    fn for_conv(
         model: &TypedModel,
         node: &TypedNode,
         conv: &Conv,
         kernels: Kernels,
     ) -> TractResult<Option<DirectConv>> {
         let spec = &conv.pool_spec;
-        let batched = match spec.data_format {
-            DataFormat::NCHW => true,
-            DataFormat::CHW => false,
-            _ => return Ok(None),
+        let Some((batched, xs)) = nchw_input(model, node, spec.data_format)? else {
+            return Ok(None);
         };
         if conv.q_params.is_some()
             || conv.group != 1
             || conv.kernel_fmt != KernelFormat::OIHW
             || spec.rank() != 2
-            || spec.strides().iter().any(|&s| s != 1)
             || spec.dilations().iter().any(|&d| d != 1)
-            || node.inputs.len() != 3
         {
             return Ok(None);
         }
-        let x = model.outlet_fact(node.inputs[0])?;
-        let Some(wk) = model.outlet_fact(node.inputs[1])?.konst.clone() else {
-            return Ok(None);
-        };
-        let bias_fact = model.outlet_fact(node.inputs[2])?;
-        if x.datum_type != DatumType::F32
-            || wk.datum_type() != DatumType::F32
-            || bias_fact.datum_type != DatumType::F32
-        {
-            return Ok(None);
-        }
-        let Some(xs) = x.shape.as_concrete() else {
-            return Ok(None);
-        };
         let hw = &xs[xs.len() - 2..];
         let (ci, co) = (spec.input_channels, spec.output_channels);
         let [kh, kw] = [spec.kernel_shape[0], spec.kernel_shape[1]];
-        if wk.shape() != [co, ci, kh, kw] || xs[xs.len() - 3] != ci {
+        if xs[xs.len() - 3] != ci {
             return Ok(None);
         }
+        let Some(weights) = const_f32(model, node.inputs[1], &[co, ci, kh, kw])? else {
+            return Ok(None);
+        };
         let padding = spec.computed_padding(hw);
         let pad = [
             padding[0].pad_before,
@@ -418,60 +547,130 @@ impl DirectConv {
             padding[0].pad_after,
             padding[1].pad_after,
         ];
-        let shape = ConvShape {
-            ci,
-            co,
-            h: hw[0],
-            w: hw[1],
-            kh,
-            kw,
-            pad,
+        let batch = batched.then(|| xs[0]);
+        let Some((bias, runtime_bias)) = conv_bias(model, node.inputs[2], co, batch)? else {
+            return Ok(None);
         };
-        if !shape.is_valid() {
+        let stride = [spec.strides()[0], spec.strides()[1]];
+        let imp = if stride == [1, 1] {
+            let shape = ConvShape {
+                ci,
+                co,
+                h: hw[0],
+                w: hw[1],
+                kh,
+                kw,
+                pad,
+            };
+            if !shape.is_valid() {
+                return Ok(None);
+            }
+            ConvImpl::Direct(PackedConv::new(shape, &weights, &bias, kernels))
+        } else {
+            let shape = StridedShape {
+                ci,
+                co,
+                h: hw[0],
+                w: hw[1],
+                kh,
+                kw,
+                stride,
+                pad,
+            };
+            if !shape.is_valid() {
+                return Ok(None);
+            }
+            ConvImpl::Strided(StridedConv::new(shape, &weights, &bias, kernels))
+        };
+        DirectConv::checked(model, node, imp, batched, runtime_bias, kernels)
+    }
+
+    /// The replacement for a transposed convolution whose kernel equals its stride.
+    fn for_deconv(
+        model: &TypedModel,
+        node: &TypedNode,
+        deconv: &Deconv,
+        kernels: Kernels,
+    ) -> TractResult<Option<DirectConv>> {
+        let spec = &deconv.pool_spec;
+        let Some((batched, xs)) = nchw_input(model, node, spec.data_format)? else {
+            return Ok(None);
+        };
+        if deconv.group != 1
+            || deconv.kernel_format != KernelFormat::OIHW
+            || spec.rank() != 2
+            || spec.dilations().iter().any(|&d| d != 1)
+            || deconv.adjustments.iter().any(|&a| a != 0)
+            || spec.strides().as_ref() != spec.kernel_shape.as_slice()
+            || !(0..2).all(|ax| spec.padding.valid_dim(ax, false))
+        {
             return Ok(None);
         }
-        // A constant bias is packed; one computed at run time (tract folds an Add that
-        // follows the conv, such as a per-image time embedding, into the bias) becomes a
-        // second input: `co` values, or `n × co` laid out image by image.
-        let (bias, runtime_bias): (Vec<f32>, bool) = match &bias_fact.konst {
-            Some(bk) => match bk.len() {
-                0 => (vec![], false),
-                1 => (
-                    vec![bk.try_as_plain_ram()?.as_slice::<f32>()?[0]; co],
-                    false,
-                ),
-                n if n == co => (bk.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(), false),
-                _ => return Ok(None),
-            },
-            None => {
-                let Some(bs) = bias_fact.shape.as_concrete() else {
-                    return Ok(None);
-                };
-                let batch = if batched { xs[0] } else { 1 };
-                // Drop trailing unit axes: [n, co, 1, 1] → [n, co]; [co, 1, 1] → [co].
-                let mut dims: Vec<usize> = bs.to_vec();
-                while dims.len() > 1 && dims.last() == Some(&1) {
-                    dims.pop();
-                }
-                while dims.len() > 1 && dims[0] == 1 {
-                    dims.remove(0);
-                }
-                let fits = dims == [co] || (batched && dims == [batch, co]);
-                if !fits {
-                    return Ok(None);
-                }
-                (vec![], true)
-            }
+        // tract keeps the kernel as co × ci × kh × kw (ONNX's ci × co × kh × kw, axes swapped
+        // by the ONNX parser); BlockDeconv takes ONNX's order.
+        let ci = xs[xs.len() - 3];
+        let (co, [kh, kw]) = (
+            spec.output_channels,
+            [spec.kernel_shape[0], spec.kernel_shape[1]],
+        );
+        if spec.input_channels != ci {
+            return Ok(None);
+        }
+        let Some(tw) = const_f32(model, node.inputs[1], &[co, ci, kh, kw])? else {
+            return Ok(None);
         };
-        let weights = wk.try_as_plain_ram()?;
-        let packed = PackedConv::new(shape, weights.as_slice::<f32>()?, &bias, kernels);
-        Ok(Some(DirectConv {
-            packed: Arc::new(packed),
+        let taps = kh * kw;
+        let mut weights = vec![0.0f32; tw.len()];
+        for o in 0..co {
+            for c in 0..ci {
+                weights[(c * co + o) * taps..][..taps]
+                    .copy_from_slice(&tw[(o * ci + c) * taps..][..taps]);
+            }
+        }
+        let batch = batched.then(|| xs[0]);
+        let Some((bias, runtime_bias)) = conv_bias(model, node.inputs[2], co, batch)? else {
+            return Ok(None);
+        };
+        let shape = BlockShape {
+            ci,
+            co,
+            h: xs[xs.len() - 2],
+            w: xs[xs.len() - 1],
+            kh,
+            kw,
+        };
+        let imp = ConvImpl::Block(BlockDeconv::new(shape, &weights, &bias, kernels));
+        DirectConv::checked(model, node, imp, batched, runtime_bias, kernels)
+    }
+
+    /// The op, when its output shape is the node's (anything else is left to tract).
+    fn checked(
+        model: &TypedModel,
+        node: &TypedNode,
+        conv: ConvImpl,
+        batched: bool,
+        runtime_bias: bool,
+        kernels: Kernels,
+    ) -> TractResult<Option<DirectConv>> {
+        let op = DirectConv {
+            conv: Arc::new(conv),
             batched,
             relu: false,
             runtime_bias,
             kernels,
-        }))
+        };
+        let x = model.outlet_fact(node.inputs[0])?.shape.to_tvec();
+        Ok((op.out_shape(&x) == node.outputs[0].fact.shape.to_tvec()).then_some(op))
+    }
+
+    fn out_shape<D: Clone + From<usize>>(&self, input: &[D]) -> TVec<D> {
+        let [co, h, w] = self.conv.out_chw();
+        let mut shape: TVec<D> = input.iter().cloned().collect();
+        let r = shape.len();
+        shape[r - 3] = co.into();
+        shape[r - 2] = h.into();
+        shape[r - 1] = w.into();
+        shape
     }
 }
 
@@ -480,17 +679,9 @@ impl Op for DirectConv {
         "DirectConv".into()
     }
     fn info(&self) -> TractResult<Vec<String>> {
-        let s = &self.packed.shape;
         Ok(vec![format!(
-            "{}→{} {}×{} on {}×{}, pad {:?}, tile {:?}{} ({})",
-            s.ci,
-            s.co,
-            s.kh,
-            s.kw,
-            s.h,
-            s.w,
-            s.pad,
-            self.packed.tile(),
+            "{}{} ({})",
+            self.conv.describe(),
             if self.relu { ", relu" } else { "" },
             self.kernels.describe()
         )])
@@ -504,7 +695,8 @@ impl EvalOp for DirectConv {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = &inputs[0];
         let shape = self.out_shape(x.shape());
-        // Safety: every element is written by `run` (each output pixel belongs to one tile).
+        // Safety: every element is written by `run` (each output pixel belongs to one tile,
+        // or one block).
         let mut y = unsafe { Tensor::uninitialized::<f32>(&shape)? };
         let x = x.try_as_plain_ram()?;
         let bias = match inputs.get(1) {
@@ -514,23 +706,15 @@ impl EvalOp for DirectConv {
         let bias = bias.as_ref().map(|b| b.as_slice::<f32>()).transpose()?;
         let (x, out) = (x.as_slice::<f32>()?, &mut y.try_as_plain_ram_mut()?);
         let out = out.as_slice_mut::<f32>()?;
-        match tract_linalg::multithread::current_tract_executor() {
-            Executor::MultiThread(pool) => self.packed.run_parallel(&pool, x, out, self.relu, bias),
-            _ => self.packed.run_with_bias(x, out, self.relu, bias),
+        match &*self.conv {
+            ConvImpl::Direct(p) => match tract_linalg::multithread::current_tract_executor() {
+                Executor::MultiThread(pool) => p.run_parallel(&pool, x, out, self.relu, bias),
+                _ => p.run_with_bias(x, out, self.relu, bias),
+            },
+            ConvImpl::Strided(p) => p.run_with_bias(x, out, self.relu, bias),
+            ConvImpl::Block(p) => p.run_with_bias(x, out, self.relu, bias),
         }
         Ok(tvec![y.into_tvalue()])
-    }
-}
-
-impl DirectConv {
-    fn out_shape<D: Clone + From<usize>>(&self, input: &[D]) -> TVec<D> {
-        let s = &self.packed.shape;
-        let mut shape: TVec<D> = input.iter().cloned().collect();
-        let r = shape.len();
-        shape[r - 3] = s.co.into();
-        shape[r - 2] = s.out_h().into();
-        shape[r - 1] = s.out_w().into();
-        shape
     }
 }
 
@@ -546,8 +730,29 @@ impl TypedOp for DirectConv {
     as_op!();
 }
 
-/// Replaces each supported `Conv` of `model` by a [`DirectConv`] and points every
-/// [`FusedLayerNorm`] at `kernels`; returns how many convolutions were replaced.
+/// Replaces the 1×1 stride-1 convolutions and the transposed convolutions of `model` by
+/// [`DirectConv`]s. Run before tract's declutter, which would turn them into matrix products
+/// (einsums) we do not take.
+pub fn rewrite_before_declutter(model: &mut TypedModel, kernels: Kernels) -> TractResult<usize> {
+    if kernels == Kernels::Tract {
+        return Ok(0);
+    }
+    let count = replace_convs(model, kernels, |node| {
+        node.op_as::<Deconv>().is_some()
+            || node.op_as::<Conv>().is_some_and(|c| {
+                c.pool_spec.kernel_shape.iter().all(|&k| k == 1)
+                    && c.pool_spec.strides().iter().all(|&s| s == 1)
+            })
+    })?;
+    if count > 0 {
+        model.compact()?;
+    }
+    Ok(count)
+}
+
+/// Replaces each supported `Conv` of `model` by a [`DirectConv`], folds following
+/// ReLUs into them, and points every fused norm at `kernels`; returns how many convolutions
+/// `model` now runs on our kernels.
 pub fn rewrite(model: &mut TypedModel, kernels: Kernels) -> TractResult<usize> {
     if kernels == Kernels::Tract {
         return Ok(0);
@@ -560,13 +765,36 @@ pub fn rewrite(model: &mut TypedModel, kernels: Kernels) -> TractResult<usize> {
             n.kernels = kernels;
         }
     }
+    replace_convs(model, kernels, |node| node.op_as::<Conv>().is_some())?;
+    model.compact()?;
+    fuse_relus(model)?;
+    Ok(model
+        .nodes()
+        .iter()
+        .filter(|n| n.op_is::<DirectConv>())
+        .count())
+}
+
+/// Replaces the convolutions `pick` selects, where [`DirectConv`] applies.
+fn replace_convs(
+    model: &mut TypedModel,
+    kernels: Kernels,
+    pick: impl Fn(&TypedNode) -> bool,
+) -> TractResult<usize> {
     let mut count = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
-        let Some(conv) = node.op_as::<Conv>() else {
+        if !pick(node) {
             continue;
+        }
+        let op = if let Some(conv) = node.op_as::<Conv>() {
+            DirectConv::for_conv(model, node, conv, kernels)?
+        } else if let Some(deconv) = node.op_as::<Deconv>() {
+            DirectConv::for_deconv(model, node, deconv, kernels)?
+        } else {
+            None
         };
-        let Some(op) = DirectConv::for_node(model, node, conv, kernels)? else {
+        let Some(op) = op else {
             continue;
         };
         let inputs: TVec<OutletId> = if op.runtime_bias {
@@ -577,10 +805,6 @@ pub fn rewrite(model: &mut TypedModel, kernels: Kernels) -> TractResult<usize> {
         let patch = TypedModelPatch::replace_single_op(model, node, &inputs, op)?;
         patch.apply(model)?;
         count += 1;
-    }
-    if count > 0 {
-        model.compact()?;
-        fuse_relus(model)?;
     }
     Ok(count)
 }

@@ -5,6 +5,7 @@
 pub mod fused;
 pub mod info;
 pub mod kernels;
+pub mod lowered;
 pub mod onnx_fix;
 pub mod tract;
 

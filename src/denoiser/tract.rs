@@ -8,6 +8,7 @@ use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
+use tract_onnx::tract_core::optim::Optimizer;
 use tract_onnx::tract_core::transform::ModelTransform;
 
 use super::fused;
@@ -408,11 +409,27 @@ impl Model {
                 "tract did not expose the image and timestep inputs",
             ));
         }
-        let mut typed = model
-            .into_typed()
-            .map_err(engine)?
-            .into_decluttered()
+        let mut typed = model.into_typed().map_err(engine)?;
+        let has_f16 = typed.nodes().iter().any(|n| {
+            n.outputs
+                .iter()
+                .any(|o| o.fact.datum_type == DatumType::F16)
+        });
+        if has_f16 && !compute_f16 {
+            FloatPrecisionTranslator::new(DatumType::F16, DatumType::F32)
+                .transform(&mut typed)
+                .map_err(engine)?;
+        }
+        // Folds constant subgraphs (the casts the translation put on weights, the axis moves
+        // the ONNX parser puts on transposed-convolution kernels) so that weights are constants
+        // for the kernel rewrites.
+        Optimizer::prop_consts()
+            .optimize(&mut typed)
             .map_err(engine)?;
+        // 1×1 and transposed convolutions are taken before tract's declutter turns them into
+        // matrix products.
+        fused::rewrite_before_declutter(&mut typed, kernels).map_err(engine)?;
+        typed = typed.into_decluttered().map_err(engine)?;
         let out_fact = typed.output_fact(0).map_err(engine)?.clone();
         let want: TVec<TDim> = [batch, c, h, w].iter().map(|&d| d.to_dim()).collect();
         if out_fact.shape.to_tvec() != want {
@@ -424,23 +441,10 @@ impl Model {
                 ),
             ));
         }
-        let has_f16 = typed.nodes().iter().any(|n| {
-            n.outputs
-                .iter()
-                .any(|o| o.fact.datum_type == DatumType::F16)
-        });
         if compute_f16 {
             FloatPrecisionTranslator::new(DatumType::F32, DatumType::F16)
                 .transform(&mut typed)
                 .map_err(engine)?;
-        } else if has_f16 {
-            FloatPrecisionTranslator::new(DatumType::F16, DatumType::F32)
-                .transform(&mut typed)
-                .map_err(engine)?;
-        }
-        if compute_f16 || has_f16 {
-            // Folds the casts the translation put on constant weights, so that they are
-            // constants again for the kernel rewrite and for tract's optimizer.
             typed = typed.into_decluttered().map_err(engine)?;
         }
         let direct_convs = fused::rewrite(&mut typed, kernels).map_err(engine)?;

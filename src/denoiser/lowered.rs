@@ -1,0 +1,514 @@
+//! Convolutions the direct kernel runs after rearranging their data: the ones tract would
+//! otherwise hand to its matrix multiplier.
+//!
+//! - A strided convolution (a UNet's downsampler, 2×2 or 3×3 with stride 2) gathers the
+//!   patches of its output pixels (`ci·kh·kw` rows of `out_h·out_w` values, "im2col") and runs
+//!   them through a 1×1 [`PackedConv`] whose weights are the original ones read as
+//!   `co × (ci·kh·kw)`: no repacking, the OIHW layout is already that matrix.
+//! - A transposed convolution whose kernel equals its stride and has no padding (a UNet's
+//!   2×2 stride-2 upsampler) gives each input pixel its own `kh × kw` block of outputs: a 1×1
+//!   [`PackedConv`] with `co·kh·kw` output channels, then each value moved to its place
+//!   ("depth to space") with the bias added.
+//!
+//! Sums run in the same order as in [`PackedConv`], so every kernel set gives the same bits.
+
+use std::cell::RefCell;
+
+use super::kernels::{ConvShape, Kernels, PackedConv};
+
+/// Geometry of a strided (or stride-1) convolution on NCHW data, single group, no dilation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StridedShape {
+    pub ci: usize,
+    pub co: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: [usize; 2],
+    /// Zero padding: top, left, bottom, right.
+    pub pad: [usize; 4],
+}
+
+impl StridedShape {
+    pub fn out_h(&self) -> usize {
+        (self.h + self.pad[0] + self.pad[2] - self.kh) / self.stride[0] + 1
+    }
+    pub fn out_w(&self) -> usize {
+        (self.w + self.pad[1] + self.pad[3] - self.kw) / self.stride[1] + 1
+    }
+    pub fn is_valid(&self) -> bool {
+        self.ci > 0
+            && self.co > 0
+            && self.kh > 0
+            && self.kw > 0
+            && self.stride.iter().all(|&s| s > 0)
+            && self.h + self.pad[0] + self.pad[2] >= self.kh
+            && self.w + self.pad[1] + self.pad[3] >= self.kw
+    }
+}
+
+/// Geometry of a transposed convolution whose kernel equals its stride, without padding,
+/// output padding or groups: output `co × h·kh × w·kw`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlockShape {
+    pub ci: usize,
+    pub co: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+}
+
+impl BlockShape {
+    pub fn out_h(&self) -> usize {
+        self.h * self.kh
+    }
+    pub fn out_w(&self) -> usize {
+        self.w * self.kw
+    }
+}
+
+/// A strided convolution: im2col, then a 1×1 [`PackedConv`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StridedConv {
+    pub shape: StridedShape,
+    inner: PackedConv,
+}
+
+impl StridedConv {
+    /// `weights` in OIHW order, `bias` per output channel (or empty).
+    pub fn new(shape: StridedShape, weights: &[f32], bias: &[f32], kernels: Kernels) -> Self {
+        assert!(shape.is_valid(), "invalid convolution {shape:?}");
+        let inner = ConvShape {
+            ci: shape.ci * shape.kh * shape.kw,
+            co: shape.co,
+            h: shape.out_h(),
+            w: shape.out_w(),
+            kh: 1,
+            kw: 1,
+            pad: [0; 4],
+        };
+        StridedConv {
+            shape,
+            inner: PackedConv::new(inner, weights, bias, kernels),
+        }
+    }
+
+    pub fn tile(&self) -> (usize, usize) {
+        self.inner.tile()
+    }
+
+    /// `x`: `n × ci × h × w`; `out`: `n × co × out_h × out_w`; `bias` as
+    /// [`PackedConv::run_with_bias`].
+    pub fn run_with_bias(&self, x: &[f32], out: &mut [f32], relu: bool, bias: Option<&[f32]>) {
+        let s = &self.shape;
+        let image_in = s.ci * s.h * s.w;
+        let n = x.len() / image_in;
+        assert_eq!(x.len(), n * image_in, "input length for {s:?}");
+        let patch_len = s.ci * s.kh * s.kw * s.out_h() * s.out_w();
+        GATHERED.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if buf.len() < n * patch_len {
+                buf.resize(n * patch_len, 0.0);
+            }
+            let patches = &mut buf[..n * patch_len];
+            for (xi, pi) in x
+                .chunks_exact(image_in)
+                .zip(patches.chunks_exact_mut(patch_len))
+            {
+                self.gather(xi, pi);
+            }
+            self.inner.run_with_bias(patches, out, relu, bias);
+        })
+    }
+
+    /// One image's patches: row (c, ky, kx), column (oy, ox) holds
+    /// x[c][oy·sh + ky − top][ox·sw + kx − left], zero outside the image.
+    fn gather(&self, x: &[f32], patches: &mut [f32]) {
+        let s = &self.shape;
+        let (ho, wo) = (s.out_h(), s.out_w());
+        let [sh, sw] = s.stride;
+        let mut rows = patches.chunks_exact_mut(ho * wo);
+        for c in 0..s.ci {
+            let plane = &x[c * s.h * s.w..][..s.h * s.w];
+            for ky in 0..s.kh {
+                for kx in 0..s.kw {
+                    let row = rows.next().expect("one row per tap");
+                    for oy in 0..ho {
+                        let dst = &mut row[oy * wo..][..wo];
+                        let iy = (oy * sh + ky).checked_sub(s.pad[0]).filter(|&y| y < s.h);
+                        let Some(iy) = iy else {
+                            dst.fill(0.0);
+                            continue;
+                        };
+                        let src = &plane[iy * s.w..][..s.w];
+                        for (ox, d) in dst.iter_mut().enumerate() {
+                            *d = (ox * sw + kx)
+                                .checked_sub(s.pad[1])
+                                .and_then(|ix| src.get(ix))
+                                .copied()
+                                .unwrap_or(0.0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A transposed convolution with kernel = stride: a 1×1 [`PackedConv`] to `co·kh·kw`
+/// channels, then depth to space.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockDeconv {
+    pub shape: BlockShape,
+    inner: PackedConv,
+    bias: Vec<f32>,
+}
+
+impl BlockDeconv {
+    /// `weights` as ONNX ConvTranspose has them, `ci × co × kh × kw`; `bias` per output
+    /// channel (or empty).
+    pub fn new(shape: BlockShape, weights: &[f32], bias: &[f32], kernels: Kernels) -> Self {
+        let BlockShape {
+            ci,
+            co,
+            h,
+            w,
+            kh,
+            kw,
+            ..
+        } = shape;
+        assert!(
+            ci > 0 && co > 0 && h > 0 && w > 0 && kh > 0 && kw > 0,
+            "{shape:?}"
+        );
+        assert_eq!(weights.len(), ci * co * kh * kw, "weights for {shape:?}");
+        assert!(bias.is_empty() || bias.len() == co, "bias for {shape:?}");
+        let taps = kh * kw;
+        // Row (o, t) of the 1×1 weights is column (o, t) of the ConvTranspose kernel.
+        let mut rows = vec![0.0f32; co * taps * ci];
+        for c in 0..ci {
+            for o in 0..co {
+                for t in 0..taps {
+                    rows[(o * taps + t) * ci + c] = weights[(c * co + o) * taps + t];
+                }
+            }
+        }
+        let inner = ConvShape {
+            ci,
+            co: co * taps,
+            h,
+            w,
+            kh: 1,
+            kw: 1,
+            pad: [0; 4],
+        };
+        let mut b = vec![0.0; co];
+        b[..bias.len()].copy_from_slice(bias);
+        BlockDeconv {
+            shape,
+            inner: PackedConv::new(inner, &rows, &[], kernels),
+            bias: b,
+        }
+    }
+
+    pub fn tile(&self) -> (usize, usize) {
+        self.inner.tile()
+    }
+
+    /// `x`: `n × ci × h × w`; `out`: `n × co × h·kh × w·kw`; `bias`: `co` values for every
+    /// image or `n × co` (replacing the packed bias).
+    pub fn run_with_bias(&self, x: &[f32], out: &mut [f32], relu: bool, bias: Option<&[f32]>) {
+        let s = &self.shape;
+        let image_in = s.ci * s.h * s.w;
+        let n = x.len() / image_in;
+        assert_eq!(x.len(), n * image_in, "input length for {s:?}");
+        let image_out = s.co * s.out_h() * s.out_w();
+        assert_eq!(out.len(), n * image_out, "output length for {s:?}");
+        if let Some(b) = bias {
+            assert!(
+                b.len() == s.co || b.len() == n * s.co,
+                "bias length for {s:?}"
+            );
+        }
+        GATHERED.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if buf.len() < out.len() {
+                buf.resize(out.len(), 0.0);
+            }
+            let blocks = &mut buf[..out.len()];
+            self.inner.run_with_bias(x, blocks, false, None);
+            let (taps, hw) = (s.kh * s.kw, s.h * s.w);
+            let wo = s.out_w();
+            for (i, (bi, oi)) in blocks
+                .chunks_exact(image_out)
+                .zip(out.chunks_exact_mut(image_out))
+                .enumerate()
+            {
+                let bias = match bias {
+                    None => &self.bias[..],
+                    Some(b) if b.len() == s.co => b,
+                    Some(b) => &b[i * s.co..][..s.co],
+                };
+                for (o, plane) in oi.chunks_exact_mut(s.out_h() * wo).enumerate() {
+                    for t in 0..taps {
+                        let (ky, kx) = (t / s.kw, t % s.kw);
+                        let src = &bi[(o * taps + t) * hw..][..hw];
+                        for y in 0..s.h {
+                            let row = &mut plane[(y * s.kh + ky) * wo..][..wo];
+                            for (x, v) in src[y * s.w..][..s.w].iter().enumerate() {
+                                let v = v + bias[o];
+                                row[x * s.kw + kx] = if relu { v.max(0.0) } else { v };
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+thread_local! {
+    /// Patches of a strided convolution, or the blocks of a transposed one, before they reach
+    /// their places: grows to the largest layer once per thread, then reused.
+    static GATHERED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Reference strided convolution: plain loops, f64 sums.
+pub fn strided_reference(s: &StridedShape, x: &[f32], weights: &[f32], bias: &[f32]) -> Vec<f32> {
+    let (ho, wo) = (s.out_h(), s.out_w());
+    let n = x.len() / (s.ci * s.h * s.w);
+    let mut out = vec![0.0f32; n * s.co * ho * wo];
+    for b in 0..n {
+        for o in 0..s.co {
+            for y in 0..ho {
+                for xo in 0..wo {
+                    let mut sum = bias.get(o).copied().unwrap_or(0.0) as f64;
+                    for c in 0..s.ci {
+                        for ky in 0..s.kh {
+                            for kx in 0..s.kw {
+                                let iy = (y * s.stride[0] + ky) as isize - s.pad[0] as isize;
+                                let ix = (xo * s.stride[1] + kx) as isize - s.pad[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                                    continue;
+                                }
+                                let xv =
+                                    x[((b * s.ci + c) * s.h + iy as usize) * s.w + ix as usize];
+                                let wv = weights[((o * s.ci + c) * s.kh + ky) * s.kw + kx];
+                                sum += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    out[((b * s.co + o) * ho + y) * wo + xo] = sum as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Reference transposed convolution (any stride, no padding), from its definition: every
+/// input pixel scatters `x · w[c][o]` onto the outputs its kernel covers.
+pub fn deconv_reference(
+    s: &BlockShape,
+    stride: [usize; 2],
+    x: &[f32],
+    weights: &[f32],
+    bias: &[f32],
+) -> Vec<f32> {
+    let ho = (s.h - 1) * stride[0] + s.kh;
+    let wo = (s.w - 1) * stride[1] + s.kw;
+    let n = x.len() / (s.ci * s.h * s.w);
+    let mut acc = vec![0.0f64; n * s.co * ho * wo];
+    for b in 0..n {
+        for o in 0..s.co {
+            let plane = &mut acc[(b * s.co + o) * ho * wo..][..ho * wo];
+            plane.fill(bias.get(o).copied().unwrap_or(0.0) as f64);
+            for c in 0..s.ci {
+                for y in 0..s.h {
+                    for xi in 0..s.w {
+                        let xv = x[((b * s.ci + c) * s.h + y) * s.w + xi] as f64;
+                        for ky in 0..s.kh {
+                            for kx in 0..s.kw {
+                                let wv = weights[((c * s.co + o) * s.kh + ky) * s.kw + kx] as f64;
+                                plane[(y * stride[0] + ky) * wo + xi * stride[1] + kx] += xv * wv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    acc.into_iter().map(|v| v as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Max |fast − reference| relative to Σ|x·w| + |b| (f32 sums of up to a few hundred terms).
+    const CONV_REL_TOL: f64 = 1e-6;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], bound: f64, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                ((*g - *w) as f64).abs() <= CONV_REL_TOL * bound,
+                "{what}: output {i}: {g} vs reference {w}"
+            );
+        }
+    }
+
+    fn strided_shapes() -> Vec<StridedShape> {
+        let s = |ci, co, h, w, k, stride, p| StridedShape {
+            ci,
+            co,
+            h,
+            w,
+            kh: k,
+            kw: k,
+            stride: [stride; 2],
+            pad: [p; 4],
+        };
+        vec![
+            s(10, 10, 28, 28, 2, 2, 0), // the digit model's downsamplers
+            s(20, 20, 14, 14, 2, 2, 0),
+            s(40, 40, 7, 7, 2, 2, 0), // odd size: the last row and column are dropped
+            s(32, 32, 32, 32, 3, 2, 1), // diffusers' Downsample2D
+            s(3, 5, 9, 8, 3, 2, 1),
+            s(4, 6, 10, 9, 1, 1, 0), // 1×1
+            StridedShape {
+                ci: 2,
+                co: 7,
+                h: 11,
+                w: 9,
+                kh: 3,
+                kw: 2,
+                stride: [3, 2],
+                pad: [1, 0, 2, 1],
+            },
+        ]
+    }
+
+    #[test]
+    fn strided_convs_match_the_reference() {
+        for kernels in Kernels::all_supported() {
+            for s in strided_shapes() {
+                for n in [1, 3] {
+                    let x = values(n * s.ci * s.h * s.w, 1);
+                    let w = values(s.co * s.ci * s.kh * s.kw, 2);
+                    let b = values(s.co, 3);
+                    let want = strided_reference(&s, &x, &w, &b);
+                    let conv = StridedConv::new(s, &w, &b, kernels);
+                    let mut got = vec![f32::NAN; want.len()];
+                    conv.run_with_bias(&x, &mut got, false, None);
+                    let bound = (s.ci * s.kh * s.kw + 1) as f64;
+                    assert_close(&got, &want, bound, &format!("{s:?} n={n} {kernels:?}"));
+                }
+            }
+        }
+    }
+
+    fn block_shapes() -> Vec<BlockShape> {
+        let s = |ci, co, h, w, k| BlockShape {
+            ci,
+            co,
+            h,
+            w,
+            kh: k,
+            kw: k,
+        };
+        vec![
+            s(80, 40, 3, 3, 2), // the digit model's upsamplers
+            s(40, 20, 7, 7, 2),
+            s(20, 10, 14, 14, 2),
+            s(3, 5, 4, 6, 3),
+            BlockShape {
+                ci: 2,
+                co: 3,
+                h: 5,
+                w: 4,
+                kh: 1,
+                kw: 3,
+            },
+        ]
+    }
+
+    #[test]
+    fn block_deconvs_match_the_reference() {
+        for kernels in Kernels::all_supported() {
+            for s in block_shapes() {
+                for n in [1, 2] {
+                    let x = values(n * s.ci * s.h * s.w, 4);
+                    let w = values(s.ci * s.co * s.kh * s.kw, 5);
+                    let b = values(s.co, 6);
+                    let want = deconv_reference(&s, [s.kh, s.kw], &x, &w, &b);
+                    let conv = BlockDeconv::new(s, &w, &b, kernels);
+                    let mut got = vec![f32::NAN; want.len()];
+                    conv.run_with_bias(&x, &mut got, false, None);
+                    assert_close(
+                        &got,
+                        &want,
+                        (s.ci + 1) as f64,
+                        &format!("{s:?} n={n} {kernels:?}"),
+                    );
+                    // ReLU and a per-image run-time bias on the way out.
+                    let rb = values(n * s.co, 7);
+                    let mut want = vec![0.0f32; got.len()];
+                    for i in 0..n {
+                        let xi = &x[i * s.ci * s.h * s.w..][..s.ci * s.h * s.w];
+                        let wi =
+                            deconv_reference(&s, [s.kh, s.kw], xi, &w, &rb[i * s.co..][..s.co]);
+                        want[i * wi.len()..][..wi.len()].copy_from_slice(&wi);
+                    }
+                    want.iter_mut().for_each(|v| *v = v.max(0.0));
+                    conv.run_with_bias(&x, &mut got, true, Some(&rb));
+                    assert_close(&got, &want, (s.ci + 1) as f64, &format!("relu {s:?} n={n}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stride_one_matches_the_direct_kernel_bit_for_bit() {
+        // The same sums in the same order: a 1×1 conv through im2col equals PackedConv's.
+        let s = strided_shapes()[5];
+        let x = values(s.ci * s.h * s.w, 8);
+        let w = values(s.co * s.ci, 9);
+        let b = values(s.co, 10);
+        for kernels in Kernels::all_supported() {
+            let direct = PackedConv::new(
+                ConvShape {
+                    ci: s.ci,
+                    co: s.co,
+                    h: s.h,
+                    w: s.w,
+                    kh: 1,
+                    kw: 1,
+                    pad: [0; 4],
+                },
+                &w,
+                &b,
+                kernels,
+            );
+            let mut want = vec![0.0; s.co * s.h * s.w];
+            direct.run(&x, &mut want, false);
+            let mut got = vec![f32::NAN; want.len()];
+            StridedConv::new(s, &w, &b, kernels).run_with_bias(&x, &mut got, false, None);
+            assert_eq!(got, want, "{kernels:?}");
+        }
+    }
+}
