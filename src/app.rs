@@ -571,13 +571,13 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         println!("peak memory: {:.1} MiB", kib as f64 / 1024.0);
     }
     if a.profile {
-        profile(&model, a.runs * 10)?;
+        profile(&model, a.runs * 10, a.profile_nodes)?;
     }
     Ok(())
 }
 
 /// Per-node and per-operator time of one denoiser call on seeded noise at t = T/2.
-fn profile(model: &Model, calls: usize) -> Result<()> {
+fn profile(model: &Model, calls: usize, list: usize) -> Result<()> {
     let mut den = model.denoiser()?;
     let chw: usize = model.io.image_shape.iter().product();
     let mut x = vec![0f32; model.batch * chw];
@@ -612,13 +612,15 @@ fn profile(model: &Model, calls: usize) -> Result<()> {
         );
     }
     println!("  costliest nodes:");
-    for n in nodes.iter().take(15) {
+    for n in nodes.iter().take(list) {
         println!(
-            "    {:>9.1} µs {:>5.1} %  {:<18} {}",
+            "    {:>9.1} µs {:>5.1} %  {:<18} {}{}{}",
             us(n.time),
             100.0 * n.time.as_secs_f64() / total.as_secs_f64(),
             n.op,
-            n.name
+            n.name,
+            if n.info.is_empty() { "" } else { ": " },
+            n.info
         );
     }
     Ok(())

@@ -233,4 +233,7 @@ pub struct BenchArgs {
     /// the costliest nodes and the time per operator kind.
     #[arg(long)]
     pub profile: bool,
+    /// With --profile: how many of the costliest nodes to list, each with what it computes.
+    #[arg(long, default_value_t = 15, value_name = "N")]
+    pub profile_nodes: usize,
 }

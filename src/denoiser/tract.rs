@@ -630,6 +630,8 @@ pub struct NodeTime {
     pub name: String,
     /// The optimized operator (tract's own name, e.g. "Conv", "OptMatMul", "Add").
     pub op: String,
+    /// What the operator says of itself (shapes, kernel choices), on one line.
+    pub info: String,
     pub time: std::time::Duration,
 }
 
@@ -656,6 +658,7 @@ impl TractDenoiser {
                         let e = times.entry(node.id).or_insert_with(|| NodeTime {
                             name: node.name.clone(),
                             op: node.op().name().to_string(),
+                            info: node.op().info().unwrap_or_default().join("; "),
                             time: std::time::Duration::ZERO,
                         });
                         e.time += t0.elapsed();
