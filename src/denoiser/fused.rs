@@ -18,11 +18,12 @@ use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, Deconv, KernelFormat};
 use tract_onnx::tract_core::ops::math::Max;
 use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 use tract_onnx::tract_hir::internal::*;
 
 use tract_linalg::multithread::Executor;
 
-use super::kernels::{instance_norm, layer_norm, ConvShape, Kernels, PackedConv};
+use super::kernels::{instance_norm, layer_norm, softmax, ConvShape, Kernels, PackedConv};
 use super::lowered::{BlockDeconv, BlockShape, StridedConv, StridedShape};
 
 type OnnxBuilder =
@@ -285,6 +286,59 @@ fn in_f32(x: TValue, f: impl FnOnce(&mut [f32])) -> TractResult<TVec<TValue>> {
         y = y.cast_to::<f16>()?.into_owned();
     }
     Ok(tvec![y.into_tvalue()])
+}
+
+/// Softmax over the last axis (attention weights) by [`softmax`]: one pass for the maximum,
+/// one for the exponentials and their sum, one to scale, instead of tract's generic
+/// reduction chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FusedSoftmax {
+    pub kernels: Kernels,
+}
+
+impl Eq for FusedSoftmax {}
+
+impl FusedSoftmax {
+    /// Whether `node` is a plain f32 softmax over its last axis.
+    fn applies(model: &TypedModel, node: &TypedNode) -> TractResult<bool> {
+        let Some(op) = node.op_as::<Softmax>() else {
+            return Ok(false);
+        };
+        let x = model.outlet_fact(node.inputs[0])?;
+        Ok(x.datum_type == DatumType::F32
+            && op.kind == SoftmaxKind::Softmax
+            && op.quant_output_dt.is_none()
+            && x.rank() > 0
+            && op.axes.as_slice() == [x.rank() - 1])
+    }
+}
+
+impl Op for FusedSoftmax {
+    fn name(&self) -> StaticName {
+        "FusedSoftmax".into()
+    }
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("last axis ({})", self.kernels.describe())])
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for FusedSoftmax {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        let inner = x.shape().last().copied().unwrap_or(1);
+        in_f32(x, |data| softmax(data, inner, self.kernels))
+    }
+}
+
+impl TypedOp for FusedSoftmax {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1, "FusedSoftmax takes one input");
+        Ok(tvec![inputs[0].datum_type.fact(inputs[0].shape.clone())])
+    }
+    as_op!();
 }
 
 /// Layer normalisation over the axes from `axis` on: inputs `x`, `scale`, optional `bias`
@@ -750,9 +804,9 @@ pub fn rewrite_before_declutter(model: &mut TypedModel, kernels: Kernels) -> Tra
     Ok(count)
 }
 
-/// Replaces each supported `Conv` of `model` by a [`DirectConv`], folds following
-/// ReLUs into them, and points every fused norm at `kernels`; returns how many convolutions
-/// `model` now runs on our kernels.
+/// Replaces each supported `Conv` of `model` by a [`DirectConv`] and each last-axis softmax
+/// by a [`FusedSoftmax`], folds following ReLUs into the convolutions, and points every fused
+/// norm at `kernels`; returns how many convolutions `model` now runs on our kernels.
 pub fn rewrite(model: &mut TypedModel, kernels: Kernels) -> TractResult<usize> {
     if kernels == Kernels::Tract {
         return Ok(0);
@@ -766,6 +820,14 @@ pub fn rewrite(model: &mut TypedModel, kernels: Kernels) -> TractResult<usize> {
         }
     }
     replace_convs(model, kernels, |node| node.op_as::<Conv>().is_some())?;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        if FusedSoftmax::applies(model, node)? {
+            let op = FusedSoftmax { kernels };
+            let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?;
+            patch.apply(model)?;
+        }
+    }
     model.compact()?;
     fuse_relus(model)?;
     Ok(model

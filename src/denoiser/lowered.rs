@@ -346,21 +346,10 @@ pub fn deconv_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::denoiser::kernels::tests::values;
 
     /// Max |fast − reference| relative to Σ|x·w| + |b| (f32 sums of up to a few hundred terms).
     const CONV_REL_TOL: f64 = 1e-6;
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     fn assert_close(got: &[f32], want: &[f32], bound: f64, what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: length");
