@@ -111,6 +111,7 @@ fn fp32_models_match_onnxruntime() {
         "gray12_tint_1.onnx",
         "gray12_tint_b4.onnx",
         "sidecar.onnx",
+        "attn_unet.onnx",
     ] {
         check(
             &Case {
