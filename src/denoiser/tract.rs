@@ -427,8 +427,10 @@ impl Model {
             .optimize(&mut typed)
             .map_err(engine)?;
         // 1×1 and transposed convolutions are taken before tract's declutter turns them into
-        // matrix products.
-        fused::rewrite_before_declutter(&mut typed, kernels).map_err(engine)?;
+        // matrix products (ours are f32: f16 arithmetic leaves every convolution to tract).
+        if !compute_f16 {
+            fused::rewrite_before_declutter(&mut typed, kernels).map_err(engine)?;
+        }
         typed = typed.into_decluttered().map_err(engine)?;
         let out_fact = typed.output_fact(0).map_err(engine)?.clone();
         let want: TVec<TDim> = [batch, c, h, w].iter().map(|&d| d.to_dim()).collect();
