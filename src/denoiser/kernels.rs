@@ -827,38 +827,21 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Reference convolution: plain loops, f64 sums, bounds checks instead of padding.
+/// Reference convolution: plain loops, f64 sums, bounds checks instead of padding (the
+/// strided reference at stride 1).
 pub fn conv_reference(shape: &ConvShape, x: &[f32], weights: &[f32], bias: &[f32]) -> Vec<f32> {
     let s = shape;
-    let (ho, wo) = (s.out_h(), s.out_w());
-    let n = x.len() / (s.ci * s.h * s.w);
-    let mut out = vec![0.0f32; n * s.co * ho * wo];
-    for b in 0..n {
-        for o in 0..s.co {
-            for y in 0..ho {
-                for xo in 0..wo {
-                    let mut sum = bias.get(o).copied().unwrap_or(0.0) as f64;
-                    for c in 0..s.ci {
-                        for ky in 0..s.kh {
-                            for kx in 0..s.kw {
-                                let iy = (y + ky) as isize - s.pad[0] as isize;
-                                let ix = (xo + kx) as isize - s.pad[1] as isize;
-                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
-                                    continue;
-                                }
-                                let xv =
-                                    x[((b * s.ci + c) * s.h + iy as usize) * s.w + ix as usize];
-                                let wv = weights[((o * s.ci + c) * s.kh + ky) * s.kw + kx];
-                                sum += xv as f64 * wv as f64;
-                            }
-                        }
-                    }
-                    out[((b * s.co + o) * ho + y) * wo + xo] = sum as f32;
-                }
-            }
-        }
-    }
-    out
+    let strided = super::lowered::StridedShape {
+        ci: s.ci,
+        co: s.co,
+        h: s.h,
+        w: s.w,
+        kh: s.kh,
+        kw: s.kw,
+        stride: [1, 1],
+        pad: s.pad,
+    };
+    super::lowered::strided_reference(&strided, x, weights, bias)
 }
 
 /// Layer normalisation in place over rows of `inner` values: `(x − mean) / √(var + eps) ·
