@@ -1,9 +1,11 @@
 //! Criterion benches: one denoiser call (batch 1 and 16, with tract's own lowering and with
-//! each of our kernel sets this CPU runs), one convolution layer per kernel set, and the main
+//! each of our kernel sets this CPU runs), one convolution layer per kernel set, the 1×1,
+//! strided and transposed layers and the softmax per kernel set, and the main
 //! job's 20-step run, on the bundled digit model. benches/ort_baseline.py times onnxruntime on
 //! the same file and thread counts for the side-by-side table.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use edge_sample::denoiser::kernels::{ConvShape, PackedConv};
+use edge_sample::denoiser::kernels::{softmax, ConvShape, PackedConv};
+use edge_sample::denoiser::lowered::{BlockDeconv, BlockShape, StridedConv, StridedShape};
 use edge_sample::denoiser::{Denoiser, Kernels, LoadOptions, Model};
 use edge_sample::pipeline::{generate, Job};
 use edge_sample::sampler::SamplerConfig;
@@ -66,6 +68,72 @@ fn conv_layer(c: &mut Criterion) {
     g.finish();
 }
 
+/// The layers our kernels take after a rearrangement (1×1, strided, transposed with kernel =
+/// stride) and the attention softmax, at the digit and attention-UNet shapes.
+fn lowered_layers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lowered");
+    for kernels in Kernels::all_supported() {
+        let k = kernels.describe();
+        for (ci, co, hw) in [(96usize, 32usize, 32usize), (80, 40, 7)] {
+            let shape = ConvShape {
+                ci,
+                co,
+                h: hw,
+                w: hw,
+                kh: 1,
+                kw: 1,
+                pad: [0; 4],
+            };
+            let p = PackedConv::new(shape, &vec![0.01; co * ci], &[], kernels);
+            let x = vec![0.5f32; ci * hw * hw];
+            let mut out = vec![0f32; co * hw * hw];
+            g.bench_function(
+                BenchmarkId::new("1x1", format!("{ci}to{co}_{hw}/{k}")),
+                |b| b.iter(|| p.run(&x, &mut out, false)),
+            );
+        }
+        for (ci, hw, kk, pad) in [(10usize, 28usize, 2usize, 0usize), (32, 32, 3, 1)] {
+            let shape = StridedShape {
+                ci,
+                co: ci,
+                h: hw,
+                w: hw,
+                kh: kk,
+                kw: kk,
+                stride: [2, 2],
+                pad: [pad; 4],
+            };
+            let p = StridedConv::new(shape, &vec![0.01; ci * ci * kk * kk], &[], kernels);
+            let x = vec![0.5f32; ci * hw * hw];
+            let mut out = vec![0f32; ci * shape.out_h() * shape.out_w()];
+            let id = format!("{ci}_{hw}_{kk}x{kk}/{k}");
+            g.bench_function(BenchmarkId::new("stride2", id), |b| {
+                b.iter(|| p.run_with_bias(&x, &mut out, false, None))
+            });
+        }
+        let shape = BlockShape {
+            ci: 20,
+            co: 10,
+            h: 14,
+            w: 14,
+            kh: 2,
+            kw: 2,
+        };
+        let p = BlockDeconv::new(shape, &vec![0.01; 20 * 10 * 4], &[], kernels);
+        let x = vec![0.5f32; 20 * 14 * 14];
+        let mut out = vec![0f32; 10 * 28 * 28];
+        g.bench_function(
+            BenchmarkId::new("convtranspose2x2", format!("20to10_14/{k}")),
+            |b| b.iter(|| p.run_with_bias(&x, &mut out, false, None)),
+        );
+        let mut rows: Vec<f32> = (0..512 * 256).map(|i| (i % 97) as f32 * 0.1).collect();
+        g.bench_function(BenchmarkId::new("softmax", format!("512x256/{k}")), |b| {
+            b.iter(|| softmax(&mut rows, 256, kernels))
+        });
+    }
+    g.finish();
+}
+
 fn main_job(c: &mut Criterion) {
     let mut g = c.benchmark_group("sample_16_images_20_steps");
     g.sample_size(10);
@@ -88,5 +156,5 @@ fn main_job(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, denoiser_step, conv_layer, main_job);
+criterion_group!(benches, denoiser_step, conv_layer, lowered_layers, main_job);
 criterion_main!(benches);
