@@ -571,14 +571,16 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         println!("peak memory: {:.1} MiB", kib as f64 / 1024.0);
     }
     if a.profile {
-        profile(&model, a.runs * 10, a.profile_nodes)?;
+        // As the pipeline splits threads: workers for batches, the rest inside each call.
+        let workers = threads.clamp(1, a.num.div_ceil(model.batch));
+        profile(&model, threads / workers, a.runs * 10, a.profile_nodes)?;
     }
     Ok(())
 }
 
 /// Per-node and per-operator time of one denoiser call on seeded noise at t = T/2.
-fn profile(model: &Model, calls: usize, list: usize) -> Result<()> {
-    let mut den = model.denoiser()?;
+fn profile(model: &Model, threads: usize, calls: usize, list: usize) -> Result<()> {
+    let mut den = model.denoiser_with_threads(threads)?;
     let chw: usize = model.io.image_shape.iter().product();
     let mut x = vec![0f32; model.batch * chw];
     crate::noise::NoiseStream::new(0, 0).fill(&mut x);
@@ -588,10 +590,11 @@ fn profile(model: &Model, calls: usize, list: usize) -> Result<()> {
     let total: Duration = nodes.iter().map(|n| n.time).sum();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
-        "profile: {} nodes, {:.1} µs per call in nodes (batch {}, 1 thread, {calls} calls)",
+        "profile: {} nodes, {:.1} µs per call in nodes (batch {}, {threads} thread{}, {calls} calls)",
         nodes.len(),
         us(total),
-        model.batch
+        model.batch,
+        if threads == 1 { "" } else { "s" }
     );
     let mut by_op: std::collections::BTreeMap<&str, (Duration, usize)> = Default::default();
     for n in &nodes {

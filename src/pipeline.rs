@@ -125,13 +125,9 @@ pub fn generate(model: &Model, job: &Job, observer: &dyn Observer) -> Result<Sam
     let batch = model.batch;
     let batches = job.num.div_ceil(batch);
     let workers = job.threads.clamp(1, batches);
-    // tract's multithreaded matmuls measured slower than one thread on these small UNets
-    // (README, Performance), so they are opt-in: EDGE_SAMPLE_MATMUL_THREADS=N.
-    let intra_threads = std::env::var("EDGE_SAMPLE_MATMUL_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1)
-        .max(1);
+    // Cores that no worker takes (fewer batches than threads) split each worker's network
+    // calls: its convolutions run on a team of threads.
+    let intra_threads = (job.threads / workers).max(1);
 
     let mut data = vec![0f32; job.num * chw];
     let out = Mutex::new(&mut data);

@@ -6,6 +6,11 @@ mod common;
 use common::*;
 use edge_sample::denoiser::{Denoiser, Kernels, LoadOptions, Model, ModelSource, Precision};
 
+/// Matrix products of attn_unet.onnx that tract leaves as einsums after declutter (counted
+/// from its graph: 4 attention blocks × 6, the time MLP's 3 (tract splits its first layer in
+/// two) and the time projections of its 8 ResNet blocks).
+const ATTN_UNET_MATMULS: usize = 4 * 6 + 3 + 8;
+
 /// fp32 graphs: both engines compute in f32; differences are summation order (~1e-6).
 const FP32_TOL: f32 = 1e-4;
 /// fp16 weights computed in f32 by tract on CPUs without FEAT_FP16, vs onnxruntime's own
@@ -269,6 +274,54 @@ fn our_kernels_match_tracts_own_lowering_on_the_fashion_unet() {
             max <= FP32_TOL,
             "{kernels:?}: {} vs tract {} at {at}",
             got[at],
+            want[at]
+        );
+    }
+}
+
+#[test]
+fn attention_products_run_on_our_tiles_and_a_team_gives_the_same_bits() {
+    // attn_unet.onnx (diffusers UNet2DModel, 2-head attention at 8×8 in four blocks): each
+    // block's Q, K, V and out projections, Q·Kᵀ and softmax·V, plus the time embedding's and
+    // every ResNet's time projection, are matrix products.
+    let stem = "attn_unet";
+    let (xshape, x) = edge_sample::npy::read_f32(&fixture(&format!("ort/{stem}_x.npy"))).unwrap();
+    let (_, want) = edge_sample::npy::read_f32(&fixture(&format!("ort/{stem}_eps.npy"))).unwrap();
+    let t = read_t(&fixture(&format!("ort/{stem}_t.npy")))[0] as usize;
+    let n = xshape[0];
+    let chw: usize = xshape[1..].iter().product();
+    for kernels in Kernels::all_supported() {
+        let m = Model::load(
+            &ModelSource::Path(fixture("models/attn_unet.onnx")),
+            &LoadOptions {
+                batch: n,
+                kernels,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(m.matmuls, ATTN_UNET_MATMULS, "{kernels:?}: {}", m.kernels);
+        let mut one = vec![0f32; n * chw];
+        m.denoiser().unwrap().run(&x, t, &mut one).unwrap();
+        // A team splits the layers big enough to pay (here the batch-2 convolutions at 16×16;
+        // the kernel tests split every shape).
+        let mut team = vec![1f32; n * chw];
+        let mut den = m.denoiser_with_threads(3).unwrap();
+        for _ in 0..3 {
+            den.run(&x, t, &mut team).unwrap();
+            assert!(
+                one.iter()
+                    .zip(&team)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{kernels:?}: 3 threads differ from 1"
+            );
+        }
+        // Image 0 was computed at its own timestep by onnxruntime.
+        let (max, at) = max_abs_diff(&one[..chw], &want[..chw]);
+        assert!(
+            max <= FP32_TOL,
+            "{kernels:?}: {} vs onnxruntime {} at {at}",
+            one[at],
             want[at]
         );
     }

@@ -3,9 +3,10 @@
 //!
 //! - ONNX `LayerNormalization` is parsed into [`FusedLayerNorm`] (one node) instead of tract's
 //!   nine-node expansion, through tract-onnx's operator register.
-//! - After type analysis, every float convolution that [`DirectConv`] supports (stride 1,
-//!   dilation 1, one group, NCHW or CHW, constant weights and bias, f32) replaces tract's
-//!   `Conv`, before tract optimizes the rest of the plan.
+//! - After type analysis, every float convolution that [`DirectConv`] supports (NCHW or CHW,
+//!   constant weights and bias, f32; strided and transposed ones lowered as in `lowered.rs`)
+//!   replaces tract's `Conv`, and every f32 matrix product tract's declutter leaves as an
+//!   einsum becomes a [`FusedMatMul`], before tract optimizes the rest of the plan.
 //!
 //! Both are skipped with `EDGE_SAMPLE_KERNELS=tract`.
 
@@ -16,15 +17,16 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_core::ops::array::MultiBroadcastTo;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, Deconv, KernelFormat};
+use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math::Max;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 use tract_onnx::tract_hir::internal::*;
 
-use tract_linalg::multithread::Executor;
-
 use super::kernels::{instance_norm, layer_norm, softmax, ConvShape, Kernels, PackedConv};
 use super::lowered::{BlockDeconv, BlockShape, StridedConv, StridedShape};
+use super::matmul::{MatMul, MatMulShape};
+use super::team;
 
 type OnnxBuilder =
     fn(&ParsingContext, &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
@@ -337,6 +339,169 @@ impl TypedOp for FusedSoftmax {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs.len() == 1, "FusedSoftmax takes one input");
         Ok(tvec![inputs[0].datum_type.fact(inputs[0].shape.clone())])
+    }
+    as_op!();
+}
+
+/// A float matrix product (tract's `EinSum` of two f32 inputs with one m, one k and one n
+/// axis and any batch axes, at fixed shapes) on our register tiles: [`MatMul`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FusedMatMul {
+    mm: MatMul,
+    out_shape: TVec<usize>,
+}
+
+impl FusedMatMul {
+    /// The product `node` computes, when it is one we take.
+    fn for_einsum(
+        model: &TypedModel,
+        node: &TypedNode,
+        kernels: Kernels,
+    ) -> TractResult<Option<Self>> {
+        let Some(op) = node.op_as::<EinSum>() else {
+            return Ok(None);
+        };
+        if op.q_params.is_some() || op.operating_dt != DatumType::F32 || node.inputs.len() != 2 {
+            return Ok(None);
+        }
+        let facts = [
+            model.outlet_fact(node.inputs[0])?,
+            model.outlet_fact(node.inputs[1])?,
+        ];
+        if facts.iter().any(|f| f.datum_type != DatumType::F32)
+            || node.outputs[0].fact.datum_type != DatumType::F32
+        {
+            return Ok(None);
+        }
+        let (Some(sa), Some(sb), Some(sc)) = (
+            facts[0].shape.as_concrete(),
+            facts[1].shape.as_concrete(),
+            node.outputs[0].fact.shape.as_concrete(),
+        ) else {
+            return Ok(None);
+        };
+        let strides = |shape: &[usize]| -> TVec<usize> {
+            let mut st: TVec<usize> = tvec![1; shape.len()];
+            for i in (0..shape.len().saturating_sub(1)).rev() {
+                st[i] = st[i + 1] * shape[i + 1];
+            }
+            st
+        };
+        let (ta, tb, tc) = (strides(sa), strides(sb), strides(sc));
+        // Axes by the operands they appear in: m (A and C), n (B and C), k (A and B), batch
+        // (all three; broadcast where an input has length 1).
+        let (mut ms, mut ns, mut ks) = (Vec::new(), Vec::new(), Vec::new());
+        let mut batch = Vec::new();
+        for axis in op.axes.iter_all_axes() {
+            let one = |v: &TVec<usize>| (v.len() <= 1).then(|| v.first().copied());
+            let (Some(ia), Some(ib), Some(ic)) = (
+                one(&axis.inputs[0]),
+                one(&axis.inputs[1]),
+                one(&axis.outputs[0]),
+            ) else {
+                return Ok(None);
+            };
+            let len = |pos: Option<usize>, shape: &[usize]| pos.map_or(1, |p| shape[p]);
+            let (la, lb, lc) = (len(ia, sa), len(ib, sb), len(ic, sc));
+            let st = |pos: Option<usize>, l: usize, t: &TVec<usize>| match pos {
+                Some(p) if l > 1 => t[p],
+                _ => 0,
+            };
+            let (xa, xb, xc) = (st(ia, la, &ta), st(ib, lb, &tb), st(ic, lc, &tc));
+            match (ia.is_some(), ib.is_some(), ic.is_some()) {
+                (true, false, true) if la == lc => ms.push((la, [xa, xc])),
+                (false, true, true) if lb == lc => ns.push((lb, [xb, xc])),
+                (true, true, false) if la == lb => ks.push((la, [xa, xb])),
+                (true, true, true) if (la == lc || la == 1) && (lb == lc || lb == 1) => {
+                    batch.push((lc, [xa, xb, xc]))
+                }
+                // Size-1 axes of one operand only: nothing to iterate.
+                _ if la == 1 && lb == 1 && lc == 1 => {}
+                _ => return Ok(None),
+            }
+        }
+        // The longest m and n axes are the product's; other ones are batch axes that one
+        // input does not have (stride 0 there).
+        let take = |axes: &mut Vec<(usize, [usize; 2])>| {
+            let i = (0..axes.len()).max_by_key(|&i| (axes[i].0, std::cmp::Reverse(i)))?;
+            Some(axes.remove(i))
+        };
+        let (m, [am, cm]) = take(&mut ms).unwrap_or((1, [0, 0]));
+        let (n, [bn, cn]) = take(&mut ns).unwrap_or((1, [0, 0]));
+        batch.extend(ms.iter().map(|&(l, [a, c])| (l, [a, 0, c])));
+        batch.extend(ns.iter().map(|&(l, [b, c])| (l, [0, b, c])));
+        // Several summed axes are one when they are nested alike in A and B (heads × head
+        // dimension read as one run), else the product is left to tract.
+        if ks.is_empty() {
+            return Ok(None);
+        }
+        ks.sort_by_key(|k| std::cmp::Reverse(k.1[0]));
+        let mut summed = (1usize, [0usize; 2]);
+        for &(len, [xa, xb]) in ks.iter().rev().filter(|k| k.0 > 1) {
+            if summed.0 == 1 {
+                summed = (len, [xa, xb]);
+            } else if xa == summed.0 * summed.1[0] && xb == summed.0 * summed.1[1] {
+                summed.0 *= len;
+            } else {
+                return Ok(None);
+            }
+        }
+        let (k, [ak, bk]) = summed;
+        // Batch axes in C's order, so that consecutive entries write neighbouring outputs.
+        batch.sort_by_key(|b| std::cmp::Reverse(b.1[2]));
+        let shape = MatMulShape {
+            m,
+            k,
+            n,
+            batch,
+            a: [am, ak],
+            b: [bk, bn],
+            c: [cm, cn],
+        };
+        Ok(Some(FusedMatMul {
+            mm: MatMul::new(shape, kernels),
+            out_shape: sc.into(),
+        }))
+    }
+}
+
+impl Op for FusedMatMul {
+    fn name(&self) -> StaticName {
+        "FusedMatMul".into()
+    }
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} ({})",
+            self.mm.describe(),
+            self.mm.kernels.describe()
+        )])
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for FusedMatMul {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let (a, b) = args_2!(inputs);
+        // Safety: every element of C is one (batch, m, n) output, written by `run`.
+        let mut c = unsafe { Tensor::uninitialized::<f32>(&self.out_shape)? };
+        let (a, b) = (a.try_as_plain_ram()?, b.try_as_plain_ram()?);
+        let team = team::current();
+        self.mm.run(
+            team.as_deref(),
+            a.as_slice::<f32>()?,
+            b.as_slice::<f32>()?,
+            c.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+        );
+        Ok(tvec![c.into_tvalue()])
+    }
+}
+
+impl TypedOp for FusedMatMul {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 2, "FusedMatMul takes two inputs");
+        Ok(tvec![f32::fact(&*self.out_shape)])
     }
     as_op!();
 }
@@ -760,13 +925,12 @@ impl EvalOp for DirectConv {
         let bias = bias.as_ref().map(|b| b.as_slice::<f32>()).transpose()?;
         let (x, out) = (x.as_slice::<f32>()?, &mut y.try_as_plain_ram_mut()?);
         let out = out.as_slice_mut::<f32>()?;
+        let team = team::current();
+        let team = team.as_deref();
         match &*self.conv {
-            ConvImpl::Direct(p) => match tract_linalg::multithread::current_tract_executor() {
-                Executor::MultiThread(pool) => p.run_parallel(&pool, x, out, self.relu, bias),
-                _ => p.run_with_bias(x, out, self.relu, bias),
-            },
-            ConvImpl::Strided(p) => p.run_with_bias(x, out, self.relu, bias),
-            ConvImpl::Block(p) => p.run_with_bias(x, out, self.relu, bias),
+            ConvImpl::Direct(p) => p.run_on(team, x, out, self.relu, bias),
+            ConvImpl::Strided(p) => p.run_on(team, x, out, self.relu, bias),
+            ConvImpl::Block(p) => p.run_on(team, x, out, self.relu, bias),
         }
         Ok(tvec![y.into_tvalue()])
     }
@@ -804,12 +968,13 @@ pub fn rewrite_before_declutter(model: &mut TypedModel, kernels: Kernels) -> Tra
     Ok(count)
 }
 
-/// Replaces each supported `Conv` of `model` by a [`DirectConv`] and each last-axis softmax
-/// by a [`FusedSoftmax`], folds following ReLUs into the convolutions, and points every fused
-/// norm at `kernels`; returns how many convolutions `model` now runs on our kernels.
-pub fn rewrite(model: &mut TypedModel, kernels: Kernels) -> TractResult<usize> {
+/// Replaces each supported `Conv` of `model` by a [`DirectConv`], each f32 matrix product by
+/// a [`FusedMatMul`] and each last-axis softmax by a [`FusedSoftmax`], folds following ReLUs
+/// into the convolutions, and points every fused norm at `kernels`; returns how many
+/// convolutions and products `model` now runs on our kernels.
+pub fn rewrite(model: &mut TypedModel, kernels: Kernels) -> TractResult<Rewritten> {
     if kernels == Kernels::Tract {
-        return Ok(0);
+        return Ok(Rewritten::default());
     }
     for node in model.nodes_mut() {
         if let Some(ln) = node.op_as_mut::<FusedLayerNorm>() {
@@ -822,6 +987,11 @@ pub fn rewrite(model: &mut TypedModel, kernels: Kernels) -> TractResult<usize> {
     replace_convs(model, kernels, |node| node.op_as::<Conv>().is_some())?;
     for id in model.eval_order()? {
         let node = model.node(id);
+        if let Some(op) = FusedMatMul::for_einsum(model, node, kernels)? {
+            let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?;
+            patch.apply(model)?;
+            continue;
+        }
         if FusedSoftmax::applies(model, node)? {
             let op = FusedSoftmax { kernels };
             let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?;
@@ -830,11 +1000,20 @@ pub fn rewrite(model: &mut TypedModel, kernels: Kernels) -> TractResult<usize> {
     }
     model.compact()?;
     fuse_relus(model)?;
-    Ok(model
-        .nodes()
-        .iter()
-        .filter(|n| n.op_is::<DirectConv>())
-        .count())
+    let count = |f: fn(&TypedNode) -> bool| model.nodes().iter().filter(|n| f(n)).count();
+    Ok(Rewritten {
+        convs: count(|n| n.op_is::<DirectConv>()),
+        matmuls: count(|n| n.op_is::<FusedMatMul>()),
+    })
+}
+
+/// What [`rewrite`] left on our kernels.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rewritten {
+    /// [`DirectConv`] nodes.
+    pub convs: usize,
+    /// [`FusedMatMul`] nodes.
+    pub matmuls: usize,
 }
 
 /// Replaces the convolutions `pick` selects, where [`DirectConv`] applies.

@@ -22,6 +22,8 @@
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
+use super::team::{share, SharedMut, Team};
+
 /// Which implementation the model loader wires in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
@@ -124,7 +126,7 @@ impl Kernels {
     }
 
     /// The register tiles (output channels × positions) these kernels have.
-    fn tiles(self) -> &'static [(usize, usize)] {
+    pub(crate) fn tiles(self) -> &'static [(usize, usize)] {
         match self {
             Kernels::Avx512 => &[(4, 64), (8, 32), (16, 16)],
             _ => &[(4, 16), (8, 8)],
@@ -263,14 +265,78 @@ impl PackedConv {
     /// As [`PackedConv::run`], with a bias computed at run time (replacing the packed one):
     /// `co` values for every image, or `n × co`, one row per image.
     pub fn run_with_bias(&self, x: &[f32], out: &mut [f32], relu: bool, bias: Option<&[f32]>) {
+        self.run_on(None, x, out, relu, bias)
+    }
+
+    /// As [`PackedConv::run_with_bias`], split between the threads of `team`: whole images per
+    /// thread when there are at least as many images as threads, otherwise each image's tiles
+    /// (channel blocks × positions). Same bits as one thread: every output is computed whole by
+    /// one thread, in the same order.
+    pub fn run_on(
+        &self,
+        team: Option<&Team>,
+        x: &[f32],
+        out: &mut [f32],
+        relu: bool,
+        bias: Option<&[f32]>,
+    ) {
+        self.run_split(team, TEAM_MIN_MACS, x, out, relu, bias)
+    }
+
+    /// [`PackedConv::run_on`], splitting layers of at least `min_macs` multiply-adds.
+    fn run_split(
+        &self,
+        team: Option<&Team>,
+        min_macs: usize,
+        x: &[f32],
+        out: &mut [f32],
+        relu: bool,
+        bias: Option<&[f32]>,
+    ) {
         let s = &self.shape;
-        let n = x.len() / (s.ci * s.h * s.w);
-        assert_eq!(x.len(), n * s.ci * s.h * s.w, "input length for {s:?}");
-        assert_eq!(
-            out.len(),
-            n * s.co * s.out_h() * s.out_w(),
-            "output length for {s:?}"
-        );
+        let image_in = s.ci * s.h * s.w;
+        let image_out = s.co * s.out_h() * s.out_w();
+        let n = x.len() / image_in;
+        assert_eq!(x.len(), n * image_in, "input length for {s:?}");
+        assert_eq!(out.len(), n * image_out, "output length for {s:?}");
+        if let Some(b) = bias {
+            assert!(
+                b.len() == s.co || b.len() == n * s.co,
+                "bias length for {s:?}"
+            );
+        }
+        // Small layers stay on one thread: below about a million multiply-adds (≈ 15 µs) the
+        // data moving between cores costs what the second core saves (measured on 28×28 and
+        // 7×7 layers of the digit model).
+        let macs = n * s.co * s.ci * s.kh * s.kw * s.out_h() * s.out_w();
+        let team = team.filter(|t| t.threads() > 1 && macs >= min_macs);
+        let threads = team.map_or(1, Team::threads);
+        if let Some(team) = team.filter(|_| n >= threads) {
+            let dst = SharedMut(out.as_mut_ptr());
+            team.run(threads, &|p| {
+                let images = share(n, p, threads);
+                // Safety: the parts write disjoint images of `out`.
+                let o = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        dst.at(images.start * image_out),
+                        images.len() * image_out,
+                    )
+                };
+                let b = bias.map(|b| match b.len() == s.co {
+                    true => b,
+                    false => &b[images.start * s.co..images.end * s.co],
+                });
+                self.run_on(
+                    None,
+                    &x[images.start * image_in..images.end * image_in],
+                    o,
+                    relu,
+                    b,
+                );
+            });
+            return;
+        }
+        let blocks = self.bias.len() / self.cb;
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let need = self.scratch_len();
@@ -278,25 +344,74 @@ impl PackedConv {
                 scratch.resize(need + self.bias.len(), 0.0);
             }
             let (pad, rest) = scratch.split_at_mut(need);
-            let image_in = s.ci * s.h * s.w;
-            let image_out = s.co * s.out_h() * s.out_w();
-            if let Some(b) = bias {
-                assert!(
-                    b.len() == s.co || b.len() == n * s.co,
-                    "bias length for {s:?}"
-                );
-            }
             for (i, (xi, oi)) in x
                 .chunks_exact(image_in)
                 .zip(out.chunks_exact_mut(image_out))
                 .enumerate()
             {
-                let blocks = self.image_bias(bias, i, rest);
+                let bias = self.image_bias(bias, i, rest);
+                let dst = SharedMut(oi.as_mut_ptr());
                 if self.is_pointwise() {
-                    self.image_pointwise(xi, pad, oi, relu, blocks);
+                    let tiles = (s.h * s.w).div_ceil(self.xt);
+                    let part = |p: usize| {
+                        // Positions split when there are enough, else channel blocks.
+                        let (t, b) = match tiles >= threads {
+                            true => (share(tiles, p, threads), 0..blocks),
+                            false => (0..tiles, share(blocks, p, threads)),
+                        };
+                        PACKED.with(|buf| {
+                            let mut buf = buf.borrow_mut();
+                            if buf.len() < s.ci * self.xt {
+                                buf.resize(s.ci * self.xt, 0.0);
+                            }
+                            // Safety: parts write disjoint (block, tile) outputs of this image.
+                            unsafe { self.image_pointwise(xi, &mut buf, dst, relu, bias, t, b) }
+                        })
+                    };
+                    match team {
+                        Some(team) => team.run(threads, &part),
+                        None => part(0),
+                    }
                 } else {
-                    self.fill_padded(xi, pad);
-                    self.image(pad, oi, relu, blocks);
+                    let (tiles, rows) = (self.tiles(), s.padded_h());
+                    let padded = SharedMut(pad.as_mut_ptr());
+                    // Safety (both jobs): parts fill disjoint rows, then write disjoint
+                    // (block, tile) outputs of this image.
+                    let fill = |p: usize, parts: usize| unsafe {
+                        self.fill_padded_rows(xi, padded, share(rows, p, parts))
+                    };
+                    // Images with enough tiles split by position: each part fills the rows it
+                    // then mostly reads, and writes the outputs the next layer's same part
+                    // mostly reads. Small ones split channel blocks, filled by the caller
+                    // (halves of 8×8 planes measured slower to fill than the whole).
+                    let by_position = tiles >= 2 * threads;
+                    match team.filter(|_| by_position) {
+                        Some(team) => team.run(threads, &|p| fill(p, threads)),
+                        None => fill(0, 1),
+                    }
+                    let pad: &[f32] = pad;
+                    let part = |p: usize| unsafe {
+                        if by_position {
+                            // Items tile-major (tile · blocks + block), an even share each.
+                            let items = share(tiles * blocks, p, threads);
+                            let (t0, b0) = (items.start / blocks, items.start % blocks);
+                            let (t1, b1) = (items.end / blocks, items.end % blocks);
+                            if t0 == t1 {
+                                self.image_region(pad, dst, relu, bias, t0..t0 + 1, b0..b1);
+                                return;
+                            }
+                            self.image_region(pad, dst, relu, bias, t0..t0 + 1, b0..blocks);
+                            self.image_region(pad, dst, relu, bias, t0 + 1..t1, 0..blocks);
+                            self.image_region(pad, dst, relu, bias, t1..t1 + 1, 0..b1);
+                        } else {
+                            let b = share(blocks, p, threads);
+                            self.image_region(pad, dst, relu, bias, 0..tiles, b);
+                        }
+                    };
+                    match team {
+                        Some(team) => team.run(threads, &part),
+                        None => part(0),
+                    }
                 }
             }
         });
@@ -308,17 +423,29 @@ impl PackedConv {
         s.kh == 1 && s.kw == 1 && s.pad == [0; 4]
     }
 
-    /// One image of a 1×1 convolution without padding. Each tile's `ci × XT` inputs are
-    /// copied next to each other into `buf` (zeros past the last position) and every channel
-    /// block runs on them while they sit in L1: the same sums as [`PackedConv::image`], read
-    /// from a packed copy instead of the whole image's.
-    fn image_pointwise(
+    /// Tiles of XT positions per channel block, on the padded grid (`out_h × padded_w`).
+    fn tiles(&self) -> usize {
+        (self.shape.out_h() * self.shape.padded_w()).div_ceil(self.xt)
+    }
+
+    /// Tiles `tiles` × channel blocks `blocks` of one image of a 1×1 convolution without
+    /// padding. Each tile's `ci × XT` inputs are copied next to each other into `buf` (zeros
+    /// past the last position) and the blocks run on them while they sit in L1: the same sums
+    /// as [`PackedConv::image_region`], read from a packed copy instead of the whole image's.
+    ///
+    /// # Safety
+    /// `out` points to the image's `co × h × w` outputs; no other thread writes the ones of
+    /// these tiles and blocks meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn image_pointwise(
         &self,
         x: &[f32],
         buf: &mut [f32],
-        out: &mut [f32],
+        out: SharedMut,
         relu: bool,
         bias: &[f32],
+        tiles: std::ops::Range<usize>,
+        blocks: std::ops::Range<usize>,
     ) {
         let s = &self.shape;
         let (cb, xt) = (self.cb, self.xt);
@@ -330,16 +457,18 @@ impl PackedConv {
             ci: s.ci,
             kh: 1,
             kw: 1,
+            w_tap: cb,
+            w_ch: 1,
         };
         let packed = &mut buf[..s.ci * xt];
         let mut acc = [0.0f32; TILE_FLOATS];
-        for q0 in (0..positions).step_by(xt) {
+        for q0 in tiles.map(|t| t * xt) {
             let len = xt.min(positions - q0);
             for (c, dst) in packed.chunks_exact_mut(xt).enumerate() {
                 dst[..len].copy_from_slice(&x[c * positions + q0..][..len]);
                 dst[len..].fill(0.0);
             }
-            for blk in 0..self.bias.len() / cb {
+            for blk in blocks.clone() {
                 // Safety: the tile reads ci × xt packed floats, `acc` holds cb × xt, and the
                 // kernels were checked to run on this CPU when packed.
                 unsafe {
@@ -352,91 +481,14 @@ impl PackedConv {
                     )
                 };
                 for j in 0..cb.min(s.co - blk * cb) {
-                    let dst = &mut out[(blk * cb + j) * positions + q0..][..len];
-                    let src = &acc[j * xt..][..len];
-                    if relu {
-                        for (d, v) in dst.iter_mut().zip(src) {
-                            *d = v.max(0.0);
-                        }
-                    } else {
-                        dst.copy_from_slice(src);
-                    }
-                }
-            }
-        }
-    }
-
-    /// As [`PackedConv::run_with_bias`] on `threads` threads of `pool`: images split between
-    /// threads when there are at least as many images as threads, otherwise each image's
-    /// output channel blocks. Same results as one thread (each output is computed whole by one
-    /// thread, in the same order).
-    pub fn run_parallel(
-        &self,
-        pool: &rayon::ThreadPool,
-        x: &[f32],
-        out: &mut [f32],
-        relu: bool,
-        bias: Option<&[f32]>,
-    ) {
-        let s = &self.shape;
-        let threads = pool.current_num_threads().max(1);
-        let image_in = s.ci * s.h * s.w;
-        let image_out = s.co * s.out_h() * s.out_w();
-        let n = x.len() / image_in;
-        let per_image_bias = bias.is_some_and(|b| b.len() != s.co);
-        if n >= threads {
-            let per = n.div_ceil(threads);
-            pool.scope(|scope| {
-                for (i, (xc, oc)) in x
-                    .chunks(per * image_in)
-                    .zip(out.chunks_mut(per * image_out))
-                    .enumerate()
-                {
-                    let b = match bias {
-                        Some(b) if per_image_bias => {
-                            Some(&b[i * per * s.co..][..oc.len() / image_out * s.co])
-                        }
-                        other => other,
+                    // Safety: inside the image (caller), and this part's.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(out.at((blk * cb + j) * positions + q0), len)
                     };
-                    scope.spawn(move |_| self.run_with_bias(xc, oc, relu, b));
+                    store(dst, &acc[j * xt..][..len], relu);
                 }
-            });
-            return;
+            }
         }
-        let blocks = self.bias.len() / self.cb;
-        let groups = threads.min(blocks);
-        SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let need = self.scratch_len();
-            if scratch.len() < need + self.bias.len() {
-                scratch.resize(need + self.bias.len(), 0.0);
-            }
-            let (pad, rest) = scratch.split_at_mut(need);
-            let plane_out = s.out_h() * s.out_w();
-            for (i, (xi, oi)) in x
-                .chunks_exact(image_in)
-                .zip(out.chunks_exact_mut(image_out))
-                .enumerate()
-            {
-                self.fill_padded(xi, pad);
-                let blocks_bias: &[f32] = self.image_bias(bias, i, rest);
-                let pad: &[f32] = pad;
-                pool.scope(|scope| {
-                    let mut rest_out = oi;
-                    let mut b0 = 0;
-                    for g in 0..groups {
-                        let b1 = blocks * (g + 1) / groups;
-                        let channels = (b1 * self.cb).min(s.co) - b0 * self.cb;
-                        let (part, tail) = rest_out.split_at_mut(channels * plane_out);
-                        rest_out = tail;
-                        let range = b0..b1;
-                        scope
-                            .spawn(move |_| self.image_blocks(pad, part, relu, blocks_bias, range));
-                        b0 = b1;
-                    }
-                });
-            }
-        });
     }
 
     /// Image `i`'s bias per output channel, padded like the weights: the packed one, or the
@@ -455,24 +507,35 @@ impl PackedConv {
         }
     }
 
-    /// Copies one image into `pad` with zero borders: `ci × padded_h × padded_w`, then zeros.
-    fn fill_padded(&self, x: &[f32], pad: &mut [f32]) {
+    /// Padded rows `rows` (of `padded_h`) of every plane of one image's zero-bordered copy:
+    /// the image's rows with `pad[1]` and `pad[3]` zeros either side, or zeros. The part with
+    /// the last row also zeroes the overrun past the planes.
+    ///
+    /// # Safety
+    /// `pad` points to `scratch_len()` floats; no other thread touches these rows meanwhile.
+    unsafe fn fill_padded_rows(&self, x: &[f32], pad: SharedMut, rows: std::ops::Range<usize>) {
         let s = &self.shape;
         let (hp, wp) = (s.padded_h(), s.padded_w());
-        let (planes, rest) = pad.split_at_mut(s.ci * hp * wp);
-        rest.fill(0.0);
-        for (c, plane) in planes.chunks_exact_mut(hp * wp).enumerate() {
+        for c in 0..s.ci {
             let src = &x[c * s.h * s.w..][..s.h * s.w];
-            plane[..s.pad[0] * wp].fill(0.0);
-            for (y, row) in plane[s.pad[0] * wp..][..s.h * wp]
-                .chunks_exact_mut(wp)
-                .enumerate()
-            {
-                row[..s.pad[1]].fill(0.0);
-                row[s.pad[1]..s.pad[1] + s.w].copy_from_slice(&src[y * s.w..][..s.w]);
-                row[s.pad[1] + s.w..].fill(0.0);
+            for r in rows.clone() {
+                // Safety: row r of plane c, inside `pad` (caller).
+                let row = unsafe { std::slice::from_raw_parts_mut(pad.at((c * hp + r) * wp), wp) };
+                match r.checked_sub(s.pad[0]).filter(|&y| y < s.h) {
+                    Some(y) => {
+                        row[..s.pad[1]].fill(0.0);
+                        row[s.pad[1]..s.pad[1] + s.w].copy_from_slice(&src[y * s.w..][..s.w]);
+                        row[s.pad[1] + s.w..].fill(0.0);
+                    }
+                    None => row.fill(0.0),
+                }
             }
-            plane[(s.pad[0] + s.h) * wp..].fill(0.0);
+        }
+        if rows.end == hp {
+            let planes = s.ci * hp * wp;
+            // Safety: the overrun, inside `pad` (caller).
+            unsafe { std::slice::from_raw_parts_mut(pad.at(planes), self.scratch_len() - planes) }
+                .fill(0.0);
         }
     }
 
@@ -480,38 +543,37 @@ impl PackedConv {
     fn tile_fn(&self) -> Tile {
         match (self.kernels, self.cb, self.xt) {
             #[cfg(target_arch = "x86_64")]
-            (Kernels::Avx512, 4, 64) => x86::tile_avx512::<4, 4>,
+            (Kernels::Avx512, 4, 64) => x86::tile_avx512::<4, 4, false>,
             #[cfg(target_arch = "x86_64")]
-            (Kernels::Avx512, 8, 32) => x86::tile_avx512::<8, 2>,
+            (Kernels::Avx512, 8, 32) => x86::tile_avx512::<8, 2, false>,
             #[cfg(target_arch = "x86_64")]
-            (Kernels::Avx512, 16, 16) => x86::tile_avx512::<16, 1>,
+            (Kernels::Avx512, 16, 16) => x86::tile_avx512::<16, 1, false>,
             #[cfg(target_arch = "x86_64")]
-            (Kernels::Avx2, 4, 16) => x86::tile_avx2::<4, 2>,
+            (Kernels::Avx2, 4, 16) => x86::tile_avx2::<4, 2, false>,
             #[cfg(target_arch = "x86_64")]
-            (Kernels::Avx2, 8, 8) => x86::tile_avx2::<8, 1>,
+            (Kernels::Avx2, 8, 8) => x86::tile_avx2::<8, 1, false>,
             #[cfg(target_arch = "aarch64")]
-            (Kernels::Neon, 4, 16) => arm::tile_neon::<4, 4>,
+            (Kernels::Neon, 4, 16) => arm::tile_neon::<4, 4, false>,
             #[cfg(target_arch = "aarch64")]
-            (Kernels::Neon, 8, 8) => arm::tile_neon::<8, 2>,
-            (Kernels::Portable, 4, 16) => tile_portable::<4, 16>,
-            (Kernels::Portable, 8, 8) => tile_portable::<8, 8>,
+            (Kernels::Neon, 8, 8) => arm::tile_neon::<8, 2, false>,
+            (Kernels::Portable, 4, 16) => tile_portable::<4, 16, false>,
+            (Kernels::Portable, 8, 8) => tile_portable::<8, 8, false>,
             other => unreachable!("no tile {other:?}"),
         }
     }
 
-    /// One image; `bias` per output channel, padded like the packed weights.
-    fn image(&self, pad: &[f32], out: &mut [f32], relu: bool, bias: &[f32]) {
-        self.image_blocks(pad, out, relu, bias, 0..self.bias.len() / self.cb)
-    }
-
-    /// Output channels `[first block · CB, min(end block · CB, co))` of one image; `out` holds
-    /// exactly those channels.
-    fn image_blocks(
+    /// Tiles `tiles` × channel blocks `blocks` of one image.
+    ///
+    /// # Safety
+    /// `out` points to the image's `co × out_h × out_w` outputs; no other thread writes the
+    /// ones of these tiles and blocks meanwhile.
+    unsafe fn image_region(
         &self,
         pad: &[f32],
-        out: &mut [f32],
+        out: SharedMut,
         relu: bool,
         bias: &[f32],
+        tiles: std::ops::Range<usize>,
         blocks: std::ops::Range<usize>,
     ) {
         let tile = self.tile_fn();
@@ -526,12 +588,16 @@ impl PackedConv {
             ci: s.ci,
             kh: s.kh,
             kw: s.kw,
+            w_tap: cb,
+            w_ch: 1,
         };
         let positions = ho * wp;
         let mut acc = [0.0f32; TILE_FLOATS];
         debug_assert!(cb * xt <= TILE_FLOATS);
-        let first_co = blocks.start * cb;
-        let mut run_tile = |blk: usize, q0: usize| {
+        // Block-major: each block's weights stay in L1 while the input streams past
+        // (positions outer, keeping an input tile for every block, measured no faster on 3×3
+        // layers).
+        for (blk, q0) in blocks.flat_map(|b| tiles.clone().map(move |t| (b, t * xt))) {
             let wblk = &self.weights[blk * taps * cb..][..taps * cb];
             let bias = &bias[blk * cb..][..cb];
             let co0 = blk * cb;
@@ -560,42 +626,77 @@ impl PackedConv {
                 let end = (y * wp + wo).min(q1);
                 if x < wo {
                     for j in 0..valid_c {
-                        let dst = &mut out[((co0 - first_co + j) * ho + y) * wo + x..][..end - q];
-                        let src = &acc[j * xt + q - q0..][..end - q];
-                        if relu {
-                            for (d, s) in dst.iter_mut().zip(src) {
-                                *d = s.max(0.0);
-                            }
-                        } else {
-                            dst.copy_from_slice(src);
-                        }
+                        // Safety: inside the image (caller), and this item's.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                out.at(((co0 + j) * ho + y) * wo + x),
+                                end - q,
+                            )
+                        };
+                        store(dst, &acc[j * xt + q - q0..][..end - q], relu);
                     }
                 }
                 q = (y + 1) * wp;
-            }
-        };
-        // Each block's weights stay in L1 while the input streams past (positions outer,
-        // keeping an input tile for every block, measured no faster on 3×3 layers).
-        for blk in blocks {
-            for q0 in (0..positions).step_by(xt) {
-                run_tile(blk, q0);
             }
         }
     }
 }
 
+/// The strided register tile (weights read at any strides, for matrix products) of
+/// `kernels` with `tile` = (channels, positions), one of `kernels`' tiles.
+pub(crate) fn strided_tile_fn(kernels: Kernels, tile: (usize, usize)) -> Tile {
+    match (kernels, tile.0, tile.1) {
+        #[cfg(target_arch = "x86_64")]
+        (Kernels::Avx512, 4, 64) => x86::tile_avx512::<4, 4, true>,
+        #[cfg(target_arch = "x86_64")]
+        (Kernels::Avx512, 8, 32) => x86::tile_avx512::<8, 2, true>,
+        #[cfg(target_arch = "x86_64")]
+        (Kernels::Avx512, 16, 16) => x86::tile_avx512::<16, 1, true>,
+        #[cfg(target_arch = "x86_64")]
+        (Kernels::Avx2, 4, 16) => x86::tile_avx2::<4, 2, true>,
+        #[cfg(target_arch = "x86_64")]
+        (Kernels::Avx2, 8, 8) => x86::tile_avx2::<8, 1, true>,
+        #[cfg(target_arch = "aarch64")]
+        (Kernels::Neon, 4, 16) => arm::tile_neon::<4, 4, true>,
+        #[cfg(target_arch = "aarch64")]
+        (Kernels::Neon, 8, 8) => arm::tile_neon::<8, 2, true>,
+        (Kernels::Portable, 4, 16) => tile_portable::<4, 16, true>,
+        (Kernels::Portable, 8, 8) => tile_portable::<8, 8, true>,
+        other => unreachable!("no tile {other:?}"),
+    }
+}
+
+/// `dst = src`, or max(src, 0) with `relu`.
+#[inline]
+fn store(dst: &mut [f32], src: &[f32], relu: bool) {
+    if relu {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.max(0.0);
+        }
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// Layers with fewer multiply-adds run on one thread even when a team is given.
+const TEAM_MIN_MACS: usize = 1 << 20;
+
 /// Floats in the largest register tile (CB × XT).
-const TILE_FLOATS: usize = 256;
+pub(crate) const TILE_FLOATS: usize = 256;
 
 /// Strides of the zero-bordered input and the kernel's extent, for one tile.
 pub struct TileGeometry {
     /// Floats per input plane (one channel).
-    plane: usize,
+    pub(crate) plane: usize,
     /// Floats per padded row.
-    row: usize,
-    ci: usize,
-    kh: usize,
-    kw: usize,
+    pub(crate) row: usize,
+    pub(crate) ci: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    /// Strided tiles only (matrix products): floats from one tap's weights to the next, and
+    /// from one output channel's weight to the next. Packed tiles step CB and 1.
+    pub(crate) w_tap: usize,
+    pub(crate) w_ch: usize,
 }
 
 /// One register tile of CB channels × XT positions: `acc[j·XT + i]` = bias[j] + Σ over
@@ -603,13 +704,13 @@ pub struct TileGeometry {
 /// `input` at the tile's first position in plane 0 and `w` at the channel block's weights.
 /// Every implementation sums in this order, one fused multiply-add per term (plain multiply and
 /// add in the portable one), so results do not depend on the vector width.
-type Tile = unsafe fn(*const f32, &TileGeometry, *const f32, *const f32, *mut f32);
+pub(crate) type Tile = unsafe fn(*const f32, &TileGeometry, *const f32, *const f32, *mut f32);
 
 /// The tile in plain Rust.
 ///
 /// # Safety
 /// `input`, `w`, `bias` and `acc` must cover the tile's reads and writes (see [`Tile`]).
-unsafe fn tile_portable<const CB: usize, const XT: usize>(
+unsafe fn tile_portable<const CB: usize, const XT: usize, const STRIDED: bool>(
     input: *const f32,
     g: &TileGeometry,
     w: *const f32,
@@ -627,13 +728,13 @@ unsafe fn tile_portable<const CB: usize, const XT: usize>(
             let row = unsafe { input.add(c * g.plane + ky * g.row) };
             for kx in 0..g.kw {
                 let r = unsafe { &*(row.add(kx) as *const [f32; XT]) };
-                let wv = unsafe { &*(wt as *const [f32; CB]) };
-                for j in 0..CB {
-                    for i in 0..XT {
-                        acc[j][i] += wv[j] * r[i];
+                for (j, aj) in acc.iter_mut().enumerate() {
+                    let wj = unsafe { *wt.add(if STRIDED { j * g.w_ch } else { j }) };
+                    for (a, x) in aj.iter_mut().zip(r) {
+                        *a += wj * x;
                     }
                 }
-                wt = unsafe { wt.add(CB) };
+                wt = unsafe { wt.add(if STRIDED { g.w_tap } else { CB }) };
             }
         }
     }
@@ -655,7 +756,7 @@ mod x86 {
             #[doc = concat!("CPU feature(s) `", $feature, "` present; pointers as")]
             #[doc = concat!("[`super::Tile`] for CB × ", $lanes, "V floats.")]
             #[target_feature(enable = $feature)]
-            pub unsafe fn $name<const CB: usize, const V: usize>(
+            pub unsafe fn $name<const CB: usize, const V: usize, const STRIDED: bool>(
                 input: *const f32,
                 g: &TileGeometry,
                 w: *const f32,
@@ -663,7 +764,7 @@ mod x86 {
                 acc: *mut f32,
             ) {
                 #[inline(always)]
-                unsafe fn body<const CB: usize, const V: usize>(
+                unsafe fn body<const CB: usize, const V: usize, const STRIDED: bool>(
                     input: *const f32,
                     g: &TileGeometry,
                     w: *const f32,
@@ -687,12 +788,13 @@ mod x86 {
                                         *rv = $load(row.add(kx + $lanes * v));
                                     }
                                     for (j, aj) in a.iter_mut().enumerate() {
-                                        let wj = $set1(*wt.add(j));
+                                        let wj =
+                                            $set1(*wt.add(if STRIDED { j * g.w_ch } else { j }));
                                         for v in 0..V {
                                             aj[v] = $fma(wj, r[v], aj[v]);
                                         }
                                     }
-                                    wt = wt.add(CB);
+                                    wt = wt.add(if STRIDED { g.w_tap } else { CB });
                                 }
                             }
                         }
@@ -705,9 +807,9 @@ mod x86 {
                 }
                 unsafe {
                     if g.kh == 3 && g.kw == 3 {
-                        body::<CB, V>(input, g, w, bias, acc, 3, 3)
+                        body::<CB, V, STRIDED>(input, g, w, bias, acc, 3, 3)
                     } else {
-                        body::<CB, V>(input, g, w, bias, acc, g.kh, g.kw)
+                        body::<CB, V, STRIDED>(input, g, w, bias, acc, g.kh, g.kw)
                     }
                 }
             }
@@ -761,7 +863,7 @@ mod arm {
 
     /// # Safety
     /// Pointers as [`super::Tile`] for CB × 4Q floats; CB a multiple of 4.
-    pub unsafe fn tile_neon<const CB: usize, const Q: usize>(
+    pub unsafe fn tile_neon<const CB: usize, const Q: usize, const STRIDED: bool>(
         input: *const f32,
         g: &TileGeometry,
         w: *const f32,
@@ -771,15 +873,15 @@ mod arm {
         // 3×3 with the tap loops unrolled; any other kernel size with loops.
         unsafe {
             if g.kh == 3 && g.kw == 3 {
-                body::<CB, Q>(input, g, w, bias, acc, 3, 3)
+                body::<CB, Q, STRIDED>(input, g, w, bias, acc, 3, 3)
             } else {
-                body::<CB, Q>(input, g, w, bias, acc, g.kh, g.kw)
+                body::<CB, Q, STRIDED>(input, g, w, bias, acc, g.kh, g.kw)
             }
         }
     }
 
     #[inline(always)]
-    unsafe fn body<const CB: usize, const Q: usize>(
+    unsafe fn body<const CB: usize, const Q: usize, const STRIDED: bool>(
         input: *const f32,
         g: &TileGeometry,
         w: *const f32,
@@ -804,12 +906,19 @@ mod arm {
                             *rq = vld1q_f32(p.add(4 * q));
                         }
                         for (j, aj) in a.iter_mut().enumerate() {
-                            let wv = vld1q_f32(wt.add(j / 4 * 4));
-                            for q in 0..Q {
-                                aj[q] = fma_lane(aj[q], r[q], wv, j % 4);
+                            if STRIDED {
+                                let wj = vdupq_n_f32(*wt.add(j * g.w_ch));
+                                for q in 0..Q {
+                                    aj[q] = vfmaq_f32(aj[q], r[q], wj);
+                                }
+                            } else {
+                                let wv = vld1q_f32(wt.add(j / 4 * 4));
+                                for q in 0..Q {
+                                    aj[q] = fma_lane(aj[q], r[q], wv, j % 4);
+                                }
                             }
                         }
-                        wt = wt.add(CB);
+                        wt = wt.add(if STRIDED { g.w_tap } else { CB });
                     }
                 }
             }
@@ -825,6 +934,8 @@ mod arm {
 thread_local! {
     /// The zero-bordered input copy: grows to the largest layer once per thread, then reused.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// One tile's `ci × XT` inputs of a 1×1 layer, side by side.
+    static PACKED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Reference convolution: plain loops, f64 sums, bounds checks instead of padding (the
@@ -1214,12 +1325,9 @@ pub(crate) mod tests {
 
     #[test]
     fn threads_give_the_same_outputs_as_one() {
-        // One image on 3 threads splits channel blocks and runs the general path on the
-        // padded copy; one thread runs 1×1 layers on tile-packed inputs: same bits either way.
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(3)
-            .build()
-            .unwrap();
+        // Images split between threads when there are as many as threads; otherwise each
+        // image's tiles (channel blocks × positions, or positions of a 1×1 layer): same bits.
+        let team = Team::new(3).unwrap();
         for s in shapes() {
             for n in [1, 2, 5] {
                 let x = values(n * s.ci * s.h * s.w, 41);
@@ -1231,7 +1339,7 @@ pub(crate) mod tests {
                     for bias in [None, Some(&rows[..s.co]), Some(&rows[..])] {
                         let (mut one, mut many) = (vec![0.0; len], vec![1.0; len]);
                         p.run_with_bias(&x, &mut one, true, bias);
-                        p.run_parallel(&pool, &x, &mut many, true, bias);
+                        p.run_split(Some(&team), 0, &x, &mut many, true, bias);
                         assert!(
                             one == many,
                             "{s:?} n={n} {k:?} bias {:?}",

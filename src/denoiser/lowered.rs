@@ -15,6 +15,7 @@
 use std::cell::RefCell;
 
 use super::kernels::{ConvShape, Kernels, PackedConv};
+use super::team::Team;
 
 /// Geometry of a strided (or stride-1) convolution on NCHW data, single group, no dilation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,6 +103,18 @@ impl StridedConv {
     /// `x`: `n × ci × h × w`; `out`: `n × co × out_h × out_w`; `bias` as
     /// [`PackedConv::run_with_bias`].
     pub fn run_with_bias(&self, x: &[f32], out: &mut [f32], relu: bool, bias: Option<&[f32]>) {
+        self.run_on(None, x, out, relu, bias)
+    }
+
+    /// As `run_with_bias`, the matrix product split between the threads of `team`.
+    pub fn run_on(
+        &self,
+        team: Option<&Team>,
+        x: &[f32],
+        out: &mut [f32],
+        relu: bool,
+        bias: Option<&[f32]>,
+    ) {
         let s = &self.shape;
         let image_in = s.ci * s.h * s.w;
         let n = x.len() / image_in;
@@ -119,7 +132,7 @@ impl StridedConv {
             {
                 self.gather(xi, pi);
             }
-            self.inner.run_with_bias(patches, out, relu, bias);
+            self.inner.run_on(team, patches, out, relu, bias);
         })
     }
 
@@ -220,6 +233,18 @@ impl BlockDeconv {
     /// `x`: `n × ci × h × w`; `out`: `n × co × h·kh × w·kw`; `bias`: `co` values for every
     /// image or `n × co` (replacing the packed bias).
     pub fn run_with_bias(&self, x: &[f32], out: &mut [f32], relu: bool, bias: Option<&[f32]>) {
+        self.run_on(None, x, out, relu, bias)
+    }
+
+    /// As `run_with_bias`, the matrix product split between the threads of `team`.
+    pub fn run_on(
+        &self,
+        team: Option<&Team>,
+        x: &[f32],
+        out: &mut [f32],
+        relu: bool,
+        bias: Option<&[f32]>,
+    ) {
         let s = &self.shape;
         let image_in = s.ci * s.h * s.w;
         let n = x.len() / image_in;
@@ -238,7 +263,7 @@ impl BlockDeconv {
                 buf.resize(out.len(), 0.0);
             }
             let blocks = &mut buf[..out.len()];
-            self.inner.run_with_bias(x, blocks, false, None);
+            self.inner.run_on(team, x, blocks, false, None);
             let (taps, hw) = (s.kh * s.kw, s.h * s.w);
             let wo = s.out_w();
             for (i, (bi, oi)) in blocks

@@ -6,7 +6,9 @@ pub mod fused;
 pub mod info;
 pub mod kernels;
 pub mod lowered;
+pub mod matmul;
 pub mod onnx_fix;
+pub mod team;
 pub mod tract;
 
 use std::fmt;

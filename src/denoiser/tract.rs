@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
@@ -15,6 +14,7 @@ use super::fused;
 use super::info::{parse_sidecar, ModelInfo};
 use super::kernels::Kernels;
 use super::onnx_fix;
+use super::team::{with_team, Team};
 use super::{Denoiser, Precision};
 use crate::error::{one_line, Error, Result};
 
@@ -114,6 +114,8 @@ pub struct Model {
     pub kernels: String,
     /// Convolutions run by our kernel instead of tract's lowering.
     pub direct_convs: usize,
+    /// Matrix products (attention, linear layers) run on our tiles instead of tract's.
+    pub matmuls: usize,
     pub file_size: usize,
     plan: Arc<TypedSimplePlan>,
     image_pos: usize,
@@ -449,7 +451,7 @@ impl Model {
                 .map_err(engine)?;
             typed = typed.into_decluttered().map_err(engine)?;
         }
-        let direct_convs = fused::rewrite(&mut typed, kernels).map_err(engine)?;
+        let ours = fused::rewrite(&mut typed, kernels).map_err(engine)?;
         let optimized = typed.into_optimized().map_err(engine)?;
         let plan = optimized.into_runnable().map_err(engine)?;
         // The plan's own input types after translation decide the tensors we feed.
@@ -473,11 +475,14 @@ impl Model {
             kernels: match kernels {
                 Kernels::Tract => "tract".to_string(),
                 k => format!(
-                    "{} ({direct_convs} convolutions, fused norms)",
-                    k.describe()
+                    "{} ({} convolutions, {} matrix products, fused norms)",
+                    k.describe(),
+                    ours.convs,
+                    ours.matmuls
                 ),
             },
-            direct_convs,
+            direct_convs: ours.convs,
+            matmuls: ours.matmuls,
             file_size,
             plan,
             image_pos,
@@ -491,8 +496,8 @@ impl Model {
         self.denoiser_with_threads(1)
     }
 
-    /// A denoiser whose matrix products use `threads` threads (tract's `multithread-mm`
-    /// executor): for runs with fewer batches than cores.
+    /// A denoiser whose convolutions are split between `threads` threads (a [`Team`]): for
+    /// runs with fewer batches than cores. Nodes left to tract run on the calling thread.
     pub fn denoiser_with_threads(&self, threads: usize) -> Result<TractDenoiser> {
         let engine = |e: anyhow::Error| Error::runtime(format!("tract: {}", one_line(&e)));
         let state = TypedSimpleState::new(&self.plan).map_err(engine)?;
@@ -505,9 +510,14 @@ impl Model {
             TimeShape::BatchByOne => vec![self.batch, 1],
         };
         let t = Tensor::zero_dt(self.time_dt, &tshape).map_err(engine)?;
-        let executor = (threads > 1).then(|| Executor::multithread(threads));
+        let team = match threads > 1 {
+            true => Some(Arc::new(Team::new(threads).map_err(|e| {
+                Error::runtime(format!("cannot start {threads} threads: {e}"))
+            })?)),
+            false => None,
+        };
         Ok(TractDenoiser {
-            executor,
+            team,
             state,
             x: Arc::new(x),
             t: Arc::new(t),
@@ -529,7 +539,7 @@ fn read_sidecar(model: &Path) -> Result<BTreeMap<String, String>> {
 
 /// One worker's view of the model: its own state and input tensors, reused every step.
 pub struct TractDenoiser {
-    executor: Option<Executor>,
+    team: Option<Arc<Team>>,
     state: TypedSimpleState,
     x: Arc<Tensor>,
     t: Arc<Tensor>,
@@ -616,8 +626,8 @@ impl Denoiser for TractDenoiser {
     fn run(&mut self, x: &[f32], t: usize, out: &mut [f32]) -> Result<()> {
         let engine = |e: anyhow::Error| Error::runtime(format!("tract: {}", one_line(&e)));
         let inputs = self.inputs(x, t).map_err(engine)?;
-        let outputs = match &self.executor {
-            Some(pool) => multithread_tract_scope(pool.clone(), || self.state.run(inputs)),
+        let outputs = match &self.team {
+            Some(team) => with_team(team, || self.state.run(inputs)),
             None => self.state.run(inputs),
         }
         .map_err(engine)?;
@@ -645,10 +655,12 @@ impl TractDenoiser {
         use tract_onnx::tract_core::plan::{eval, EvalContext};
         let engine = |e: anyhow::Error| Error::runtime(format!("tract: {}", one_line(&e)));
         let mut times: BTreeMap<usize, NodeTime> = BTreeMap::new();
+        let team = self.team.clone();
         for _ in 0..runs {
             let inputs = self.inputs(x, t).map_err(engine)?;
-            self.state
-                .run_plan_with_eval(
+            let state = &mut self.state;
+            let run = || {
+                state.run_plan_with_eval(
                     inputs,
                     |ctx: &EvalContext,
                      st: Option<&mut (dyn OpState + 'static)>,
@@ -667,7 +679,12 @@ impl TractDenoiser {
                         out
                     },
                 )
-                .map_err(engine)?;
+            };
+            match &team {
+                Some(team) => with_team(team, run),
+                None => run(),
+            }
+            .map_err(engine)?;
         }
         let mut v: Vec<NodeTime> = times.into_values().collect();
         for n in &mut v {

@@ -1,0 +1,438 @@
+//! Matrix products on the convolution's register tiles: the attention products of a
+//! diffusers UNet (Q·Kᵀ, softmax·V, the Q/K/V/out projections), which tract runs through its
+//! generic packing matmul at 23–32 GMAC/s on these shapes (k = 32 per head: packing and
+//! storing cost as much as the multiply-adds).
+//!
+//! `C[m, n] = Σₖ A[m, k] · B[k, n]` per batch entry, every operand at any element strides, so
+//! transposed and head-interleaved views need no copy. The "strided" tiles broadcast A's
+//! values straight from A (CB rows, one step along k per multiply-add), and read B's rows of
+//! XT consecutive n in place when n is B's contiguous axis; otherwise (Kᵀ) each XT-wide tile of
+//! B is gathered once into a packed copy and reused by every row block. Only the last row block
+//! of a ragged m goes through a zero-padded copy of A, so no tile reads past an operand.
+//!
+//! Each output is one tile lane's sum over k in ascending order, one FMA per term (plain
+//! multiply + add on the portable kernels): the same bits on every SIMD kernel set and thread
+//! count.
+
+use std::cell::RefCell;
+
+use super::kernels::{strided_tile_fn, Kernels, TileGeometry, TILE_FLOATS};
+use super::team::{share, SharedMut, Team};
+
+/// A batched matrix product's sizes and strides (in elements).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MatMulShape {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// Per batch axis: length and the strides of A, B and C along it.
+    pub batch: Vec<(usize, [usize; 3])>,
+    /// A's strides along m and k.
+    pub a: [usize; 2],
+    /// B's strides along k and n.
+    pub b: [usize; 2],
+    /// C's strides along m and n.
+    pub c: [usize; 2],
+}
+
+impl MatMulShape {
+    /// Contiguous row-major `[batch…, m, k] · [batch…, k, n] → [batch…, m, n]`.
+    pub fn contiguous(batch: &[usize], m: usize, k: usize, n: usize) -> MatMulShape {
+        let mut strides = [m * k, k * n, m * n];
+        let mut axes = Vec::new();
+        for &len in batch.iter().rev() {
+            axes.push((len, strides));
+            strides = strides.map(|s| s * len);
+        }
+        axes.reverse();
+        MatMulShape {
+            m,
+            k,
+            n,
+            batch: axes,
+            a: [k, 1],
+            b: [n, 1],
+            c: [n, 1],
+        }
+    }
+
+    pub fn batches(&self) -> usize {
+        self.batch.iter().map(|b| b.0).product()
+    }
+
+    /// Offsets of batch entry `i` in A, B and C.
+    fn offsets(&self, mut i: usize) -> [usize; 3] {
+        let mut off = [0; 3];
+        for &(len, strides) in self.batch.iter().rev() {
+            let at = i % len;
+            i /= len;
+            for (o, s) in off.iter_mut().zip(strides) {
+                *o += at * s;
+            }
+        }
+        off
+    }
+
+    /// The same product with m and n (and A and B) exchanged: `Cᵀ = Bᵀ · Aᵀ`.
+    fn transposed(&self) -> MatMulShape {
+        MatMulShape {
+            m: self.n,
+            k: self.k,
+            n: self.m,
+            batch: self
+                .batch
+                .iter()
+                .map(|&(len, [a, b, c])| (len, [b, a, c]))
+                .collect(),
+            a: [self.b[1], self.b[0]],
+            b: [self.a[1], self.a[0]],
+            c: [self.c[1], self.c[0]],
+        }
+    }
+
+    /// Highest element index read or written, plus one, in A, B and C.
+    fn extents(&self) -> [usize; 3] {
+        let mut ext = [1; 3];
+        for &(len, strides) in &self.batch {
+            for (e, s) in ext.iter_mut().zip(strides) {
+                *e += (len - 1) * s;
+            }
+        }
+        ext[0] += (self.m - 1) * self.a[0] + (self.k - 1) * self.a[1];
+        ext[1] += (self.k - 1) * self.b[0] + (self.n - 1) * self.b[1];
+        ext[2] += (self.m - 1) * self.c[0] + (self.n - 1) * self.c[1];
+        ext
+    }
+}
+
+/// A matrix product planned for one kernel set: tile chosen, operands' roles fixed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatMul {
+    /// As run: C's n axis is its contiguous one whenever either is.
+    shape: MatMulShape,
+    /// Whether `shape` is the caller's product transposed (A and B given in swapped roles).
+    swapped: bool,
+    pub kernels: Kernels,
+    cb: usize,
+    xt: usize,
+}
+
+/// Zero bias for the tiles.
+static ZEROS: [f32; 16] = [0.0; 16];
+
+thread_local! {
+    /// Packed tiles of B (k × XT) and the padded last row block of A (k × CB).
+    static PACKED_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PADDED_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Products with fewer multiply-adds run on one thread even when a team is given.
+const TEAM_MIN_MACS: usize = 1 << 20;
+
+impl MatMul {
+    /// `kernels` must be one of ours and supported by this CPU; m, k, n ≥ 1.
+    pub fn new(shape: MatMulShape, kernels: Kernels) -> MatMul {
+        assert!(shape.m > 0 && shape.k > 0 && shape.n > 0, "{shape:?}");
+        assert!(kernels != Kernels::Tract && kernels.is_supported());
+        // Tiles store rows of consecutive n: make n C's unit-stride axis when m is.
+        let swapped = shape.c[1] != 1 && shape.c[0] == 1;
+        let shape = if swapped { shape.transposed() } else { shape };
+        let (m, n) = (shape.m, shape.n);
+        let (cb, xt) = *kernels
+            .tiles()
+            .iter()
+            .min_by_key(|(cb, xt)| m.div_ceil(*cb) * cb * n.div_ceil(*xt) * xt)
+            .unwrap();
+        MatMul {
+            shape,
+            swapped,
+            kernels,
+            cb,
+            xt,
+        }
+    }
+
+    /// One line: sizes and tile.
+    pub fn describe(&self) -> String {
+        let s = &self.shape;
+        format!(
+            "{}×{}×{} (m×k×n) × {} batch, tile ({}, {}), B {}",
+            s.m,
+            s.k,
+            s.n,
+            s.batches(),
+            self.cb,
+            self.xt,
+            if s.b[1] == 1 { "in place" } else { "packed" }
+        )
+    }
+
+    /// `c = a · b` as shaped at construction; slices must cover their strided extents.
+    pub fn run(&self, team: Option<&Team>, a: &[f32], b: &[f32], c: &mut [f32]) {
+        self.run_split(team, TEAM_MIN_MACS, a, b, c)
+    }
+
+    /// [`MatMul::run`], splitting products of at least `min_macs` multiply-adds.
+    fn run_split(&self, team: Option<&Team>, min_macs: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+        let (a, b) = if self.swapped { (b, a) } else { (a, b) };
+        let s = &self.shape;
+        let [ea, eb, ec] = s.extents();
+        assert!(
+            a.len() >= ea && b.len() >= eb && c.len() >= ec,
+            "operands for {s:?}"
+        );
+        let (mblocks, ntiles) = (s.m.div_ceil(self.cb), s.n.div_ceil(self.xt));
+        let items = s.batches() * ntiles * mblocks;
+        let macs = s.batches() * s.m * s.k * s.n;
+        let team = team.filter(|t| t.threads() > 1 && macs >= min_macs);
+        let parts = team.map_or(1, Team::threads);
+        let out = SharedMut(c.as_mut_ptr());
+        // Items ordered (batch, n tile, m block): each part packs a B tile once for a run of
+        // row blocks.
+        let part = |p: usize| {
+            // Safety: parts write disjoint (batch, tile, block) outputs; reads are inside the
+            // extents checked above.
+            unsafe { self.items(a, b, out, share(items, p, parts)) }
+        };
+        match team {
+            Some(team) => team.run(parts, &part),
+            None => part(0),
+        }
+    }
+
+    /// # Safety
+    /// `a`, `b` and `out` cover the shape's extents; no other thread writes these items'
+    /// outputs meanwhile.
+    unsafe fn items(&self, a: &[f32], b: &[f32], out: SharedMut, items: std::ops::Range<usize>) {
+        let s = &self.shape;
+        let (cb, xt) = (self.cb, self.xt);
+        let (mblocks, ntiles) = (s.m.div_ceil(cb), s.n.div_ceil(xt));
+        let tile = strided_tile_fn(self.kernels, (cb, xt));
+        let mut acc = [0.0f32; TILE_FLOATS];
+        PACKED_B.with(|pb| {
+            PADDED_A.with(|pa| {
+                let (mut pb, mut pa) = (pb.borrow_mut(), pa.borrow_mut());
+                if pb.len() < s.k * xt {
+                    pb.resize(s.k * xt, 0.0);
+                }
+                if pa.len() < s.k * cb {
+                    pa.resize(s.k * cb, 0.0);
+                }
+                let mut current: Option<(usize, usize)> = None;
+                for item in items {
+                    let (bt, mb) = (item / mblocks, item % mblocks);
+                    let (batch, nt) = (bt / ntiles, bt % ntiles);
+                    let [oa, ob, oc] = s.offsets(batch);
+                    let (n0, m0) = (nt * xt, mb * cb);
+                    let (nn, mm) = (xt.min(s.n - n0), cb.min(s.m - m0));
+                    // B's tile: in place when n is contiguous and the tile is whole.
+                    let in_place = s.b[1] == 1 && nn == xt;
+                    if !in_place && current != Some((batch, nt)) {
+                        for k in 0..s.k {
+                            let row = &mut pb[k * xt..][..xt];
+                            for (i, v) in row[..nn].iter_mut().enumerate() {
+                                *v = b[ob + k * s.b[0] + (n0 + i) * s.b[1]];
+                            }
+                            row[nn..].fill(0.0);
+                        }
+                        current = Some((batch, nt));
+                    }
+                    let (input, plane) = match in_place {
+                        true => (b[ob + n0..].as_ptr(), s.b[0]),
+                        false => (pb.as_ptr(), xt),
+                    };
+                    // A's rows: in place unless the block is ragged.
+                    let (w, w_tap, w_ch) = if mm == cb {
+                        (a[oa + m0 * s.a[0]..].as_ptr(), s.a[1], s.a[0])
+                    } else {
+                        for k in 0..s.k {
+                            for j in 0..cb {
+                                pa[k * cb + j] = match j < mm {
+                                    true => a[oa + (m0 + j) * s.a[0] + k * s.a[1]],
+                                    false => 0.0,
+                                };
+                            }
+                        }
+                        (pa.as_ptr(), cb, 1)
+                    };
+                    let geo = TileGeometry {
+                        plane,
+                        row: 0,
+                        ci: s.k,
+                        kh: 1,
+                        kw: 1,
+                        w_tap,
+                        w_ch,
+                    };
+                    // Safety: the tile reads k rows of xt floats from `input` (whole in-place
+                    // tiles, or the packed copy) and k × cb weights at the strides given
+                    // (whole row blocks, or the padded copy); `acc` holds cb × xt floats; the
+                    // kernel set was checked at construction.
+                    unsafe { tile(input, &geo, w, ZEROS.as_ptr(), acc.as_mut_ptr()) };
+                    for j in 0..mm {
+                        let row = oc + (m0 + j) * s.c[0] + n0 * s.c[1];
+                        let src = &acc[j * xt..][..nn];
+                        if s.c[1] == 1 {
+                            // Safety: inside C's extent, this item's outputs (caller).
+                            unsafe { std::slice::from_raw_parts_mut(out.at(row), nn) }
+                                .copy_from_slice(src);
+                        } else {
+                            for (i, v) in src.iter().enumerate() {
+                                // Safety: as above.
+                                unsafe { *out.at(row + i * s.c[1]) = *v };
+                            }
+                        }
+                    }
+                }
+            })
+        });
+    }
+}
+
+/// `C = A·B` per batch entry in f64 from the definition, at the shape's strides; C given
+/// zeroed of the right extent.
+pub fn matmul_reference(s: &MatMulShape, a: &[f32], b: &[f32], c: &mut [f32]) {
+    for batch in 0..s.batches() {
+        let [oa, ob, oc] = s.offsets(batch);
+        for m in 0..s.m {
+            for n in 0..s.n {
+                let sum: f64 = (0..s.k)
+                    .map(|k| {
+                        a[oa + m * s.a[0] + k * s.a[1]] as f64
+                            * b[ob + k * s.b[0] + n * s.b[1]] as f64
+                    })
+                    .sum();
+                c[oc + m * s.c[0] + n * s.c[1]] = sum as f32;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::denoiser::kernels::tests::values;
+
+    /// f32 sums over k ≤ 256 of products of values in [−1, 1], relative to Σ|a·b|.
+    const MATMUL_REL_TOL: f64 = 1e-5;
+
+    fn check(shape: &MatMulShape, what: &str) {
+        let [ea, eb, ec] = shape.extents();
+        let a = values(ea, 7);
+        let b = values(eb, 8);
+        // Σ|a·b| bounds the rounding of each sum.
+        let abs_a: Vec<f32> = a.iter().map(|v| v.abs()).collect();
+        let abs_b: Vec<f32> = b.iter().map(|v| v.abs()).collect();
+        let mut scale = vec![0.0f32; ec];
+        matmul_reference(shape, &abs_a, &abs_b, &mut scale);
+        let team = Team::new(3).unwrap();
+        let mut first: Option<Vec<f32>> = None;
+        for kernels in Kernels::all_supported() {
+            if kernels == Kernels::Tract {
+                continue;
+            }
+            let mm = MatMul::new(shape.clone(), kernels);
+            for threads in [None, Some(&team)] {
+                let mut got = vec![f32::NAN; ec];
+                // Entries outside C's strided positions stay NaN in both.
+                let mut want_nan = vec![f32::NAN; ec];
+                mm.run_split(threads, 0, &a, &b, &mut got);
+                matmul_reference(shape, &a, &b, &mut want_nan);
+                for (i, ((g, w), sc)) in got.iter().zip(&want_nan).zip(&scale).enumerate() {
+                    if w.is_nan() {
+                        assert!(g.is_nan(), "{what} {kernels:?}: wrote outside C at {i}");
+                        continue;
+                    }
+                    let err = (g - w).abs() as f64 / (*sc as f64).max(1e-30);
+                    assert!(
+                        err <= MATMUL_REL_TOL,
+                        "{what} {kernels:?} threads {}: C[{i}] {g} vs {w} (rel {err:.2e})",
+                        threads.is_some()
+                    );
+                }
+                // Same bits on every SIMD kernel set and thread count.
+                if kernels != Kernels::Portable {
+                    match &first {
+                        None => first = Some(got),
+                        Some(f) => {
+                            assert!(
+                                f.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits()
+                                    || (x.is_nan() && y.is_nan())),
+                                "{what}: {kernels:?} differs from the first SIMD set"
+                            )
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn contiguous_products_match_the_reference() {
+        for (m, k, n) in [
+            (1, 1, 1),
+            (5, 3, 7),
+            (64, 64, 64),
+            (37, 19, 70),
+            (256, 32, 48),
+        ] {
+            check(
+                &MatMulShape::contiguous(&[], m, k, n),
+                &format!("{m}×{k}×{n}"),
+            );
+        }
+        check(&MatMulShape::contiguous(&[2, 3], 9, 5, 17), "batched 2×3");
+    }
+
+    #[test]
+    fn attention_views_match_the_reference() {
+        // Two heads of 32 interleaved in [tokens, heads·32] rows, as a diffusers attention
+        // block's Q, K and V after its head reshape.
+        let (tokens, heads, d) = (40, 2, 32);
+        let row = heads * d;
+        // S[h, q, t] = Σ_d Q[q, h·d + i] K[t, h·d + i]: B = Kᵀ, gathered.
+        let qk = MatMulShape {
+            m: tokens,
+            k: d,
+            n: tokens,
+            batch: vec![(heads, [d, d, tokens * tokens])],
+            a: [row, 1],
+            b: [1, row],
+            c: [tokens, 1],
+        };
+        check(&qk, "Q·Kᵀ");
+        // O[q, h, i] = Σ_t P[h, q, t] V[t, h·d + i]: B in place, C head-interleaved.
+        let av = MatMulShape {
+            m: tokens,
+            k: tokens,
+            n: d,
+            batch: vec![(heads, [tokens * tokens, d, d])],
+            a: [tokens, 1],
+            b: [row, 1],
+            c: [row, 1],
+        };
+        check(&av, "P·V");
+        // C with m contiguous: run transposed.
+        let cm = MatMulShape {
+            m: 33,
+            k: 16,
+            n: 20,
+            batch: vec![],
+            a: [16, 1],
+            b: [20, 1],
+            c: [1, 33],
+        };
+        check(&cm, "C column-major");
+        // Neither of C's axes contiguous: scattered stores.
+        let scattered = MatMulShape {
+            m: 6,
+            k: 4,
+            n: 5,
+            batch: vec![],
+            a: [1, 6],
+            b: [1, 4],
+            c: [10, 2],
+        };
+        check(&scattered, "C strided");
+    }
+}

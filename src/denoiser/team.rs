@@ -1,0 +1,319 @@
+//! A small team of threads for splitting one network call between cores: one image on two or
+//! four cores, where a batch-1 plan per core (the pipeline's workers) has nothing to spread.
+//!
+//! A layer of these UNets takes 10–500 µs, so handing work out has to cost well under a
+//! microsecond: rayon's scope (a task per part, sleeping workers woken by the OS) measured
+//! slower than one thread on them. Here the helpers stay awake between layers, spinning on one
+//! atomic word for a couple of milliseconds after their last job before they sleep on a
+//! condition variable, and the calling thread takes parts of each job itself.
+//!
+//! [`Team::run`] hands out the parts `0..parts` of a job one at a time (the caller and the
+//! helpers claim the next index with a compare-and-swap), and returns once every part has
+//! finished, so the job may borrow the caller's data.
+
+use std::cell::{RefCell, UnsafeCell};
+use std::hint::spin_loop;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a helper spins after a job before it sleeps.
+const SPIN_FOR: Duration = Duration::from_millis(2);
+
+type Job = dyn Fn(usize) + Sync;
+
+/// The caller plus `threads − 1` helper threads.
+pub struct Team {
+    shared: Arc<Shared>,
+    helpers: Vec<JoinHandle<()>>,
+    epoch: AtomicU64,
+    busy: AtomicBool,
+}
+
+struct Shared {
+    /// The job's epoch in the high 32 bits, the next unclaimed part in the low 32.
+    state: AtomicU64,
+    parts: AtomicUsize,
+    /// Parts finished in this epoch.
+    done: AtomicUsize,
+    /// The job, valid from the epoch's start until `done == parts` (lifetime erased: the
+    /// caller does not return before then).
+    job: UnsafeCell<Option<&'static Job>>,
+    stop: AtomicBool,
+    sleeping: AtomicUsize,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+// Safety: `job` is written only by the caller of `Team::run`, before it publishes the epoch
+// (release store of `state`) and after every claimed part has finished (acquire load of
+// `done`); helpers read it only after claiming a part of that epoch (acquire CAS of `state`).
+unsafe impl Sync for Shared {}
+
+const PART_MASK: u64 = 0xffff_ffff;
+
+impl Shared {
+    /// Claims and runs parts of the job of `epoch` until none is left.
+    fn work(&self, epoch: u64) {
+        loop {
+            let s = self.state.load(Ordering::Acquire);
+            let part = (s & PART_MASK) as usize;
+            if s >> 32 != epoch || part >= self.parts.load(Ordering::Acquire) {
+                return;
+            }
+            if self
+                .state
+                .compare_exchange_weak(s, s + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
+            // Safety: the part was claimed in `epoch`, so the job is live until `done` counts
+            // it (see `Shared`).
+            let job = unsafe { (*self.job.get()).expect("a job is posted") };
+            job(part);
+            self.done.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    fn helper(&self) {
+        // A helper that panics would leave the caller waiting for its part forever.
+        struct AbortOnPanic;
+        impl Drop for AbortOnPanic {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    std::process::abort();
+                }
+            }
+        }
+        let _guard = AbortOnPanic;
+        let mut seen = 0u64;
+        loop {
+            let since = Instant::now();
+            let mut spins = 0u32;
+            let epoch = loop {
+                if self.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let e = self.state.load(Ordering::Acquire) >> 32;
+                if e != seen {
+                    break e;
+                }
+                spins = spins.wrapping_add(1);
+                if !spins.is_multiple_of(256) || since.elapsed() < SPIN_FOR {
+                    spin_loop();
+                    continue;
+                }
+                let mut guard = self.lock.lock().unwrap();
+                self.sleeping.fetch_add(1, Ordering::SeqCst);
+                while self.state.load(Ordering::SeqCst) >> 32 == seen
+                    && !self.stop.load(Ordering::SeqCst)
+                {
+                    guard = self.wake.wait(guard).unwrap();
+                }
+                self.sleeping.fetch_sub(1, Ordering::SeqCst);
+            };
+            seen = epoch;
+            self.work(epoch);
+        }
+    }
+}
+
+impl Team {
+    /// A team of `threads` threads in all (the caller and `threads − 1` helpers).
+    pub fn new(threads: usize) -> std::io::Result<Team> {
+        let shared = Arc::new(Shared {
+            state: AtomicU64::new(0),
+            parts: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            job: UnsafeCell::new(None),
+            stop: AtomicBool::new(false),
+            sleeping: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+        });
+        let helpers = (1..threads.max(1))
+            .map(|i| {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("edge-sample-team-{i}"))
+                    .spawn(move || shared.helper())
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Team {
+            shared,
+            helpers,
+            epoch: AtomicU64::new(0),
+            busy: AtomicBool::new(false),
+        })
+    }
+
+    /// Threads in the team, the caller included.
+    pub fn threads(&self) -> usize {
+        self.helpers.len() + 1
+    }
+
+    /// Runs `job(0)`, …, `job(parts − 1)` on the team's threads (the caller included) and
+    /// returns when all have finished. Not reentrant: a job must not run the team again.
+    pub fn run(&self, parts: usize, job: &(dyn Fn(usize) + Sync)) {
+        if parts <= 1 || self.helpers.is_empty() {
+            (0..parts).for_each(job);
+            return;
+        }
+        assert!(
+            parts < PART_MASK as usize,
+            "{parts} parts are more than a team handles"
+        );
+        assert!(
+            !self.busy.swap(true, Ordering::Acquire),
+            "Team::run called from inside a job, or from two threads"
+        );
+        let s = &*self.shared;
+        // Safety: lifetime erased for the helpers; this function does not return before every
+        // part of this epoch has finished, and clears the job before returning.
+        let erased: &'static Job =
+            unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync + '_), &'static Job>(job) };
+        unsafe { *s.job.get() = Some(erased) };
+        s.parts.store(parts, Ordering::Relaxed);
+        s.done.store(0, Ordering::Relaxed);
+        // 1 ..= 2³² − 1: never the helpers' initial 0, and it fits the high half of `state`.
+        let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) % PART_MASK + 1;
+        s.state.store(epoch << 32, Ordering::SeqCst);
+        if s.sleeping.load(Ordering::SeqCst) > 0 {
+            let _guard = s.lock.lock().unwrap();
+            s.wake.notify_all();
+        }
+        s.work(epoch);
+        while s.done.load(Ordering::Acquire) < parts {
+            spin_loop();
+        }
+        unsafe { *s.job.get() = None };
+        self.busy.store(false, Ordering::Release);
+    }
+}
+
+impl Drop for Team {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        {
+            let _guard = self.shared.lock.lock().unwrap();
+            self.shared.wake.notify_all();
+        }
+        for h in self.helpers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Team {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Team({} threads)", self.threads())
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<Team>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `team` as this thread's current team (see [`current`]).
+pub fn with_team<R>(team: &Arc<Team>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Arc<Team>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT.with(|c| *c.borrow_mut() = self.0.take());
+        }
+    }
+    let _restore = Restore(CURRENT.with(|c| c.borrow_mut().replace(team.clone())));
+    f()
+}
+
+/// The team the current network call may use, if any.
+pub fn current() -> Option<Arc<Team>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// A raw pointer that parts of one job share; each part writes a disjoint range.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut(pub *mut f32);
+
+impl SharedMut {
+    /// The pointer `offset` floats on (a method, so that closures capture the whole wrapper).
+    ///
+    /// # Safety
+    /// As [`pointer::add`].
+    pub unsafe fn at(self, offset: usize) -> *mut f32 {
+        unsafe { self.0.add(offset) }
+    }
+}
+
+// Safety: used only to hand disjoint output ranges to the parts of one `Team::run`.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+/// The `[start, end)` share of `total` items that part `p` of `parts` takes.
+pub fn share(total: usize, p: usize, parts: usize) -> std::ops::Range<usize> {
+    total * p / parts..total * (p + 1) / parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_part_runs_once_per_job() {
+        let team = Team::new(3).unwrap();
+        assert_eq!(team.threads(), 3);
+        let counts: Vec<AtomicUsize> = (0..37).map(|_| AtomicUsize::new(0)).collect();
+        for round in 0..200 {
+            let parts = 1 + round % 37;
+            team.run(parts, &|p| {
+                counts[p].fetch_add(1, Ordering::Relaxed);
+            });
+            for (p, c) in counts.iter().enumerate() {
+                assert_eq!(
+                    c.swap(0, Ordering::Relaxed),
+                    (p < parts) as usize,
+                    "round {round}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn helpers_that_slept_wake_for_the_next_job() {
+        let team = Team::new(2).unwrap();
+        std::thread::sleep(SPIN_FOR * 3);
+        let ran_elsewhere = AtomicBool::new(false);
+        let me = std::thread::current().id();
+        // Parts that take a while, so the woken helper gets some.
+        for _ in 0..20 {
+            team.run(8, &|_| {
+                if std::thread::current().id() != me {
+                    ran_elsewhere.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            });
+            std::thread::sleep(SPIN_FOR * 2);
+        }
+        assert!(ran_elsewhere.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn shares_cover_the_range_in_order() {
+        for total in [0, 1, 5, 16, 17] {
+            for parts in 1..6 {
+                let got: Vec<usize> = (0..parts).flat_map(|p| share(total, p, parts)).collect();
+                assert_eq!(got, (0..total).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    #[test]
+    fn current_team_is_set_only_inside_with_team() {
+        let team = Arc::new(Team::new(2).unwrap());
+        assert!(current().is_none());
+        with_team(&team, || assert_eq!(current().unwrap().threads(), 2));
+        assert!(current().is_none());
+    }
+}
