@@ -1,11 +1,14 @@
 //! Criterion benches: one denoiser call (batch 1 and 16, with tract's own lowering and with
 //! each of our kernel sets this CPU runs), one convolution layer per kernel set, the 1×1,
-//! strided and transposed layers and the softmax per kernel set, and the main
+//! strided and transposed layers and the softmax per kernel set, the attention products per
+//! kernel set and one layer on one thread vs a team of two, and the main
 //! job's 20-step run, on the bundled digit model. benches/ort_baseline.py times onnxruntime on
 //! the same file and thread counts for the side-by-side table.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use edge_sample::denoiser::kernels::{softmax, ConvShape, PackedConv};
 use edge_sample::denoiser::lowered::{BlockDeconv, BlockShape, StridedConv, StridedShape};
+use edge_sample::denoiser::matmul::{MatMul, MatMulShape};
+use edge_sample::denoiser::team::Team;
 use edge_sample::denoiser::{Denoiser, Kernels, LoadOptions, Model};
 use edge_sample::pipeline::{generate, Job};
 use edge_sample::sampler::SamplerConfig;
@@ -134,6 +137,71 @@ fn lowered_layers(c: &mut Criterion) {
     g.finish();
 }
 
+/// The attention products of a 16×16 diffusers block (2 heads of 32 interleaved in 64-wide
+/// token rows) per kernel set, and one 3×3 layer and Q·Kᵀ on one thread vs a team of 2.
+fn products_and_team(c: &mut Criterion) {
+    let mut g = c.benchmark_group("products");
+    let (tokens, heads, d) = (256usize, 2usize, 32usize);
+    let row = heads * d;
+    let qk = MatMulShape {
+        m: tokens,
+        k: d,
+        n: tokens,
+        batch: vec![(heads, [d, d, tokens * tokens])],
+        a: [row, 1],
+        b: [1, row],
+        c: [tokens, 1],
+    };
+    let av = MatMulShape {
+        m: tokens,
+        k: tokens,
+        n: d,
+        batch: vec![(heads, [tokens * tokens, d, d])],
+        a: [tokens, 1],
+        b: [row, 1],
+        c: [row, 1],
+    };
+    let q = vec![0.01f32; tokens * row];
+    let p = vec![0.01f32; heads * tokens * tokens];
+    let mut s = vec![0f32; heads * tokens * tokens];
+    let mut o = vec![0f32; tokens * row];
+    for kernels in Kernels::all_supported() {
+        let k = kernels.describe().replace(' ', "_");
+        let mm = MatMul::new(qk.clone(), kernels);
+        g.bench_function(BenchmarkId::new("qk_256x32x256x2", &k), |b| {
+            b.iter(|| mm.run(None, &q, &q, &mut s))
+        });
+        let mm = MatMul::new(av.clone(), kernels);
+        g.bench_function(BenchmarkId::new("pv_256x256x32x2", &k), |b| {
+            b.iter(|| mm.run(None, &p, &q, &mut o))
+        });
+    }
+    let team = Team::new(2).unwrap();
+    let kernels = Kernels::best();
+    let mm = MatMul::new(qk.clone(), kernels);
+    let shape = ConvShape {
+        ci: 64,
+        co: 64,
+        h: 32,
+        w: 32,
+        kh: 3,
+        kw: 3,
+        pad: [1; 4],
+    };
+    let conv = PackedConv::new(shape, &vec![0.01f32; 64 * 64 * 9], &[], kernels);
+    let x = vec![0.5f32; 64 * 32 * 32];
+    let mut y = vec![0f32; 64 * 32 * 32];
+    for (name, t) in [("1thread", None), ("team2", Some(&team))] {
+        g.bench_function(BenchmarkId::new("qk_256x32x256x2", name), |b| {
+            b.iter(|| mm.run(t, &q, &q, &mut s))
+        });
+        g.bench_function(BenchmarkId::new("conv3x3_64to64_32", name), |b| {
+            b.iter(|| conv.run_on(t, &x, &mut y, false, None))
+        });
+    }
+    g.finish();
+}
+
 fn main_job(c: &mut Criterion) {
     let mut g = c.benchmark_group("sample_16_images_20_steps");
     g.sample_size(10);
@@ -156,5 +224,12 @@ fn main_job(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, denoiser_step, conv_layer, lowered_layers, main_job);
+criterion_group!(
+    benches,
+    denoiser_step,
+    conv_layer,
+    lowered_layers,
+    products_and_team,
+    main_job
+);
 criterion_main!(benches);

@@ -345,11 +345,13 @@ impl TypedOp for FusedSoftmax {
 
 /// A float matrix product (tract's `EinSum` of two f32 inputs with one m, one k and one n
 /// axis and any batch axes, at fixed shapes) on our register tiles: [`MatMul`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FusedMatMul {
     mm: MatMul,
     out_shape: TVec<usize>,
 }
+
+impl Eq for FusedMatMul {}
 
 impl FusedMatMul {
     /// The product `node` computes, when it is one we take.
@@ -458,8 +460,13 @@ impl FusedMatMul {
             b: [bk, bn],
             c: [cm, cn],
         };
+        let mut mm = MatMul::new(shape, kernels);
+        // A constant operand read as positions (a linear layer's weights) is packed once.
+        if let Some(k) = &facts[mm.positions_input()].konst {
+            mm = mm.with_constant_positions(k.try_as_plain_ram()?.as_slice::<f32>()?);
+        }
         Ok(Some(FusedMatMul {
-            mm: MatMul::new(shape, kernels),
+            mm,
             out_shape: sc.into(),
         }))
     }

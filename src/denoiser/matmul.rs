@@ -106,7 +106,7 @@ impl MatMulShape {
 }
 
 /// A matrix product planned for one kernel set: tile chosen, operands' roles fixed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MatMul {
     /// As run: C's n axis is its contiguous one whenever either is.
     shape: MatMulShape,
@@ -115,6 +115,8 @@ pub struct MatMul {
     pub kernels: Kernels,
     cb: usize,
     xt: usize,
+    /// B's tiles packed ahead of time (B a constant): `[batch][n tile][k][XT]`.
+    packed_b: Option<std::sync::Arc<Vec<f32>>>,
 }
 
 /// Zero bias for the tiles.
@@ -149,6 +151,55 @@ impl MatMul {
             kernels,
             cb,
             xt,
+            packed_b: None,
+        }
+    }
+
+    /// Which input (0: A, 1: B, as given to [`MatMul::run`]) the tiles read as positions.
+    pub fn positions_input(&self) -> usize {
+        if self.swapped {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// Packs input [`MatMul::positions_input`], a constant, once: `run` then ignores what it
+    /// is given for it.
+    pub fn with_constant_positions(mut self, value: &[f32]) -> MatMul {
+        let s = &self.shape;
+        let xt = self.xt;
+        let ntiles = s.n.div_ceil(xt);
+        let mut packed = vec![0.0f32; s.batches() * ntiles * s.k * xt];
+        for (i, tile) in packed.chunks_exact_mut(s.k * xt).enumerate() {
+            let (batch, nt) = (i / ntiles, i % ntiles);
+            self.pack_b(value, s.offsets(batch)[1], nt * xt, tile);
+        }
+        self.packed_b = Some(std::sync::Arc::new(packed));
+        self
+    }
+
+    /// B's k × XT tile from column `n0` (zeros past n) into `dst`.
+    fn pack_b(&self, b: &[f32], ob: usize, n0: usize, dst: &mut [f32]) {
+        let (s, xt) = (&self.shape, self.xt);
+        let nn = xt.min(s.n - n0);
+        if s.b[0] == 1 {
+            // k contiguous (a transposed B): read runs along k.
+            dst.fill(0.0);
+            for i in 0..nn {
+                let col = &b[ob + (n0 + i) * s.b[1]..][..s.k];
+                for (k, v) in col.iter().enumerate() {
+                    dst[k * xt + i] = *v;
+                }
+            }
+        } else {
+            for k in 0..s.k {
+                let row = &mut dst[k * xt..][..xt];
+                for (i, v) in row[..nn].iter_mut().enumerate() {
+                    *v = b[ob + k * s.b[0] + (n0 + i) * s.b[1]];
+                }
+                row[nn..].fill(0.0);
+            }
         }
     }
 
@@ -163,7 +214,11 @@ impl MatMul {
             s.batches(),
             self.cb,
             self.xt,
-            if s.b[1] == 1 { "in place" } else { "packed" }
+            match (&self.packed_b, s.b[1] == 1) {
+                (Some(_), _) => "packed once",
+                (None, true) => "in place",
+                (None, false) => "packed per call",
+            }
         )
     }
 
@@ -178,7 +233,7 @@ impl MatMul {
         let s = &self.shape;
         let [ea, eb, ec] = s.extents();
         assert!(
-            a.len() >= ea && b.len() >= eb && c.len() >= ec,
+            a.len() >= ea && (self.packed_b.is_some() || b.len() >= eb) && c.len() >= ec,
             "operands for {s:?}"
         );
         let (mblocks, ntiles) = (s.m.div_ceil(self.cb), s.n.div_ceil(self.xt));
@@ -225,21 +280,19 @@ impl MatMul {
                     let [oa, ob, oc] = s.offsets(batch);
                     let (n0, m0) = (nt * xt, mb * cb);
                     let (nn, mm) = (xt.min(s.n - n0), cb.min(s.m - m0));
-                    // B's tile: in place when n is contiguous and the tile is whole.
+                    // B's tile: packed ahead of time, or in place when n is contiguous and
+                    // the tile whole, or packed now.
                     let in_place = s.b[1] == 1 && nn == xt;
-                    if !in_place && current != Some((batch, nt)) {
-                        for k in 0..s.k {
-                            let row = &mut pb[k * xt..][..xt];
-                            for (i, v) in row[..nn].iter_mut().enumerate() {
-                                *v = b[ob + k * s.b[0] + (n0 + i) * s.b[1]];
+                    let (input, plane) = match (&self.packed_b, in_place) {
+                        (Some(p), _) => (p[(batch * ntiles + nt) * s.k * xt..].as_ptr(), xt),
+                        (None, true) => (b[ob + n0..].as_ptr(), s.b[0]),
+                        (None, false) => {
+                            if current != Some((batch, nt)) {
+                                self.pack_b(b, ob, n0, &mut pb[..s.k * xt]);
+                                current = Some((batch, nt));
                             }
-                            row[nn..].fill(0.0);
+                            (pb.as_ptr(), xt)
                         }
-                        current = Some((batch, nt));
-                    }
-                    let (input, plane) = match in_place {
-                        true => (b[ob + n0..].as_ptr(), s.b[0]),
-                        false => (pb.as_ptr(), xt),
                     };
                     // A's rows: in place unless the block is ragged.
                     let (w, w_tap, w_ch) = if mm == cb {
@@ -331,8 +384,13 @@ mod tests {
             if kernels == Kernels::Tract {
                 continue;
             }
-            let mm = MatMul::new(shape.clone(), kernels);
-            for threads in [None, Some(&team)] {
+            let plain = MatMul::new(shape.clone(), kernels);
+            let constant = match plain.positions_input() {
+                0 => &a,
+                _ => &b,
+            };
+            let packed = plain.clone().with_constant_positions(constant);
+            for (mm, threads) in [(&plain, None), (&plain, Some(&team)), (&packed, None)] {
                 let mut got = vec![f32::NAN; ec];
                 // Entries outside C's strided positions stay NaN in both.
                 let mut want_nan = vec![f32::NAN; ec];
