@@ -23,7 +23,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 use tract_onnx::tract_hir::internal::*;
 
-use super::kernels::{instance_norm, layer_norm, softmax, ConvShape, Kernels, PackedConv};
+use super::kernels::{instance_norm_rows, layer_norm, softmax, ConvShape, Kernels, PackedConv};
 use super::lowered::{BlockDeconv, BlockShape, StridedConv, StridedShape};
 use super::matmul::{MatMul, MatMulShape};
 use super::team;
@@ -140,8 +140,14 @@ impl EvalOp for FusedInstanceNorm {
         let bias = bias.cast_to::<f32>()?;
         let bias = bias.try_as_plain_ram()?;
         let (scale, bias) = (scale.as_slice::<f32>()?, bias.as_slice::<f32>()?);
+        ensure!(
+            inner > 0 && x.len() % (inner * scale.len().max(1)) == 0 && bias.len() == scale.len(),
+            "FusedInstanceNorm shapes"
+        );
         in_f32(x, |data| {
-            instance_norm(data, inner, scale, bias, self.epsilon, self.kernels)
+            split_rows(data, inner, &|rows, first| {
+                instance_norm_rows(rows, first, inner, scale, bias, self.epsilon, self.kernels)
+            })
         })
     }
 }
@@ -290,6 +296,29 @@ fn in_f32(x: TValue, f: impl FnOnce(&mut [f32])) -> TractResult<TVec<TValue>> {
     Ok(tvec![y.into_tvalue()])
 }
 
+/// Row-wise work on tensors of at least this many floats is split between the current
+/// team's threads (smaller ones cost more to hand over than they take).
+const SPLIT_ROWS_MIN: usize = 1 << 15;
+
+/// `f(rows, first row)` over `data`'s rows of `inner` floats: all at once, or an even share of
+/// whole rows per thread of the current team. Same results either way (rows are independent).
+fn split_rows(data: &mut [f32], inner: usize, f: &(dyn Fn(&mut [f32], usize) + Sync)) {
+    let team = team::current().filter(|t| t.threads() > 1 && data.len() >= SPLIT_ROWS_MIN);
+    let Some(team) = team else {
+        return f(data, 0);
+    };
+    let (rows, parts) = (data.len() / inner, team.threads());
+    let base = team::SharedMut(data.as_mut_ptr());
+    team.run(parts, &|p| {
+        let share = team::share(rows, p, parts);
+        // Safety: the parts take disjoint whole rows of `data`.
+        let part = unsafe {
+            std::slice::from_raw_parts_mut(base.at(share.start * inner), share.len() * inner)
+        };
+        f(part, share.start)
+    });
+}
+
 /// Softmax over the last axis (attention weights) by [`softmax`]: one pass for the maximum,
 /// one for the exponentials and their sum, one to scale, instead of tract's generic
 /// reduction chain.
@@ -331,7 +360,10 @@ impl EvalOp for FusedSoftmax {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = args_1!(inputs);
         let inner = x.shape().last().copied().unwrap_or(1);
-        in_f32(x, |data| softmax(data, inner, self.kernels))
+        ensure!(inner > 0 && x.len() % inner == 0, "FusedSoftmax shape");
+        in_f32(x, |data| {
+            split_rows(data, inner, &|rows, _| softmax(rows, inner, self.kernels))
+        })
     }
 }
 

@@ -1014,34 +1014,66 @@ pub fn instance_norm(
     eps: f32,
     kernels: Kernels,
 ) {
+    assert!(
+        inner > 0 && x.len().is_multiple_of(inner * scale.len().max(1)),
+        "instance norm rows"
+    );
+    instance_norm_rows(x, 0, inner, scale, bias, eps, kernels)
+}
+
+/// [`instance_norm`] of whole rows `first_row`, `first_row + 1`, … of a larger tensor (row r
+/// takes scale and bias of channel r mod c): a share of the rows for one thread.
+pub fn instance_norm_rows(
+    x: &mut [f32],
+    first_row: usize,
+    inner: usize,
+    scale: &[f32],
+    bias: &[f32],
+    eps: f32,
+    kernels: Kernels,
+) {
     match kernels {
         #[cfg(target_arch = "x86_64")]
         Kernels::Avx2 | Kernels::Avx512 if Kernels::Avx2.is_supported() => unsafe {
-            instance_norm_avx2(x, inner, scale, bias, eps)
+            instance_norm_avx2(x, first_row, inner, scale, bias, eps)
         },
-        _ => instance_norm_impl(x, inner, scale, bias, eps),
+        _ => instance_norm_impl(x, first_row, inner, scale, bias, eps),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn instance_norm_avx2(x: &mut [f32], inner: usize, scale: &[f32], bias: &[f32], eps: f32) {
-    instance_norm_impl(x, inner, scale, bias, eps)
+unsafe fn instance_norm_avx2(
+    x: &mut [f32],
+    first_row: usize,
+    inner: usize,
+    scale: &[f32],
+    bias: &[f32],
+    eps: f32,
+) {
+    instance_norm_impl(x, first_row, inner, scale, bias, eps)
 }
 
 #[inline(always)]
-fn instance_norm_impl(x: &mut [f32], inner: usize, scale: &[f32], bias: &[f32], eps: f32) {
+fn instance_norm_impl(
+    x: &mut [f32],
+    first_row: usize,
+    inner: usize,
+    scale: &[f32],
+    bias: &[f32],
+    eps: f32,
+) {
     let c = scale.len();
     assert!(c > 0 && bias.len() == c, "instance norm scale and bias");
     assert!(
-        inner > 0 && x.len().is_multiple_of(inner * c),
+        inner > 0 && x.len().is_multiple_of(inner),
         "instance norm rows"
     );
     for (r, row) in x.chunks_exact_mut(inner).enumerate() {
         let mean = lane_sum(row, |v| v) / inner as f32;
         let var = lane_sum(row, |v| (v - mean) * (v - mean)) / inner as f32;
-        let k = scale[r % c] / (var + eps).sqrt();
-        let b = bias[r % c];
+        let k = scale[(first_row + r) % c] / (var + eps).sqrt();
+        let b = bias[(first_row + r) % c];
         for v in row.iter_mut() {
             *v = (*v - mean) * k + b;
         }
@@ -1565,6 +1597,12 @@ pub(crate) mod tests {
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!((g - w).abs() <= LN_ABS_TOL, "{k:?}: {i}: {g} vs {w}");
             }
+            // A thread's share of rows (starting mid-image, at channel 1) gives the same bits.
+            let mut parts = x.clone();
+            let (head, tail) = parts.split_at_mut(4 * inner);
+            instance_norm_rows(head, 0, inner, &scale, &bias, 1e-5, k);
+            instance_norm_rows(tail, 4, inner, &scale, &bias, 1e-5, k);
+            assert!(parts == got, "{k:?}: rows in two shares");
         }
     }
 
