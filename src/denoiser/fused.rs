@@ -481,6 +481,11 @@ impl FusedMatMul {
             }
         }
         let (k, [ak, bk]) = summed;
+        // Matrix-vector products (a batch-1 time embedding) fill a quarter of a 4-row tile;
+        // tract's own matrix-vector kernels take them.
+        if m == 1 || n == 1 {
+            return Ok(None);
+        }
         // Batch axes in C's order, so that consecutive entries write neighbouring outputs.
         batch.sort_by_key(|b| std::cmp::Reverse(b.1[2]));
         let shape = MatMulShape {

@@ -53,6 +53,18 @@ unsafe impl Sync for Shared {}
 
 const PART_MASK: u64 = 0xffff_ffff;
 
+/// Aborts the process if dropped while its thread unwinds: a panicking part must neither leave
+/// the caller waiting forever nor let the caller return while helpers still run its job.
+struct AbortOnPanic;
+
+impl Drop for AbortOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            std::process::abort();
+        }
+    }
+}
+
 impl Shared {
     /// Claims and runs parts of the job of `epoch` until none is left.
     fn work(&self, epoch: u64) {
@@ -79,14 +91,6 @@ impl Shared {
 
     fn helper(&self) {
         // A helper that panics would leave the caller waiting for its part forever.
-        struct AbortOnPanic;
-        impl Drop for AbortOnPanic {
-            fn drop(&mut self) {
-                if std::thread::panicking() {
-                    std::process::abort();
-                }
-            }
-        }
         let _guard = AbortOnPanic;
         let mut seen = 0u64;
         loop {
@@ -184,7 +188,9 @@ impl Team {
             let _guard = s.lock.lock().unwrap();
             s.wake.notify_all();
         }
+        let guard = AbortOnPanic;
         s.work(epoch);
+        drop(guard);
         while s.done.load(Ordering::Acquire) < parts {
             spin_loop();
         }
