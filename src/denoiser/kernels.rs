@@ -541,25 +541,7 @@ impl PackedConv {
 
     /// The register tile routine for this layer's kernel set and tile shape.
     fn tile_fn(&self) -> Tile {
-        match (self.kernels, self.cb, self.xt) {
-            #[cfg(target_arch = "x86_64")]
-            (Kernels::Avx512, 4, 64) => x86::tile_avx512::<4, 4, false>,
-            #[cfg(target_arch = "x86_64")]
-            (Kernels::Avx512, 8, 32) => x86::tile_avx512::<8, 2, false>,
-            #[cfg(target_arch = "x86_64")]
-            (Kernels::Avx512, 16, 16) => x86::tile_avx512::<16, 1, false>,
-            #[cfg(target_arch = "x86_64")]
-            (Kernels::Avx2, 4, 16) => x86::tile_avx2::<4, 2, false>,
-            #[cfg(target_arch = "x86_64")]
-            (Kernels::Avx2, 8, 8) => x86::tile_avx2::<8, 1, false>,
-            #[cfg(target_arch = "aarch64")]
-            (Kernels::Neon, 4, 16) => arm::tile_neon::<4, 4, false>,
-            #[cfg(target_arch = "aarch64")]
-            (Kernels::Neon, 8, 8) => arm::tile_neon::<8, 2, false>,
-            (Kernels::Portable, 4, 16) => tile_portable::<4, 16, false>,
-            (Kernels::Portable, 8, 8) => tile_portable::<8, 8, false>,
-            other => unreachable!("no tile {other:?}"),
-        }
+        tile_routine(self.kernels, (self.cb, self.xt), false)
     }
 
     /// Tiles `tiles` × channel blocks `blocks` of one image.
@@ -645,23 +627,37 @@ impl PackedConv {
 /// The strided register tile (weights read at any strides, for matrix products) of
 /// `kernels` with `tile` = (channels, positions), one of `kernels`' tiles.
 pub(crate) fn strided_tile_fn(kernels: Kernels, tile: (usize, usize)) -> Tile {
+    tile_routine(kernels, tile, true)
+}
+
+/// The tile routine of `kernels` with `tile` = (channels, positions): packed weights, or
+/// (`strided`) weights at the geometry's strides.
+fn tile_routine(kernels: Kernels, tile: (usize, usize), strided: bool) -> Tile {
+    macro_rules! pick {
+        ($($f:ident)::+, $a:literal, $b:literal) => {
+            match strided {
+                true => $($f)::+::<$a, $b, true> as Tile,
+                false => $($f)::+::<$a, $b, false> as Tile,
+            }
+        };
+    }
     match (kernels, tile.0, tile.1) {
         #[cfg(target_arch = "x86_64")]
-        (Kernels::Avx512, 4, 64) => x86::tile_avx512::<4, 4, true>,
+        (Kernels::Avx512, 4, 64) => pick!(x86::tile_avx512, 4, 4),
         #[cfg(target_arch = "x86_64")]
-        (Kernels::Avx512, 8, 32) => x86::tile_avx512::<8, 2, true>,
+        (Kernels::Avx512, 8, 32) => pick!(x86::tile_avx512, 8, 2),
         #[cfg(target_arch = "x86_64")]
-        (Kernels::Avx512, 16, 16) => x86::tile_avx512::<16, 1, true>,
+        (Kernels::Avx512, 16, 16) => pick!(x86::tile_avx512, 16, 1),
         #[cfg(target_arch = "x86_64")]
-        (Kernels::Avx2, 4, 16) => x86::tile_avx2::<4, 2, true>,
+        (Kernels::Avx2, 4, 16) => pick!(x86::tile_avx2, 4, 2),
         #[cfg(target_arch = "x86_64")]
-        (Kernels::Avx2, 8, 8) => x86::tile_avx2::<8, 1, true>,
+        (Kernels::Avx2, 8, 8) => pick!(x86::tile_avx2, 8, 1),
         #[cfg(target_arch = "aarch64")]
-        (Kernels::Neon, 4, 16) => arm::tile_neon::<4, 4, true>,
+        (Kernels::Neon, 4, 16) => pick!(arm::tile_neon, 4, 4),
         #[cfg(target_arch = "aarch64")]
-        (Kernels::Neon, 8, 8) => arm::tile_neon::<8, 2, true>,
-        (Kernels::Portable, 4, 16) => tile_portable::<4, 16, true>,
-        (Kernels::Portable, 8, 8) => tile_portable::<8, 8, true>,
+        (Kernels::Neon, 8, 8) => pick!(arm::tile_neon, 8, 2),
+        (Kernels::Portable, 4, 16) => pick!(tile_portable, 4, 16),
+        (Kernels::Portable, 8, 8) => pick!(tile_portable, 8, 8),
         other => unreachable!("no tile {other:?}"),
     }
 }
