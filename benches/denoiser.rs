@@ -143,24 +143,7 @@ fn products_and_team(c: &mut Criterion) {
     let mut g = c.benchmark_group("products");
     let (tokens, heads, d) = (256usize, 2usize, 32usize);
     let row = heads * d;
-    let qk = MatMulShape {
-        m: tokens,
-        k: d,
-        n: tokens,
-        batch: vec![(heads, [d, d, tokens * tokens])],
-        a: [row, 1],
-        b: [1, row],
-        c: [tokens, 1],
-    };
-    let av = MatMulShape {
-        m: tokens,
-        k: tokens,
-        n: d,
-        batch: vec![(heads, [tokens * tokens, d, d])],
-        a: [tokens, 1],
-        b: [row, 1],
-        c: [row, 1],
-    };
+    let (qk, av) = MatMulShape::attention(tokens, heads, d);
     let q = vec![0.01f32; tokens * row];
     let p = vec![0.01f32; heads * tokens * tokens];
     let mut s = vec![0f32; heads * tokens * tokens];

@@ -56,6 +56,33 @@ impl MatMulShape {
         }
     }
 
+    /// A self-attention block's two products, `heads` heads of `d` interleaved in
+    /// `[tokens, heads·d]` rows (Q, K and V after diffusers' head reshape): scores
+    /// `S[h, q, t] = Σᵢ Q[q, h·d + i] K[t, h·d + i]` (B = Kᵀ, gathered) and output
+    /// `O[q, h·d + i] = Σₜ P[h, q, t] V[t, h·d + i]` (B in place, C head-interleaved).
+    pub fn attention(tokens: usize, heads: usize, d: usize) -> (MatMulShape, MatMulShape) {
+        let row = heads * d;
+        let qk = MatMulShape {
+            m: tokens,
+            k: d,
+            n: tokens,
+            batch: vec![(heads, [d, d, tokens * tokens])],
+            a: [row, 1],
+            b: [1, row],
+            c: [tokens, 1],
+        };
+        let av = MatMulShape {
+            m: tokens,
+            k: tokens,
+            n: d,
+            batch: vec![(heads, [tokens * tokens, d, d])],
+            a: [tokens, 1],
+            b: [row, 1],
+            c: [row, 1],
+        };
+        (qk, av)
+    }
+
     pub fn batches(&self) -> usize {
         self.batch.iter().map(|b| b.0).product()
     }
@@ -444,31 +471,8 @@ mod tests {
 
     #[test]
     fn attention_views_match_the_reference() {
-        // Two heads of 32 interleaved in [tokens, heads·32] rows, as a diffusers attention
-        // block's Q, K and V after its head reshape.
-        let (tokens, heads, d) = (40, 2, 32);
-        let row = heads * d;
-        // S[h, q, t] = Σ_d Q[q, h·d + i] K[t, h·d + i]: B = Kᵀ, gathered.
-        let qk = MatMulShape {
-            m: tokens,
-            k: d,
-            n: tokens,
-            batch: vec![(heads, [d, d, tokens * tokens])],
-            a: [row, 1],
-            b: [1, row],
-            c: [tokens, 1],
-        };
+        let (qk, av) = MatMulShape::attention(40, 2, 32);
         check(&qk, "Q·Kᵀ");
-        // O[q, h, i] = Σ_t P[h, q, t] V[t, h·d + i]: B in place, C head-interleaved.
-        let av = MatMulShape {
-            m: tokens,
-            k: tokens,
-            n: d,
-            batch: vec![(heads, [tokens * tokens, d, d])],
-            a: [tokens, 1],
-            b: [row, 1],
-            c: [row, 1],
-        };
         check(&av, "P·V");
         // C with m contiguous: run transposed.
         let cm = MatMulShape {
