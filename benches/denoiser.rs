@@ -9,6 +9,7 @@ use edge_sample::denoiser::kernels::{softmax, ConvShape, PackedConv};
 use edge_sample::denoiser::lowered::{BlockDeconv, BlockShape, StridedConv, StridedShape};
 use edge_sample::denoiser::matmul::{MatMul, MatMulShape};
 use edge_sample::denoiser::team::Team;
+use edge_sample::denoiser::winograd::WinogradConv;
 use edge_sample::denoiser::{Denoiser, Kernels, LoadOptions, Model};
 use edge_sample::pipeline::{generate, Job};
 use edge_sample::sampler::SamplerConfig;
@@ -65,6 +66,43 @@ fn conv_layer(c: &mut Criterion) {
             let id = format!("{ci}to{co}_{hw}x{hw}/{}", kernels.describe());
             g.bench_function(BenchmarkId::new("direct", id), |b| {
                 b.iter(|| p.run(&x, &mut out, false))
+            });
+        }
+    }
+    g.finish();
+}
+
+/// The attention UNet's 3×3 layers, direct and by Winograd F(2×2, 3×3), per kernel set.
+fn winograd_layer(c: &mut Criterion) {
+    let mut g = c.benchmark_group("winograd");
+    for (ci, co, hw) in [
+        (64, 64, 32),
+        (96, 32, 32),
+        (128, 64, 16),
+        (64, 64, 8),
+        (20, 20, 14),
+    ] {
+        let shape = ConvShape {
+            ci,
+            co,
+            h: hw,
+            w: hw,
+            kh: 3,
+            kw: 3,
+            pad: [1; 4],
+        };
+        let w = vec![0.01f32; co * ci * 9];
+        let x = vec![0.5f32; ci * hw * hw];
+        let mut out = vec![0f32; co * hw * hw];
+        for kernels in Kernels::all_supported() {
+            let id = format!("{ci}to{co}_{hw}x{hw}/{}", kernels.describe());
+            let p = PackedConv::new(shape, &w, &[], kernels);
+            g.bench_function(BenchmarkId::new("direct", &id), |b| {
+                b.iter(|| p.run(&x, &mut out, false))
+            });
+            let p = WinogradConv::new(shape, &w, &[], kernels);
+            g.bench_function(BenchmarkId::new("winograd", &id), |b| {
+                b.iter(|| p.run_with_bias(&x, &mut out, false, None))
             });
         }
     }
@@ -211,6 +249,7 @@ criterion_group!(
     benches,
     denoiser_step,
     conv_layer,
+    winograd_layer,
     lowered_layers,
     products_and_team,
     main_job

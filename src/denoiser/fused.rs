@@ -27,6 +27,7 @@ use super::kernels::{instance_norm_rows, layer_norm, softmax, ConvShape, Kernels
 use super::lowered::{BlockDeconv, BlockShape, StridedConv, StridedShape};
 use super::matmul::{MatMul, MatMulShape};
 use super::team;
+use super::winograd::{self, WinogradConv};
 
 type OnnxBuilder =
     fn(&ParsingContext, &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
@@ -621,6 +622,7 @@ impl TypedOp for FusedLayerNorm {
 #[derive(Debug, Clone, PartialEq)]
 enum ConvImpl {
     Direct(PackedConv),
+    Winograd(WinogradConv),
     Strided(StridedConv),
     Block(BlockDeconv),
 }
@@ -630,6 +632,7 @@ impl ConvImpl {
     fn out_chw(&self) -> [usize; 3] {
         match self {
             ConvImpl::Direct(p) => [p.shape.co, p.shape.out_h(), p.shape.out_w()],
+            ConvImpl::Winograd(p) => [p.shape.co, p.shape.out_h(), p.shape.out_w()],
             ConvImpl::Strided(p) => [p.shape.co, p.shape.out_h(), p.shape.out_w()],
             ConvImpl::Block(p) => [p.shape.co, p.shape.out_h(), p.shape.out_w()],
         }
@@ -645,6 +648,18 @@ impl ConvImpl {
                     s.co,
                     s.kh,
                     s.kw,
+                    s.h,
+                    s.w,
+                    s.pad,
+                    p.tile()
+                )
+            }
+            ConvImpl::Winograd(p) => {
+                let s = &p.shape;
+                format!(
+                    "{}→{} 3×3 on {}×{}, pad {:?}, Winograd F(2×2, 3×3), tile {:?}",
+                    s.ci,
+                    s.co,
                     s.h,
                     s.w,
                     s.pad,
@@ -828,7 +843,10 @@ impl DirectConv {
             if !shape.is_valid() {
                 return Ok(None);
             }
-            ConvImpl::Direct(PackedConv::new(shape, &weights, &bias, kernels))
+            match winograd::enabled() && winograd::suits(&shape) {
+                true => ConvImpl::Winograd(WinogradConv::new(shape, &weights, &bias, kernels)),
+                false => ConvImpl::Direct(PackedConv::new(shape, &weights, &bias, kernels)),
+            }
         } else {
             let shape = StridedShape {
                 ci,
@@ -973,6 +991,7 @@ impl EvalOp for DirectConv {
         let team = team.as_deref();
         match &*self.conv {
             ConvImpl::Direct(p) => p.run_on(team, x, out, self.relu, bias),
+            ConvImpl::Winograd(p) => p.run_on(team, x, out, self.relu, bias),
             ConvImpl::Strided(p) => p.run_on(team, x, out, self.relu, bias),
             ConvImpl::Block(p) => p.run_on(team, x, out, self.relu, bias),
         }

@@ -541,7 +541,7 @@ impl PackedConv {
 
     /// The register tile routine for this layer's kernel set and tile shape.
     fn tile_fn(&self) -> Tile {
-        tile_routine(self.kernels, (self.cb, self.xt), false)
+        packed_tile_fn(self.kernels, (self.cb, self.xt))
     }
 
     /// Tiles `tiles` × channel blocks `blocks` of one image.
@@ -630,6 +630,12 @@ pub(crate) fn strided_tile_fn(kernels: Kernels, tile: (usize, usize)) -> Tile {
     tile_routine(kernels, tile, true)
 }
 
+/// The packed register tile (weights laid out `[ci][kh][kw][CB]` per channel block) of
+/// `kernels` with `tile` = (channels, positions), one of `kernels`' tiles.
+pub(crate) fn packed_tile_fn(kernels: Kernels, tile: (usize, usize)) -> Tile {
+    tile_routine(kernels, tile, false)
+}
+
 /// The tile routine of `kernels` with `tile` = (channels, positions): packed weights, or
 /// (`strided`) weights at the geometry's strides.
 fn tile_routine(kernels: Kernels, tile: (usize, usize), strided: bool) -> Tile {
@@ -675,7 +681,7 @@ fn store(dst: &mut [f32], src: &[f32], relu: bool) {
 }
 
 /// Layers with fewer multiply-adds run on one thread even when a team is given.
-const TEAM_MIN_MACS: usize = 1 << 20;
+pub(crate) const TEAM_MIN_MACS: usize = 1 << 20;
 
 /// Floats in the largest register tile (CB × XT).
 pub(crate) const TILE_FLOATS: usize = 256;
@@ -744,7 +750,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     /// One x86 tile function: CB × V vector accumulators of LANES floats, V unaligned position
-    /// loads and CB weight broadcasts per tap; 3×3 kernels get their tap loops unrolled.
+    /// loads and CB weight broadcasts per tap; 3×3 and 1×1 kernels get their tap loops unrolled.
     macro_rules! x86_tile {
         ($name:ident, $feature:literal, $lanes:literal, $zero:ident, $set1:ident, $load:ident,
          $fma:ident, $store:ident) => {
@@ -804,6 +810,8 @@ mod x86 {
                 unsafe {
                     if g.kh == 3 && g.kw == 3 {
                         body::<CB, V, STRIDED>(input, g, w, bias, acc, 3, 3)
+                    } else if g.kh == 1 && g.kw == 1 {
+                        body::<CB, V, STRIDED>(input, g, w, bias, acc, 1, 1)
                     } else {
                         body::<CB, V, STRIDED>(input, g, w, bias, acc, g.kh, g.kw)
                     }
@@ -866,10 +874,12 @@ mod arm {
         bias: *const f32,
         acc: *mut f32,
     ) {
-        // 3×3 with the tap loops unrolled; any other kernel size with loops.
+        // 3×3 and 1×1 with the tap loops unrolled; any other kernel size with loops.
         unsafe {
             if g.kh == 3 && g.kw == 3 {
                 body::<CB, Q, STRIDED>(input, g, w, bias, acc, 3, 3)
+            } else if g.kh == 1 && g.kw == 1 {
+                body::<CB, Q, STRIDED>(input, g, w, bias, acc, 1, 1)
             } else {
                 body::<CB, Q, STRIDED>(input, g, w, bias, acc, g.kh, g.kw)
             }

@@ -16,7 +16,7 @@
 
 use std::cell::RefCell;
 
-use super::kernels::{strided_tile_fn, Kernels, TileGeometry, TILE_FLOATS};
+use super::kernels::{strided_tile_fn, Kernels, TileGeometry, TEAM_MIN_MACS, TILE_FLOATS};
 use super::team::{share, SharedMut, Team};
 
 /// A batched matrix product's sizes and strides (in elements).
@@ -154,9 +154,6 @@ thread_local! {
     static PACKED_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static PADDED_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
-
-/// Products with fewer multiply-adds run on one thread even when a team is given.
-const TEAM_MIN_MACS: usize = 1 << 20;
 
 impl MatMul {
     /// `kernels` must be one of ours and supported by this CPU; m, k, n ≥ 1.

@@ -10,6 +10,7 @@ pub mod matmul;
 pub mod onnx_fix;
 pub mod team;
 pub mod tract;
+pub mod winograd;
 
 use std::fmt;
 use std::str::FromStr;
