@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use edge_sample::denoiser::winograd::ConvAlgorithm;
 use edge_sample::denoiser::{Denoiser, Kernels, LoadOptions, Model, ModelSource, Precision};
 
 /// Matrix products of attn_unet.onnx that tract leaves as einsums after declutter (counted
@@ -73,6 +74,7 @@ fn check_with(case: &Case, precision: Precision, kernels: Kernels) -> (f32, f32)
             batch: n,
             precision,
             kernels,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -276,6 +278,59 @@ fn our_kernels_match_tracts_own_lowering_on_the_fashion_unet() {
             got[at],
             want[at]
         );
+    }
+}
+
+#[test]
+fn winograd_convolutions_match_onnxruntime_and_a_team_gives_the_same_bits() {
+    // Forced Winograd (every 3×3 stride-1 layer; `auto` keeps it to layers of ≥ 32 channels
+    // and ≥ 64 pixels, which these small fixtures do not have): the diffusers-style and the
+    // seed-style UNet against onnxruntime's direct convolutions.
+    for stem in ["attn_unet", "tiny_unet"] {
+        let (xshape, x) =
+            edge_sample::npy::read_f32(&fixture(&format!("ort/{stem}_x.npy"))).unwrap();
+        let (_, want) =
+            edge_sample::npy::read_f32(&fixture(&format!("ort/{stem}_eps.npy"))).unwrap();
+        let t = read_t(&fixture(&format!("ort/{stem}_t.npy")))[0] as usize;
+        let n = xshape[0];
+        let chw: usize = xshape[1..].iter().product();
+        for kernels in Kernels::all_supported() {
+            let m = Model::load(
+                &ModelSource::Path(fixture(&format!("models/{stem}.onnx"))),
+                &LoadOptions {
+                    batch: n,
+                    kernels,
+                    conv: ConvAlgorithm::Winograd,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert!(m.winograd_convs > 0, "{stem} {kernels:?}: {}", m.kernels);
+            let mut one = vec![0f32; n * chw];
+            m.denoiser().unwrap().run(&x, t, &mut one).unwrap();
+            let mut team = vec![1f32; n * chw];
+            m.denoiser_with_threads(3)
+                .unwrap()
+                .run(&x, t, &mut team)
+                .unwrap();
+            assert!(
+                one.iter()
+                    .zip(&team)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{stem} {kernels:?}: 3 threads differ from 1"
+            );
+            let (max, at) = max_abs_diff(&one[..chw], &want[..chw]);
+            eprintln!(
+                "{stem} {kernels:?}: {} Winograd convolutions, max |diff| vs onnxruntime {max:.2e}",
+                m.winograd_convs
+            );
+            assert!(
+                max <= FP32_TOL,
+                "{stem} {kernels:?}: {} vs onnxruntime {} at {at}",
+                one[at],
+                want[at]
+            );
+        }
     }
 }
 

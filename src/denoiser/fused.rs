@@ -27,7 +27,7 @@ use super::kernels::{instance_norm_rows, layer_norm, softmax, ConvShape, Kernels
 use super::lowered::{BlockDeconv, BlockShape, StridedConv, StridedShape};
 use super::matmul::{MatMul, MatMulShape};
 use super::team;
-use super::winograd::{self, WinogradConv};
+use super::winograd::{ConvAlgorithm, WinogradConv};
 
 type OnnxBuilder =
     fn(&ParsingContext, &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
@@ -796,6 +796,7 @@ impl DirectConv {
         node: &TypedNode,
         conv: &Conv,
         kernels: Kernels,
+        conv_algorithm: ConvAlgorithm,
     ) -> TractResult<Option<DirectConv>> {
         let spec = &conv.pool_spec;
         let Some((batched, xs)) = nchw_input(model, node, spec.data_format)? else {
@@ -843,7 +844,7 @@ impl DirectConv {
             if !shape.is_valid() {
                 return Ok(None);
             }
-            match winograd::enabled() && winograd::suits(&shape) {
+            match conv_algorithm.uses_winograd(&shape) {
                 true => ConvImpl::Winograd(WinogradConv::new(shape, &weights, &bias, kernels)),
                 false => ConvImpl::Direct(PackedConv::new(shape, &weights, &bias, kernels)),
             }
@@ -1018,7 +1019,7 @@ pub fn rewrite_before_declutter(model: &mut TypedModel, kernels: Kernels) -> Tra
     if kernels == Kernels::Tract {
         return Ok(0);
     }
-    let count = replace_convs(model, kernels, |node| {
+    let count = replace_convs(model, kernels, ConvAlgorithm::Direct, |node| {
         node.op_as::<Deconv>().is_some()
             || node.op_as::<Conv>().is_some_and(|c| {
                 c.pool_spec.kernel_shape.iter().all(|&k| k == 1)
@@ -1035,7 +1036,11 @@ pub fn rewrite_before_declutter(model: &mut TypedModel, kernels: Kernels) -> Tra
 /// a [`FusedMatMul`] and each last-axis softmax by a [`FusedSoftmax`], folds following ReLUs
 /// into the convolutions, and points every fused norm at `kernels`; returns how many
 /// convolutions and products `model` now runs on our kernels.
-pub fn rewrite(model: &mut TypedModel, kernels: Kernels) -> TractResult<Rewritten> {
+pub fn rewrite(
+    model: &mut TypedModel,
+    kernels: Kernels,
+    conv_algorithm: ConvAlgorithm,
+) -> TractResult<Rewritten> {
     if kernels == Kernels::Tract {
         return Ok(Rewritten::default());
     }
@@ -1047,7 +1052,9 @@ pub fn rewrite(model: &mut TypedModel, kernels: Kernels) -> TractResult<Rewritte
             n.kernels = kernels;
         }
     }
-    replace_convs(model, kernels, |node| node.op_as::<Conv>().is_some())?;
+    replace_convs(model, kernels, conv_algorithm, |node| {
+        node.op_as::<Conv>().is_some()
+    })?;
     for id in model.eval_order()? {
         let node = model.node(id);
         if let Some(op) = FusedMatMul::for_einsum(model, node, kernels)? {
@@ -1066,6 +1073,10 @@ pub fn rewrite(model: &mut TypedModel, kernels: Kernels) -> TractResult<Rewritte
     let count = |f: fn(&TypedNode) -> bool| model.nodes().iter().filter(|n| f(n)).count();
     Ok(Rewritten {
         convs: count(|n| n.op_is::<DirectConv>()),
+        winograd: count(|n| {
+            n.op_as::<DirectConv>()
+                .is_some_and(|c| matches!(*c.conv, ConvImpl::Winograd(_)))
+        }),
         matmuls: count(|n| n.op_is::<FusedMatMul>()),
     })
 }
@@ -1075,6 +1086,8 @@ pub fn rewrite(model: &mut TypedModel, kernels: Kernels) -> TractResult<Rewritte
 pub struct Rewritten {
     /// [`DirectConv`] nodes.
     pub convs: usize,
+    /// Those of them computed by Winograd's algorithm.
+    pub winograd: usize,
     /// [`FusedMatMul`] nodes.
     pub matmuls: usize,
 }
@@ -1083,6 +1096,7 @@ pub struct Rewritten {
 fn replace_convs(
     model: &mut TypedModel,
     kernels: Kernels,
+    conv_algorithm: ConvAlgorithm,
     pick: impl Fn(&TypedNode) -> bool,
 ) -> TractResult<usize> {
     let mut count = 0;
@@ -1092,7 +1106,7 @@ fn replace_convs(
             continue;
         }
         let op = if let Some(conv) = node.op_as::<Conv>() {
-            DirectConv::for_conv(model, node, conv, kernels)?
+            DirectConv::for_conv(model, node, conv, kernels, conv_algorithm)?
         } else if let Some(deconv) = node.op_as::<Deconv>() {
             DirectConv::for_deconv(model, node, deconv, kernels)?
         } else {

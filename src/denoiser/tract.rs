@@ -15,6 +15,7 @@ use super::info::{parse_sidecar, ModelInfo};
 use super::kernels::Kernels;
 use super::onnx_fix;
 use super::team::{with_team, Team};
+use super::winograd::ConvAlgorithm;
 use super::{Denoiser, Precision};
 use crate::error::{one_line, Error, Result};
 
@@ -46,6 +47,8 @@ pub struct LoadOptions {
     pub precision: Precision,
     /// Our convolution and layer-norm kernels, or tract's own lowering.
     pub kernels: Kernels,
+    /// Direct or Winograd 3×3 convolutions (with our kernels).
+    pub conv: ConvAlgorithm,
 }
 
 impl Default for LoadOptions {
@@ -54,6 +57,7 @@ impl Default for LoadOptions {
             batch: 1,
             precision: Precision::Auto,
             kernels: Kernels::selected(),
+            conv: ConvAlgorithm::selected(),
         }
     }
 }
@@ -114,6 +118,8 @@ pub struct Model {
     pub kernels: String,
     /// Convolutions run by our kernel instead of tract's lowering.
     pub direct_convs: usize,
+    /// Those of them computed by Winograd's algorithm.
+    pub winograd_convs: usize,
     /// Matrix products (attention, linear layers) run on our tiles instead of tract's.
     pub matmuls: usize,
     pub file_size: usize,
@@ -451,7 +457,7 @@ impl Model {
                 .map_err(engine)?;
             typed = typed.into_decluttered().map_err(engine)?;
         }
-        let ours = fused::rewrite(&mut typed, kernels).map_err(engine)?;
+        let ours = fused::rewrite(&mut typed, kernels, opts.conv).map_err(engine)?;
         let optimized = typed.into_optimized().map_err(engine)?;
         let plan = optimized.into_runnable().map_err(engine)?;
         // The plan's own input types after translation decide the tensors we feed.
@@ -475,13 +481,15 @@ impl Model {
             kernels: match kernels {
                 Kernels::Tract => "tract".to_string(),
                 k => format!(
-                    "{} ({} convolutions, {} matrix products, fused norms)",
+                    "{} ({} convolutions ({} by Winograd), {} matrix products, fused norms)",
                     k.describe(),
                     ours.convs,
+                    ours.winograd,
                     ours.matmuls
                 ),
             },
             direct_convs: ours.convs,
+            winograd_convs: ours.winograd,
             matmuls: ours.matmuls,
             file_size,
             plan,

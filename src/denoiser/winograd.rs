@@ -18,7 +18,8 @@
 //! Every kernel set runs the same additions in the same order and the same fused multiply-adds
 //! in the products, so AVX2, AVX-512 and NEON give the same bits, as the direct kernel does;
 //! the results differ from the direct kernel's by rounding (see the tests' bound).
-//! `EDGE_SAMPLE_CONV=direct` turns this off.
+//! `EDGE_SAMPLE_CONV` picks: `auto` (where it pays), `direct` (never), `winograd` (every 3×3
+//! stride-1 layer).
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -42,32 +43,56 @@ const MAX_XT: usize = 64;
 pub const MIN_CHANNELS: usize = 32;
 pub const MIN_PIXELS: usize = 64;
 
-/// Whether Winograd may be used (`EDGE_SAMPLE_CONV`: `auto` (default) or `direct`).
-pub fn enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        let var = std::env::var("EDGE_SAMPLE_CONV").unwrap_or_default();
-        match var.as_str() {
-            "" | "auto" | "winograd" => true,
-            "direct" => false,
-            _ => {
-                eprintln!(
-                    "warning: EDGE_SAMPLE_CONV={var:?} is not one of auto, winograd, direct; \
-                     using auto"
-                );
-                true
-            }
-        }
-    })
+/// Which algorithm runs the 3×3 stride-1 convolutions our kernels take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvAlgorithm {
+    /// Winograd where it pays ([`suits`]), the direct kernel elsewhere.
+    Auto,
+    /// The direct kernel everywhere.
+    Direct,
+    /// Winograd for every 3×3 stride-1 layer, however small (A/B runs and tests).
+    Winograd,
 }
 
-/// Whether a stride-1 convolution is one this module computes (3×3, any zero padding) and is
-/// large enough in channels to gain from it.
+impl ConvAlgorithm {
+    pub const NAMES: &'static str = "auto, direct, winograd";
+
+    /// `EDGE_SAMPLE_CONV`, else `Auto`; an unknown value is reported once and replaced by
+    /// `Auto`.
+    pub fn selected() -> ConvAlgorithm {
+        static CHOICE: OnceLock<ConvAlgorithm> = OnceLock::new();
+        *CHOICE.get_or_init(|| {
+            let var = std::env::var("EDGE_SAMPLE_CONV").unwrap_or_default();
+            match var.as_str() {
+                "" | "auto" => ConvAlgorithm::Auto,
+                "direct" => ConvAlgorithm::Direct,
+                "winograd" => ConvAlgorithm::Winograd,
+                _ => {
+                    eprintln!(
+                        "warning: EDGE_SAMPLE_CONV={var:?} is not one of {}; using auto",
+                        ConvAlgorithm::NAMES
+                    );
+                    ConvAlgorithm::Auto
+                }
+            }
+        })
+    }
+
+    /// Whether a stride-1 convolution of `shape` runs by Winograd.
+    pub fn uses_winograd(self, shape: &ConvShape) -> bool {
+        let applies = shape.is_valid() && shape.kh == 3 && shape.kw == 3;
+        match self {
+            ConvAlgorithm::Auto => applies && suits(shape),
+            ConvAlgorithm::Direct => false,
+            ConvAlgorithm::Winograd => applies,
+        }
+    }
+}
+
+/// Whether a 3×3 stride-1 convolution is large enough in channels and pixels to gain from
+/// Winograd.
 pub fn suits(shape: &ConvShape) -> bool {
-    shape.is_valid()
-        && shape.kh == 3
-        && shape.kw == 3
-        && shape.ci >= MIN_CHANNELS
+    shape.ci >= MIN_CHANNELS
         && shape.co >= MIN_CHANNELS
         && shape.out_h() * shape.out_w() >= MIN_PIXELS
 }
