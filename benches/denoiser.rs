@@ -104,6 +104,14 @@ fn winograd_layer(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new("winograd", &id), |b| {
                 b.iter(|| p.run_with_bias(&x, &mut out, false, None))
             });
+            // Every tile, for choosing among them.
+            for &tile in kernels.tiles() {
+                let p = WinogradConv::with_tile(shape, &w, &[], kernels, tile);
+                let id = format!("{id}/tile{}x{}", tile.0, tile.1);
+                g.bench_function(BenchmarkId::new("winograd", id), |b| {
+                    b.iter(|| p.run_with_bias(&x, &mut out, false, None))
+                });
+            }
         }
     }
     g.finish();

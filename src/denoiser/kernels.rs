@@ -126,7 +126,7 @@ impl Kernels {
     }
 
     /// The register tiles (output channels × positions) these kernels have.
-    pub(crate) fn tiles(self) -> &'static [(usize, usize)] {
+    pub fn tiles(self) -> &'static [(usize, usize)] {
         match self {
             Kernels::Avx512 => &[(4, 64), (8, 32), (16, 16)],
             _ => &[(4, 16), (8, 8)],

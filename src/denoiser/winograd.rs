@@ -127,7 +127,7 @@ impl WinogradConv {
     }
 
     /// As [`WinogradConv::new`] with a given tile, one of `kernels`' tiles.
-    pub(crate) fn with_tile(
+    pub fn with_tile(
         shape: ConvShape,
         weights: &[f32],
         bias: &[f32],
