@@ -1,5 +1,6 @@
 //! Criterion benches: one denoiser call (batch 1 and 16, with tract's own lowering and with
-//! each of our kernel sets this CPU runs), one convolution layer per kernel set, the 1×1,
+//! each of our kernel sets this CPU runs), one convolution layer per kernel set, the attention
+//! UNet's 3×3 layers direct and by Winograd (every tile), the 1×1,
 //! strided and transposed layers and the softmax per kernel set, the attention products per
 //! kernel set and one layer on one thread vs a team of two, and the main
 //! job's 20-step run, on the bundled digit model. benches/ort_baseline.py times onnxruntime on
