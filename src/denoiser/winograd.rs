@@ -9,11 +9,14 @@
 //! as the direct kernel's 1×1 layers: 16 multiply-adds per 4 outputs instead of 36, so the
 //! large 3×3 layers of a UNet do 2.25× fewer.
 //!
-//! Tiles of 2×2 outputs are numbered across the whole batch (image, tile row, tile column) and
-//! cut into chunks of XT, the register tile's width: a chunk's input patches are transformed
-//! into a small buffer (`16 × ci × XT`), then every block of CB output channels runs the 16
-//! products into registers and transforms them straight back into the output, adding the bias
-//! and applying ReLU. A team splits the chunks (or a lone chunk's channel blocks).
+//! Each call first copies every input plane zero-bordered and split into its even and odd
+//! columns, so that a run of tiles reads each patch column as a plain vector. Tiles of 2×2
+//! outputs are numbered across the whole batch (image, tile row, tile column) and cut into
+//! chunks of XT, the register tile's width: a chunk's patches are transformed into a buffer
+//! (`16 × ci × XT`), the products run ξ by ξ over every block of CB output channels (one ξ's
+//! patches and weights stay in L1 meanwhile), and each block's 16 results are transformed back
+//! into the output, adding the bias and applying ReLU. A team splits the planes, then the chunks
+//! (or a lone chunk's channel blocks).
 //!
 //! Every kernel set runs the same additions in the same order and the same fused multiply-adds
 //! in the products, so AVX2, AVX-512 and NEON give the same bits, as the direct kernel does;
