@@ -45,23 +45,28 @@ fn denoiser_step(c: &mut Criterion) {
     g.finish();
 }
 
+/// A 3×3 layer `ci → co` on `hw × hw` with padding 1: its shape, weights, input and output.
+fn conv3x3_data(ci: usize, co: usize, hw: usize) -> (ConvShape, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let shape = ConvShape {
+        ci,
+        co,
+        h: hw,
+        w: hw,
+        kh: 3,
+        kw: 3,
+        pad: [1; 4],
+    };
+    let w = vec![0.01f32; co * ci * 9];
+    let x = vec![0.5f32; ci * hw * hw];
+    (shape, w, x, vec![0f32; co * hw * hw])
+}
+
 /// The digit model's costliest convolution shapes, one kernel set at a time.
 fn conv_layer(c: &mut Criterion) {
     let mut g = c.benchmark_group("conv3x3");
     let shapes = [(10, 10, 28), (30, 10, 28), (20, 20, 14), (80, 80, 4)];
     for (ci, co, hw) in shapes {
-        let shape = ConvShape {
-            ci,
-            co,
-            h: hw,
-            w: hw,
-            kh: 3,
-            kw: 3,
-            pad: [1; 4],
-        };
-        let w = vec![0.01f32; co * ci * 9];
-        let x = vec![0.5f32; ci * hw * hw];
-        let mut out = vec![0f32; co * hw * hw];
+        let (shape, w, x, mut out) = conv3x3_data(ci, co, hw);
         for kernels in Kernels::all_supported() {
             let p = PackedConv::new(shape, &w, &[], kernels);
             let id = format!("{ci}to{co}_{hw}x{hw}/{}", kernels.describe());
@@ -83,18 +88,7 @@ fn winograd_layer(c: &mut Criterion) {
         (64, 64, 8),
         (20, 20, 14),
     ] {
-        let shape = ConvShape {
-            ci,
-            co,
-            h: hw,
-            w: hw,
-            kh: 3,
-            kw: 3,
-            pad: [1; 4],
-        };
-        let w = vec![0.01f32; co * ci * 9];
-        let x = vec![0.5f32; ci * hw * hw];
-        let mut out = vec![0f32; co * hw * hw];
+        let (shape, w, x, mut out) = conv3x3_data(ci, co, hw);
         for kernels in Kernels::all_supported() {
             let id = format!("{ci}to{co}_{hw}x{hw}/{}", kernels.describe());
             let p = PackedConv::new(shape, &w, &[], kernels);

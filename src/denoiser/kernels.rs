@@ -163,6 +163,25 @@ impl ConvShape {
             && self.h + self.pad[0] + self.pad[2] >= self.kh
             && self.w + self.pad[1] + self.pad[3] >= self.kw
     }
+    /// Images in a call's `x` (`n × ci × h × w`), checking `out` (`n × co × out_h × out_w`)
+    /// and a run-time `bias` (`co` or `n × co` values) against it.
+    pub(crate) fn images(&self, x: &[f32], out: &[f32], bias: Option<&[f32]>) -> usize {
+        let image_in = self.ci * self.h * self.w;
+        let n = x.len() / image_in;
+        assert_eq!(x.len(), n * image_in, "input length for {self:?}");
+        assert_eq!(
+            out.len(),
+            n * self.co * self.out_h() * self.out_w(),
+            "output length for {self:?}"
+        );
+        if let Some(b) = bias {
+            assert!(
+                b.len() == self.co || b.len() == n * self.co,
+                "bias length for {self:?}"
+            );
+        }
+        n
+    }
     fn padded_h(&self) -> usize {
         self.h + self.pad[0] + self.pad[2]
     }
@@ -294,17 +313,8 @@ impl PackedConv {
         bias: Option<&[f32]>,
     ) {
         let s = &self.shape;
-        let image_in = s.ci * s.h * s.w;
-        let image_out = s.co * s.out_h() * s.out_w();
-        let n = x.len() / image_in;
-        assert_eq!(x.len(), n * image_in, "input length for {s:?}");
-        assert_eq!(out.len(), n * image_out, "output length for {s:?}");
-        if let Some(b) = bias {
-            assert!(
-                b.len() == s.co || b.len() == n * s.co,
-                "bias length for {s:?}"
-            );
-        }
+        let (image_in, image_out) = (s.ci * s.h * s.w, s.co * s.out_h() * s.out_w());
+        let n = s.images(x, out, bias);
         // Small layers stay on one thread: below about a million multiply-adds (≈ 15 µs) the
         // data moving between cores costs what the second core saves (measured on 28×28 and
         // 7×7 layers of the digit model).

@@ -217,17 +217,7 @@ impl WinogradConv {
         bias: Option<&[f32]>,
     ) {
         let s = &self.shape;
-        let image_in = s.ci * s.h * s.w;
-        let image_out = s.co * s.out_h() * s.out_w();
-        let n = x.len() / image_in;
-        assert_eq!(x.len(), n * image_in, "input length for {s:?}");
-        assert_eq!(out.len(), n * image_out, "output length for {s:?}");
-        if let Some(b) = bias {
-            assert!(
-                b.len() == s.co || b.len() == n * s.co,
-                "bias length for {s:?}"
-            );
-        }
+        let n = s.images(x, out, bias);
         let chunks = (n * tiles_per_image(s)).div_ceil(self.xt);
         let blocks = self.bias.len() / self.cb;
         let macs = n * tiles_per_image(s) * XI * s.ci * s.co;
