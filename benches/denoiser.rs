@@ -10,7 +10,7 @@ use edge_sample::denoiser::kernels::{softmax, ConvShape, PackedConv};
 use edge_sample::denoiser::lowered::{BlockDeconv, BlockShape, StridedConv, StridedShape};
 use edge_sample::denoiser::matmul::{MatMul, MatMulShape};
 use edge_sample::denoiser::team::Team;
-use edge_sample::denoiser::winograd::WinogradConv;
+use edge_sample::denoiser::winograd::{OutputBlock, WinogradConv};
 use edge_sample::denoiser::{Denoiser, Kernels, LoadOptions, Model};
 use edge_sample::pipeline::{generate, Job};
 use edge_sample::sampler::SamplerConfig;
@@ -78,7 +78,8 @@ fn conv_layer(c: &mut Criterion) {
     g.finish();
 }
 
-/// The attention UNet's 3×3 layers, direct and by Winograd F(2×2, 3×3), per kernel set.
+/// The attention UNet's 3×3 layers, direct and by Winograd F(2×2, 3×3) and F(4×4, 3×3), per
+/// kernel set.
 fn winograd_layer(c: &mut Criterion) {
     let mut g = c.benchmark_group("winograd");
     for (ci, co, hw) in [
@@ -95,14 +96,18 @@ fn winograd_layer(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new("direct", &id), |b| {
                 b.iter(|| p.run(&x, &mut out, false))
             });
-            let p = WinogradConv::new(shape, &w, &[], kernels);
-            g.bench_function(BenchmarkId::new("winograd", &id), |b| {
-                b.iter(|| p.run_with_bias(&x, &mut out, false, None))
-            });
-            // Every tile, for choosing among them.
+            for block in [OutputBlock::F2x2, OutputBlock::F4x4] {
+                let p = WinogradConv::new(shape, &w, &[], kernels, block);
+                let name = format!("winograd_f{}", block.m());
+                g.bench_function(BenchmarkId::new(name, &id), |b| {
+                    b.iter(|| p.run_with_bias(&x, &mut out, false, None))
+                });
+            }
+            // Every tile of the block `auto` picks, for choosing among them.
+            let block = OutputBlock::for_shape(&shape);
             for &tile in kernels.tiles() {
-                let p = WinogradConv::with_tile(shape, &w, &[], kernels, tile);
-                let id = format!("{id}/tile{}x{}", tile.0, tile.1);
+                let p = WinogradConv::with_tile(shape, &w, &[], kernels, block, tile);
+                let id = format!("{id}/f{}/tile{}x{}", block.m(), tile.0, tile.1);
                 g.bench_function(BenchmarkId::new("winograd", id), |b| {
                     b.iter(|| p.run_with_bias(&x, &mut out, false, None))
                 });

@@ -283,7 +283,7 @@ fn our_kernels_match_tracts_own_lowering_on_the_fashion_unet() {
 
 #[test]
 fn winograd_convolutions_match_onnxruntime_and_a_team_gives_the_same_bits() {
-    // Forced Winograd (every 3×3 stride-1 layer; `auto` keeps it to layers of ≥ 32 channels
+    // Forced Winograd F(2×2) and F(4×4) (every 3×3 stride-1 layer; `auto` keeps it to layers of ≥ 32 channels
     // and ≥ 64 pixels, which these small fixtures do not have): the diffusers-style and the
     // seed-style UNet against onnxruntime's direct convolutions.
     for stem in ["attn_unet", "tiny_unet"] {
@@ -294,18 +294,26 @@ fn winograd_convolutions_match_onnxruntime_and_a_team_gives_the_same_bits() {
         let t = read_t(&fixture(&format!("ort/{stem}_t.npy")))[0] as usize;
         let n = xshape[0];
         let chw: usize = xshape[1..].iter().product();
-        for kernels in Kernels::all_supported() {
+        let algorithms = [ConvAlgorithm::WinogradF2, ConvAlgorithm::WinogradF4];
+        for (kernels, conv) in Kernels::all_supported()
+            .into_iter()
+            .flat_map(|k| algorithms.map(|a| (k, a)))
+        {
             let m = Model::load(
                 &ModelSource::Path(fixture(&format!("models/{stem}.onnx"))),
                 &LoadOptions {
                     batch: n,
                     kernels,
-                    conv: ConvAlgorithm::Winograd,
+                    conv,
                     ..Default::default()
                 },
             )
             .unwrap();
-            assert!(m.winograd_convs > 0, "{stem} {kernels:?}: {}", m.kernels);
+            assert!(
+                m.winograd_convs > 0,
+                "{stem} {kernels:?} {conv:?}: {}",
+                m.kernels
+            );
             let mut one = vec![0f32; n * chw];
             m.denoiser().unwrap().run(&x, t, &mut one).unwrap();
             let mut team = vec![1f32; n * chw];
@@ -317,16 +325,16 @@ fn winograd_convolutions_match_onnxruntime_and_a_team_gives_the_same_bits() {
                 one.iter()
                     .zip(&team)
                     .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{stem} {kernels:?}: 3 threads differ from 1"
+                "{stem} {kernels:?} {conv:?}: 3 threads differ from 1"
             );
             let (max, at) = max_abs_diff(&one[..chw], &want[..chw]);
             eprintln!(
-                "{stem} {kernels:?}: {} Winograd convolutions, max |diff| vs onnxruntime {max:.2e}",
+                "{stem} {kernels:?} {conv:?}: {} Winograd convolutions, max |diff| vs onnxruntime {max:.2e}",
                 m.winograd_convs
             );
             assert!(
                 max <= FP32_TOL,
-                "{stem} {kernels:?}: {} vs onnxruntime {} at {at}",
+                "{stem} {kernels:?} {conv:?}: {} vs onnxruntime {} at {at}",
                 one[at],
                 want[at]
             );

@@ -657,12 +657,13 @@ impl ConvImpl {
             ConvImpl::Winograd(p) => {
                 let s = &p.shape;
                 format!(
-                    "{}→{} 3×3 on {}×{}, pad {:?}, Winograd F(2×2, 3×3), tile {:?}",
+                    "{}→{} 3×3 on {}×{}, pad {:?}, Winograd {}, tile {:?}",
                     s.ci,
                     s.co,
                     s.h,
                     s.w,
                     s.pad,
+                    p.block().describe(),
                     p.tile()
                 )
             }
@@ -844,9 +845,11 @@ impl DirectConv {
             if !shape.is_valid() {
                 return Ok(None);
             }
-            match conv_algorithm.uses_winograd(&shape) {
-                true => ConvImpl::Winograd(WinogradConv::new(shape, &weights, &bias, kernels)),
-                false => ConvImpl::Direct(PackedConv::new(shape, &weights, &bias, kernels)),
+            match conv_algorithm.winograd(&shape) {
+                Some(block) => {
+                    ConvImpl::Winograd(WinogradConv::new(shape, &weights, &bias, kernels, block))
+                }
+                None => ConvImpl::Direct(PackedConv::new(shape, &weights, &bias, kernels)),
             }
         } else {
             let shape = StridedShape {

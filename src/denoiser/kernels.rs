@@ -126,6 +126,11 @@ impl Kernels {
     }
 
     /// The register tiles (output channels × positions) these kernels have.
+    /// Whether the vectors are 16 floats wide (AVX-512).
+    pub fn wide(self) -> bool {
+        self == Kernels::Avx512
+    }
+
     pub fn tiles(self) -> &'static [(usize, usize)] {
         match self {
             Kernels::Avx512 => &[(4, 64), (8, 32), (16, 16)],

@@ -33,32 +33,112 @@ use super::kernels::{
 };
 use super::team::{share, SharedMut, Team};
 
-/// Transformed positions per tile (the 4×4 patch's).
-const XI: usize = 16;
+/// Most transformed positions per tile (F(4×4, 3×3)'s 6×6 patch).
+const MAX_XI: usize = 36;
 
-/// Widest register tile, in tiles of 2×2 outputs (the stack buffers' size).
+/// Widest register tile, in Winograd tiles (the stack buffers' size).
 const MAX_XT: usize = 64;
 
 /// Fewest input and output channels, and output pixels, for which the transforms pay: below
-/// them the 16 small products per tile and the transforms cost more than the 36 multiply-adds
-/// they replace (`cargo bench --bench denoiser -- winograd`: 20→20 on 14×14 runs 15 µs direct,
-/// 20 µs here; 64→64 on 8×8 51 → 36 µs; 64→64 on 32×32 536 → 374 µs, AVX-512).
+/// them the small products per tile and the transforms cost more than the 9 multiply-adds per
+/// output they replace (`cargo bench --bench denoiser -- winograd`: 20→20 on 14×14 runs 15 µs
+/// direct, 20 µs by F(2×2); 64→64 on 8×8 51 → 36 µs; 64→64 on 32×32 536 → 374 µs, AVX-512).
 pub const MIN_CHANNELS: usize = 32;
 pub const MIN_PIXELS: usize = 64;
+
+/// Fewest output rows and columns for which [`OutputBlock::F4x4`] beats F(2×2) (measured in
+/// `cargo bench --bench denoiser -- winograd`; on 8×8 the 4 tiles per image leave most of a
+/// register tile's columns empty).
+pub const MIN_F4_SIDE: usize = 16;
+
+/// The block of outputs one Winograd tile computes: F(m×m, 3×3) from an (m+2)×(m+2) patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputBlock {
+    /// F(2×2, 3×3): 16 products per 4 outputs (2.25× fewer than direct); transforms of
+    /// additions only.
+    F2x2,
+    /// F(4×4, 3×3): 36 products per 16 outputs (4× fewer than direct); transforms with small
+    /// integer factors, a few more ulps of rounding.
+    F4x4,
+}
+
+impl OutputBlock {
+    /// Side of the output block.
+    pub const fn m(self) -> usize {
+        match self {
+            OutputBlock::F2x2 => 2,
+            OutputBlock::F4x4 => 4,
+        }
+    }
+
+    /// Side of the input patch (m + 2).
+    const fn patch(self) -> usize {
+        self.m() + 2
+    }
+
+    /// Transformed positions per tile.
+    const fn xi(self) -> usize {
+        self.patch() * self.patch()
+    }
+
+    /// The larger block where a plane's outputs fill its tiles well.
+    pub fn for_shape(shape: &ConvShape) -> OutputBlock {
+        if shape.out_h() >= MIN_F4_SIDE && shape.out_w() >= MIN_F4_SIDE {
+            OutputBlock::F4x4
+        } else {
+            OutputBlock::F2x2
+        }
+    }
+
+    /// "F(2×2, 3×3)" or "F(4×4, 3×3)".
+    pub fn describe(self) -> &'static str {
+        match self {
+            OutputBlock::F2x2 => "F(2×2, 3×3)",
+            OutputBlock::F4x4 => "F(4×4, 3×3)",
+        }
+    }
+
+    /// The kernel transform's G (patch × 3).
+    fn g(self) -> &'static [[f64; 3]] {
+        const G2: [[f64; 3]; 4] = [
+            [1.0, 0.0, 0.0],
+            [0.5, 0.5, 0.5],
+            [0.5, -0.5, 0.5],
+            [0.0, 0.0, 1.0],
+        ];
+        const G4: [[f64; 3]; 6] = [
+            [1.0 / 4.0, 0.0, 0.0],
+            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+            [0.0, 0.0, 1.0],
+        ];
+        match self {
+            OutputBlock::F2x2 => &G2,
+            OutputBlock::F4x4 => &G4,
+        }
+    }
+}
 
 /// Which algorithm runs the 3×3 stride-1 convolutions our kernels take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConvAlgorithm {
-    /// Winograd where it pays ([`suits`]), the direct kernel elsewhere.
+    /// Winograd where it pays ([`suits`]), with the block [`OutputBlock::for_shape`] picks;
+    /// the direct kernel elsewhere.
     Auto,
     /// The direct kernel everywhere.
     Direct,
-    /// Winograd for every 3×3 stride-1 layer, however small (A/B runs and tests).
+    /// Winograd for every 3×3 stride-1 layer, however small, block by size (A/B runs, tests).
     Winograd,
+    /// Winograd F(2×2, 3×3) for every 3×3 stride-1 layer.
+    WinogradF2,
+    /// Winograd F(4×4, 3×3) for every 3×3 stride-1 layer.
+    WinogradF4,
 }
 
 impl ConvAlgorithm {
-    pub const NAMES: &'static str = "auto, direct, winograd";
+    pub const NAMES: &'static str = "auto, direct, winograd, winograd-f2, winograd-f4";
 
     /// `EDGE_SAMPLE_CONV`, else `Auto`; an unknown value is reported once and replaced by
     /// `Auto`.
@@ -70,6 +150,8 @@ impl ConvAlgorithm {
                 "" | "auto" => ConvAlgorithm::Auto,
                 "direct" => ConvAlgorithm::Direct,
                 "winograd" => ConvAlgorithm::Winograd,
+                "winograd-f2" => ConvAlgorithm::WinogradF2,
+                "winograd-f4" => ConvAlgorithm::WinogradF4,
                 _ => {
                     eprintln!(
                         "warning: EDGE_SAMPLE_CONV={var:?} is not one of {}; using auto",
@@ -81,13 +163,17 @@ impl ConvAlgorithm {
         })
     }
 
-    /// Whether a stride-1 convolution of `shape` runs by Winograd.
-    pub fn uses_winograd(self, shape: &ConvShape) -> bool {
+    /// The Winograd block a stride-1 convolution of `shape` runs with, or `None` for the
+    /// direct kernel.
+    pub fn winograd(self, shape: &ConvShape) -> Option<OutputBlock> {
         let applies = shape.is_valid() && shape.kh == 3 && shape.kw == 3;
         match self {
-            ConvAlgorithm::Auto => applies && suits(shape),
-            ConvAlgorithm::Direct => false,
-            ConvAlgorithm::Winograd => applies,
+            _ if !applies => None,
+            ConvAlgorithm::Auto => suits(shape).then(|| OutputBlock::for_shape(shape)),
+            ConvAlgorithm::Direct => None,
+            ConvAlgorithm::Winograd => Some(OutputBlock::for_shape(shape)),
+            ConvAlgorithm::WinogradF2 => Some(OutputBlock::F2x2),
+            ConvAlgorithm::WinogradF4 => Some(OutputBlock::F4x4),
         }
     }
 }
@@ -100,15 +186,16 @@ pub fn suits(shape: &ConvShape) -> bool {
         && shape.out_h() * shape.out_w() >= MIN_PIXELS
 }
 
-/// A 3×3 stride-1 convolution with its kernels transformed for F(2×2, 3×3).
+/// A 3×3 stride-1 convolution with its kernels transformed for F(m×m, 3×3).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WinogradConv {
     pub shape: ConvShape,
     pub kernels: Kernels,
+    block: OutputBlock,
     cb: usize,
     xt: usize,
-    /// `[ξ][co / CB][ci][CB]`: `U = G·g·Gᵀ` at position ξ = 4·row + column, per channel block
-    /// as the direct kernel's 1×1 weights; output channels padded with zeros.
+    /// `[ξ][co / CB][ci][CB]`: `U = G·g·Gᵀ` at position ξ = patch·row + column, per channel
+    /// block as the direct kernel's 1×1 weights; output channels padded with zeros.
     u: Vec<f32>,
     /// Per output channel, padded like `u`.
     bias: Vec<f32>,
@@ -117,16 +204,22 @@ pub struct WinogradConv {
 impl WinogradConv {
     /// `weights` in OIHW order (`co × ci × 3 × 3`), `bias` per output channel (or empty).
     /// `kernels` must be one of ours (not `Tract`) and supported by this CPU.
-    pub fn new(shape: ConvShape, weights: &[f32], bias: &[f32], kernels: Kernels) -> Self {
+    pub fn new(
+        shape: ConvShape,
+        weights: &[f32],
+        bias: &[f32],
+        kernels: Kernels,
+        block: OutputBlock,
+    ) -> Self {
         // The tile that wastes least on padding channels and tiles of one image (ties: the
         // first listed, which loads least per multiply-add).
-        let tiles = tiles_per_image(&shape);
+        let tiles = tiles_per_image(&shape, block);
         let tile = *kernels
             .tiles()
             .iter()
             .min_by_key(|(cb, xt)| shape.co.div_ceil(*cb) * cb * tiles.div_ceil(*xt) * xt)
             .unwrap();
-        Self::with_tile(shape, weights, bias, kernels, tile)
+        Self::with_tile(shape, weights, bias, kernels, block, tile)
     }
 
     /// As [`WinogradConv::new`] with a given tile, one of `kernels`' tiles.
@@ -135,6 +228,7 @@ impl WinogradConv {
         weights: &[f32],
         bias: &[f32],
         kernels: Kernels,
+        block: OutputBlock,
         (cb, xt): (usize, usize),
     ) -> Self {
         assert!(
@@ -153,12 +247,13 @@ impl WinogradConv {
         assert_eq!(weights.len(), co * ci * 9, "weights for {shape:?}");
         assert!(bias.is_empty() || bias.len() == co, "bias for {shape:?}");
         let blocks = co.div_ceil(cb);
-        let mut u = vec![0.0f32; XI * blocks * ci * cb];
+        let mut u = vec![0.0f32; block.xi() * blocks * ci * cb];
         for o in 0..co {
             for c in 0..ci {
                 let g = &weights[(o * ci + c) * 9..][..9];
-                for (xi, v) in transform_kernel(g).into_iter().enumerate() {
-                    u[((xi * blocks + o / cb) * ci + c) * cb + o % cb] = v;
+                let t = transform_kernel(g, block);
+                for (xi, v) in t[..block.xi()].iter().enumerate() {
+                    u[((xi * blocks + o / cb) * ci + c) * cb + o % cb] = *v;
                 }
             }
         }
@@ -167,6 +262,7 @@ impl WinogradConv {
         WinogradConv {
             shape,
             kernels,
+            block,
             cb,
             xt,
             u,
@@ -175,15 +271,20 @@ impl WinogradConv {
     }
 
     /// Floats from one ξ's `ci × XT` transformed patches to the next's in a chunk's buffer:
-    /// 16 more than needed, so that the 16 rows a patch is written to are not a multiple of
+    /// 16 more than needed, so that the rows a patch is written to are not a multiple of
     /// 4 KiB apart (measured: the stores' 4 KiB aliasing slowed the transform ~2×).
     fn xi_stride(&self) -> usize {
         self.shape.ci * self.xt + 16
     }
 
-    /// The register tile of the products: (output channels, tiles of 2×2 outputs).
+    /// The register tile of the products: (output channels, Winograd tiles).
     pub fn tile(&self) -> (usize, usize) {
         (self.cb, self.xt)
+    }
+
+    /// The output block of one Winograd tile.
+    pub fn block(&self) -> OutputBlock {
+        self.block
     }
 
     /// `x`: `n × ci × h × w`; `out`: `n × co × out_h × out_w`; `relu`: max(·, 0) on the way out;
@@ -217,22 +318,24 @@ impl WinogradConv {
         bias: Option<&[f32]>,
     ) {
         let s = &self.shape;
+        let xi = self.block.xi();
         let n = s.images(x, out, bias);
-        let chunks = (n * tiles_per_image(s)).div_ceil(self.xt);
+        let tiles = n * tiles_per_image(s, self.block);
+        let chunks = tiles.div_ceil(self.xt);
         let blocks = self.bias.len() / self.cb;
-        let macs = n * tiles_per_image(s) * XI * s.ci * s.co;
+        let macs = tiles * xi * s.ci * s.co;
         let team = team.filter(|t| t.threads() > 1 && macs >= min_macs);
         let threads = team.map_or(1, Team::threads);
         let planes = n * s.ci;
-        let ed_len = planes * 2 * self.half_plane();
-        EVEN_ODD.with(|ed| {
-            let mut ed = ed.borrow_mut();
-            if ed.len() < ed_len {
-                ed.resize(ed_len, 0.0);
+        let ph_len = planes * self.plane_len();
+        PHASES.with(|ph| {
+            let mut ph = ph.borrow_mut();
+            if ph.len() < ph_len {
+                ph.resize(ph_len, 0.0);
             }
-            let ed = &mut ed[..ed_len];
-            // Every input plane zero-bordered and split into even and odd columns.
-            let dst = SharedMut(ed.as_mut_ptr());
+            let ph = &mut ph[..ph_len];
+            // Every input plane zero-bordered and split into column phases.
+            let dst = SharedMut(ph.as_mut_ptr());
             let prep = |p: usize, parts: usize| {
                 // Safety: disjoint planes per part.
                 unsafe { self.split_columns(x, dst, share(planes, p, parts)) }
@@ -243,14 +346,14 @@ impl WinogradConv {
             }
             let job = Job {
                 conv: self,
-                ed,
+                phases: ph,
                 out: SharedMut(out.as_mut_ptr()),
                 relu,
                 bias,
                 n,
             };
             // Per thread: a chunk's transformed patches, and its products.
-            let (v_len, acc_len) = (XI * self.xi_stride(), XI * self.bias.len() * self.xt);
+            let (v_len, acc_len) = (xi * self.xi_stride(), xi * self.bias.len() * self.xt);
             let with_v = |f: &mut dyn FnMut(&mut [f32], &mut [f32])| {
                 BUF.with(|b| {
                     let mut b = b.borrow_mut();
@@ -285,8 +388,8 @@ impl WinogradConv {
                         team.run(threads, &|p| unsafe {
                             let part = share(blocks, p, threads);
                             let acc = std::slice::from_raw_parts_mut(
-                                accs.at(XI * part.start * self.cb * self.xt),
-                                XI * part.len() * self.cb * self.xt,
+                                accs.at(xi * part.start * self.cb * self.xt),
+                                xi * part.len() * self.cb * self.xt,
                             );
                             job.multiply(v, acc, chunk, part)
                         });
@@ -303,21 +406,29 @@ impl WinogradConv {
         })
     }
 
-    /// Rows and columns of an input plane with its zero border, as the tiles read it: 2·th + 2
-    /// rows of 2·tw + 2 (≥ the padded size; the extra is zeros under odd-sized outputs).
+    /// Rows of an input plane with its zero border, as the tiles read it (m·th + 2), and the
+    /// columns of each of its m column phases (tw + 1): at least the padded size, the extra
+    /// being zeros under outputs past the last whole block.
     fn bordered(&self) -> (usize, usize) {
         let s = &self.shape;
-        (2 * s.out_h().div_ceil(2) + 2, 2 * s.out_w().div_ceil(2) + 2)
+        let m = self.block.m();
+        (m * s.out_h().div_ceil(m) + 2, s.out_w().div_ceil(m) + 1)
     }
 
-    /// Floats of the even (or the odd) columns of one bordered plane.
-    fn half_plane(&self) -> usize {
+    /// Floats of one column phase of a bordered plane.
+    fn phase_len(&self) -> usize {
         let (rows, cols) = self.bordered();
-        rows * cols / 2
+        rows * cols
     }
 
-    /// For planes `planes` (image · ci + channel) of `x`: the bordered plane's even columns
-    /// then its odd ones, at `dst` + plane · 2 · half_plane.
+    /// Floats of one bordered plane, all its phases.
+    fn plane_len(&self) -> usize {
+        self.block.m() * self.phase_len()
+    }
+
+    /// For planes `planes` (image · ci + channel) of `x`: the bordered plane's columns split
+    /// by phase (bordered column j goes to phase j mod m, column j / m), the phases one after
+    /// the other at `dst` + plane · plane_len.
     ///
     /// # Safety
     /// `dst` holds every plane's; no other thread writes these planes meanwhile.
@@ -349,64 +460,86 @@ impl WinogradConv {
 
     #[inline(always)]
     unsafe fn split_columns_impl(&self, x: &[f32], dst: SharedMut, planes: Range<usize>) {
+        // Safety: the caller's.
+        unsafe {
+            match self.block {
+                OutputBlock::F2x2 => self.split_phases::<2>(x, dst, planes),
+                OutputBlock::F4x4 => self.split_phases::<4>(x, dst, planes),
+            }
+        }
+    }
+
+    /// [`WinogradConv::split_columns`] with M = m phases: 16 inputs at a time loaded as one
+    /// block and deinterleaved through fixed arrays (which compiles to shuffles), the rest of
+    /// a row one by one.
+    #[inline(always)]
+    unsafe fn split_phases<const M: usize>(&self, x: &[f32], dst: SharedMut, planes: Range<usize>) {
         let s = &self.shape;
-        let (half, hc) = (self.half_plane(), self.bordered().1 / 2);
-        let left = s.pad[1];
+        let (rows, cols) = self.bordered();
+        let len = rows * cols;
+        let (top, left) = (s.pad[0], s.pad[1]);
+        let whole = s.w / 16 * 16;
         for plane in planes {
             let src = &x[plane * s.h * s.w..][..s.h * s.w];
-            // Safety: this plane's 2 · half floats (caller).
-            let out = unsafe { std::slice::from_raw_parts_mut(dst.at(plane * 2 * half), 2 * half) };
+            // Safety: this plane's M · len floats (caller).
+            let out = unsafe { std::slice::from_raw_parts_mut(dst.at(plane * M * len), M * len) };
             out.fill(0.0);
-            let (even, odd) = out.split_at_mut(half);
+            let mut ph: [&mut [f32]; M] = {
+                let mut rest = &mut *out;
+                std::array::from_fn(|_| {
+                    let (p, r) = std::mem::take(&mut rest).split_at_mut(len);
+                    rest = r;
+                    p
+                })
+            };
             for (y, xr) in src.chunks_exact(s.w).enumerate() {
-                let r = y + s.pad[0];
-                let (er, or) = (&mut even[r * hc..][..hc], &mut odd[r * hc..][..hc]);
-                // Input column i is bordered column left + i: even[(left + i) / 2] when that
-                // is even, else odd[(left + i) / 2]. Walk the input in pairs starting at an
-                // even bordered column.
-                let skip = left % 2;
-                if skip == 1 {
-                    or[left / 2] = xr[0];
+                let r = (y + top) * cols;
+                // Input i is bordered column left + i: phase (left + i) mod M, column
+                // (left + i) / M. In a block from i0 (a multiple of 16), phase p holds lanes
+                // e, e + M, … with e = (p − left) mod M, from column (left + i0 + e) / M.
+                for (b, blk) in xr[..whole].chunks_exact(16).enumerate() {
+                    let blk: &[f32; 16] = blk.try_into().unwrap();
+                    for (p, php) in ph.iter_mut().enumerate() {
+                        let e = (p + M - left % M) % M;
+                        let mut t = [0.0f32; 16];
+                        for g in 0..16 / M {
+                            t[g] = blk[M * g + e];
+                        }
+                        let at = r + (left + 16 * b + e) / M;
+                        php[at..][..16 / M].copy_from_slice(&t[..16 / M]);
+                    }
                 }
-                let m0 = left.div_ceil(2);
-                let pairs = xr[skip..].chunks_exact(2);
-                let tail = pairs.remainder();
-                for ((e, o), p) in er[m0..].iter_mut().zip(&mut or[m0..]).zip(pairs) {
-                    *e = p[0];
-                    *o = p[1];
-                }
-                if let [last] = tail {
-                    er[m0 + (s.w - skip) / 2] = *last;
+                for (i, v) in xr.iter().enumerate().skip(whole) {
+                    let j = left + i;
+                    ph[j % M][r + j / M] = *v;
                 }
             }
         }
     }
 }
 
-/// Tiles of 2×2 outputs per image.
-fn tiles_per_image(s: &ConvShape) -> usize {
-    s.out_h().div_ceil(2) * s.out_w().div_ceil(2)
+/// Winograd tiles per image.
+fn tiles_per_image(s: &ConvShape, block: OutputBlock) -> usize {
+    let m = block.m();
+    s.out_h().div_ceil(m) * s.out_w().div_ceil(m)
 }
 
-/// `G·g·Gᵀ` of one 3×3 kernel (row-major), as 16 values row-major, computed in f64 and rounded
-/// once. G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
-fn transform_kernel(g: &[f32]) -> [f32; XI] {
-    let g = |r: usize, c: usize| g[r * 3 + c] as f64;
-    let gt = |v: [f64; 3]| {
-        [
-            v[0],
-            (v[0] + v[1] + v[2]) / 2.0,
-            (v[0] - v[1] + v[2]) / 2.0,
-            v[2],
-        ]
-    };
-    // G·g: 4 rows of 3, column by column.
-    let cols: [[f64; 4]; 3] = std::array::from_fn(|c| gt([g(0, c), g(1, c), g(2, c)]));
-    let mut u = [0.0f32; XI];
-    for r in 0..4 {
-        let row = gt([cols[0][r], cols[1][r], cols[2][r]]);
-        for (c, v) in row.into_iter().enumerate() {
-            u[r * 4 + c] = v as f32;
+/// `G·g·Gᵀ` of one 3×3 kernel (row-major), as patch × patch values row-major (the first
+/// `block.xi()`), computed in f64 and rounded once.
+fn transform_kernel(g: &[f32], block: OutputBlock) -> [f32; MAX_XI] {
+    let gm = block.g();
+    let p = block.patch();
+    // G·g: p rows of 3.
+    let mut gg = [[0.0f64; 3]; 6];
+    for (r, row) in gm.iter().enumerate() {
+        for c in 0..3 {
+            gg[r][c] = (0..3).map(|k| row[k] * g[k * 3 + c] as f64).sum();
+        }
+    }
+    let mut u = [0.0f32; MAX_XI];
+    for r in 0..p {
+        for (c, row) in gm.iter().enumerate() {
+            u[r * p + c] = (0..3).map(|k| gg[r][k] * row[k]).sum::<f64>() as f32;
         }
     }
     u
@@ -415,9 +548,9 @@ fn transform_kernel(g: &[f32]) -> [f32; XI] {
 /// One call's data, shared by the parts of a team.
 struct Job<'a> {
     conv: &'a WinogradConv,
-    /// Every input plane bordered and split into even and odd columns
+    /// Every input plane bordered and split into column phases
     /// ([`WinogradConv::split_columns`]).
-    ed: &'a [f32],
+    phases: &'a [f32],
     out: SharedMut,
     relu: bool,
     bias: Option<&'a [f32]>,
@@ -440,8 +573,8 @@ impl<'a> Job<'a> {
     fn runs(&self, chunk: usize) -> impl Iterator<Item = Run> {
         let s = &self.conv.shape;
         let xt = self.conv.xt;
-        let tw = s.out_w().div_ceil(2);
-        let per_image = tiles_per_image(s);
+        let tw = s.out_w().div_ceil(self.conv.block.m());
+        let per_image = tiles_per_image(s, self.conv.block);
         let g0 = chunk * xt;
         let g1 = (g0 + xt).min(self.n * per_image);
         let mut g = g0;
@@ -463,9 +596,9 @@ impl<'a> Job<'a> {
         })
     }
 
-    /// `v[ξ][c][i]` = `Bᵀ·d·B` at ξ of the chunk's tile i's 4×4 patch of channel c (zero
-    /// outside the image). Positions past the chunk's last tile are left as they were (their
-    /// products are computed and dropped).
+    /// `v[ξ][c][i]` = `Bᵀ·d·B` at ξ of the chunk's tile i's patch of channel c (zero outside
+    /// the image). Positions past the chunk's last tile are left as they were (their products
+    /// are computed and dropped).
     fn transform_input(&self, chunk: usize, v: &mut [f32]) {
         match self.conv.kernels {
             // Safety: the kernels were checked to run on this CPU at load.
@@ -491,33 +624,86 @@ impl<'a> Job<'a> {
 
     #[inline(always)]
     fn transform_input_impl(&self, chunk: usize, v: &mut [f32]) {
-        let ed: &'a [f32] = self.ed;
+        match self.conv.block {
+            OutputBlock::F2x2 => self.transform_patches::<2, 4, F2>(chunk, v),
+            OutputBlock::F4x4 => self.transform_f4(chunk, v),
+        }
+    }
+
+    /// [`Job::transform_input`] for F(4×4), in two passes per channel: each patch row across
+    /// its columns, run by run (`h[l][r][i]` = (Bᵀ · patch row r of tile i)[l]), then each
+    /// result column down the rows for the whole chunk at once, in full vectors.
+    #[inline(always)]
+    fn transform_f4(&self, chunk: usize, v: &mut [f32]) {
+        let ph: &'a [f32] = self.phases;
         let conv = self.conv;
         let (ci, xt, xi_stride) = (conv.shape.ci, conv.xt, conv.xi_stride());
-        let half = conv.half_plane();
-        let cols = conv.bordered().1 / 2;
+        let len = conv.phase_len();
+        let cols = conv.bordered().1;
+        let runs = self.runs(chunk).collect::<RunList>();
+        let mut h = [[[0.0f32; MAX_XT]; 6]; 6];
+        for c in 0..ci {
+            for run in runs.iter() {
+                let plane = &ph[(run.image * ci + c) * 4 * len..][..4 * len];
+                for r in 0..6 {
+                    // Patch row r of tile tx, column q: phase q mod 4, column tx + q / 4.
+                    let row = |p: usize| -> &[f32] {
+                        &plane[p * len + (4 * run.ty + r) * cols + run.tx0..][..run.len + 1]
+                    };
+                    let rows = [row(0), row(1), row(2), row(3)];
+                    let mut i = 0;
+                    while i < run.len {
+                        let at = run.pos + i;
+                        i += match run.len - i {
+                            16.. => rows_f4::<16>(&rows, i, &mut h, r, at),
+                            8.. => rows_f4::<8>(&rows, i, &mut h, r, at),
+                            4.. => rows_f4::<4>(&rows, i, &mut h, r, at),
+                            _ => rows_f4::<1>(&rows, i, &mut h, r, at),
+                        };
+                    }
+                }
+            }
+            let first = c * xt;
+            if conv.kernels.wide() && xt.is_multiple_of(16) {
+                columns_f4::<16>(&h, xt, v, first, xi_stride);
+            } else {
+                columns_f4::<8>(&h, xt, v, first, xi_stride);
+            }
+        }
+    }
+
+    /// [`Job::transform_input`] for m = M, patch side P.
+    #[inline(always)]
+    fn transform_patches<const M: usize, const P: usize, T: InputTransform<M, P>>(
+        &self,
+        chunk: usize,
+        v: &mut [f32],
+    ) {
+        let ph: &'a [f32] = self.phases;
+        let conv = self.conv;
+        let (ci, xt, xi_stride) = (conv.shape.ci, conv.xt, conv.xi_stride());
+        let len = conv.phase_len();
+        let cols = conv.bordered().1;
         for run in self.runs(chunk) {
             for c in 0..ci {
-                let plane = &ed[(run.image * ci + c) * 2 * half..][..2 * half];
-                let (even, odd) = plane.split_at(half);
-                // Tile tx's patch rows 2·ty .. 2·ty + 3, columns 2·tx .. 2·tx + 3: even[tx],
-                // odd[tx], even[tx + 1], odd[tx + 1] of each bordered row.
-                let rows = |half: &'a [f32]| -> [&'a [f32]; 4] {
+                let plane = &ph[(run.image * ci + c) * M * len..][..M * len];
+                // Tile tx's patch: rows M·ty .. M·ty + P − 1, bordered columns M·tx + q for q
+                // in 0..P, i.e. phase q mod M, column tx + q / M.
+                let rows: [[&'a [f32]; P]; M] = std::array::from_fn(|p| {
                     std::array::from_fn(|r| {
-                        &half[(2 * run.ty + r) * cols + run.tx0..][..run.len + 1]
+                        &plane[p * len + (M * run.ty + r) * cols + run.tx0..][..run.len + 1]
                     })
-                };
-                let (even, odd) = (rows(even), rows(odd));
+                });
                 let at = c * xt + run.pos;
                 // Blocks of 16, 8, 4 and 1 tiles: fixed-size arrays the compiler turns into
-                // whole vectors (runs are 4–16 tiles long, too short for a vectorised loop).
+                // whole vectors (runs are 2–16 tiles long, too short for a vectorised loop).
                 let mut i = 0;
                 while i < run.len {
                     i += match run.len - i {
-                        16.. => patches_to_v::<16>(&even, &odd, i, v, at + i, xi_stride),
-                        8.. => patches_to_v::<8>(&even, &odd, i, v, at + i, xi_stride),
-                        4.. => patches_to_v::<4>(&even, &odd, i, v, at + i, xi_stride),
-                        _ => patches_to_v::<1>(&even, &odd, i, v, at + i, xi_stride),
+                        16.. => T::patches::<16>(&rows, i, v, at + i, xi_stride),
+                        8.. => T::patches::<8>(&rows, i, v, at + i, xi_stride),
+                        4.. => T::patches::<4>(&rows, i, v, at + i, xi_stride),
+                        _ => T::patches::<1>(&rows, i, v, at + i, xi_stride),
                     };
                 }
             }
@@ -566,8 +752,8 @@ impl<'a> Job<'a> {
         let conv = self.conv;
         let s = &conv.shape;
         let (cb, xt, ci) = (conv.cb, conv.xt, s.ci);
+        let xis = conv.block.xi();
         let all_blocks = conv.bias.len() / cb;
-        let (ho, wo) = (s.out_h(), s.out_w());
         let tile = packed_tile_fn(conv.kernels, (cb, xt));
         let geo = TileGeometry {
             plane: xt,
@@ -579,17 +765,16 @@ impl<'a> Job<'a> {
             w_ch: 1,
         };
         static ZEROS: [f32; TILE_FLOATS] = [0.0; TILE_FLOATS];
-        let mut y = [[0.0f32; MAX_XT]; 4];
         debug_assert!(cb * xt <= TILE_FLOATS && cb <= TILE_FLOATS);
-        debug_assert!(v.len() >= XI * conv.xi_stride());
+        debug_assert!(v.len() >= xis * conv.xi_stride());
         let runs = self.runs(chunk).collect::<RunList>();
         // The products ξ by ξ, every block of the range: one ξ's patches (ci × xt) and
-        // weights stay in L1 while the blocks use them (block by block, all 16 ξ, read the
+        // weights stay in L1 while the blocks use them (block by block, all ξ, read the
         // chunk's patches from L2 once per block: measured 1.5× slower on 64→64 32×32).
         // `acc[(ξ · blocks + b) · cb · xt ..]` holds block b's tile at ξ.
         let nb = blocks.len();
-        debug_assert!(acc.len() >= XI * nb * cb * xt);
-        for xi in 0..XI {
+        debug_assert!(acc.len() >= xis * nb * cb * xt);
+        for xi in 0..xis {
             for (b, blk) in blocks.clone().enumerate() {
                 // Safety: reads ci × xt floats of v at ξ and ci × cb weights, writes cb × xt
                 // floats of acc; the kernels were checked to run on this CPU at load.
@@ -604,66 +789,144 @@ impl<'a> Job<'a> {
                 };
             }
         }
+        let mut y = [[0.0f32; MAX_XT]; 16];
         for (bi, blk) in blocks.enumerate() {
             for j in 0..cb.min(s.co - blk * cb) {
                 let o = blk * cb + j;
-                // Aᵀ·M·A for every tile of the chunk: y[0], y[1] the top row of each 2×2
-                // block, y[2], y[3] the bottom one.
-                let mut m: [&[f32]; XI] = [&[]; XI];
-                for (xi, mx) in m.iter_mut().enumerate() {
+                let mut m: [&[f32]; MAX_XI] = [&[]; MAX_XI];
+                for (xi, mx) in m[..xis].iter_mut().enumerate() {
                     *mx = &acc[((xi * nb + bi) * cb + j) * xt..][..xt];
                 }
-                for i in 0..xt {
-                    // Column l of Aᵀ·M: (m0 + m1 + m2, m1 − m2 − m3) down column l.
-                    let col = |l: usize| {
-                        let (m0, m1, m2, m3) = (m[l][i], m[4 + l][i], m[8 + l][i], m[12 + l][i]);
-                        (m0 + m1 + m2, m1 - m2 - m3)
-                    };
-                    let ((t0, b0), (t1, b1), (t2, b2), (t3, b3)) = (col(0), col(1), col(2), col(3));
-                    y[0][i] = t0 + t1 + t2;
-                    y[1][i] = t1 - t2 - t3;
-                    y[2][i] = b0 + b1 + b2;
-                    y[3][i] = b1 - b2 - b3;
-                }
-                for run in runs.iter() {
-                    let b = match self.bias {
-                        None => conv.bias[o],
-                        Some(b) if b.len() == s.co => b[o],
-                        Some(b) => b[run.image * s.co + o],
-                    };
-                    let plane = (run.image * s.co + o) * ho * wo;
-                    for (a, [left, right]) in [[0, 1], [2, 3]].into_iter().enumerate() {
-                        let oy = 2 * run.ty + a;
-                        if oy >= ho {
-                            continue;
-                        }
-                        let x0 = 2 * run.tx0;
-                        let width = (2 * run.len).min(wo - x0);
-                        // Safety: row oy of output channel o of this image, columns of this
-                        // run's tiles: this part's (caller).
-                        let dst = unsafe {
-                            std::slice::from_raw_parts_mut(self.out.at(plane + oy * wo + x0), width)
-                        };
-                        let yl = &y[left][run.pos..][..run.len];
-                        let yr = &y[right][run.pos..][..run.len];
-                        let pairs = dst.chunks_exact_mut(2);
-                        let last = (width % 2 == 1).then(|| yl[run.len - 1] + b);
-                        if self.relu {
-                            for ((d, l), r) in pairs.zip(yl).zip(yr) {
-                                d[0] = (l + b).max(0.0);
-                                d[1] = (r + b).max(0.0);
-                            }
+                let bias = |image: usize| match self.bias {
+                    None => conv.bias[o],
+                    Some(b) if b.len() == s.co => b[o],
+                    Some(b) => b[image * s.co + o],
+                };
+                match conv.block {
+                    OutputBlock::F2x2 => {
+                        outputs_f2(&m, xt, &mut y);
+                        self.scatter::<2>(&y, &runs, o, bias)
+                    }
+                    OutputBlock::F4x4 => {
+                        if conv.kernels.wide() && xt.is_multiple_of(16) {
+                            outputs_f4::<16>(&m, xt, &mut y)
                         } else {
-                            for ((d, l), r) in pairs.zip(yl).zip(yr) {
-                                d[0] = l + b;
-                                d[1] = r + b;
-                            }
+                            outputs_f4::<8>(&m, xt, &mut y)
                         }
-                        if let Some(v) = last {
-                            dst[width - 1] = if self.relu { v.max(0.0) } else { v };
-                        }
+                        self.scatter::<4>(&y, &runs, o, bias)
                     }
                 }
+            }
+        }
+    }
+
+    /// Writes output channel `o` of the chunk's tiles from `y[M·a + b][i]` (tile i's output
+    /// row a, column b), adding `bias(image)` and applying ReLU.
+    #[inline(always)]
+    fn scatter<const M: usize>(
+        &self,
+        y: &[[f32; MAX_XT]; 16],
+        runs: &RunList,
+        o: usize,
+        bias: impl Fn(usize) -> f32,
+    ) {
+        let s = &self.conv.shape;
+        let (ho, wo) = (s.out_h(), s.out_w());
+        for run in runs.iter() {
+            let b = bias(run.image);
+            let plane = (run.image * s.co + o) * ho * wo;
+            for a in 0..M {
+                let oy = M * run.ty + a;
+                if oy >= ho {
+                    break;
+                }
+                let x0 = M * run.tx0;
+                let width = (M * run.len).min(wo - x0);
+                // Safety: row oy of output channel o of this image, columns of this run's
+                // tiles: this part's (caller).
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(self.out.at(plane + oy * wo + x0), width)
+                };
+                let ya: [&[f32]; M] = std::array::from_fn(|c| &y[M * a + c][run.pos..]);
+                // Blocks of 16 outputs (16 / M tiles) interleaved in a fixed array, which
+                // compiles to shuffles; the rest one by one.
+                let mut i = 0;
+                let mut blocks = dst.chunks_exact_mut(16);
+                for d in &mut blocks {
+                    let mut t = [0.0f32; 16];
+                    for (c, yc) in ya.iter().enumerate() {
+                        for k in 0..16 / M {
+                            t[M * k + c] = yc[i + k];
+                        }
+                    }
+                    for (d, t) in d.iter_mut().zip(t) {
+                        *d = if self.relu { (t + b).max(0.0) } else { t + b };
+                    }
+                    i += 16 / M;
+                }
+                for (k, d) in blocks.into_remainder().iter_mut().enumerate() {
+                    let t = ya[k % M][i + k / M] + b;
+                    *d = if self.relu { t.max(0.0) } else { t };
+                }
+            }
+        }
+    }
+}
+
+/// F(2×2): `y[2a + b][i]` = (Aᵀ·M·A)[a][b] of tile i, for the chunk's xt tiles.
+#[inline(always)]
+fn outputs_f2(m: &[&[f32]; MAX_XI], xt: usize, y: &mut [[f32; MAX_XT]; 16]) {
+    for i in 0..xt {
+        // Column l of Aᵀ·M: (m0 + m1 + m2, m1 − m2 − m3) down column l.
+        let col = |l: usize| {
+            let (m0, m1, m2, m3) = (m[l][i], m[4 + l][i], m[8 + l][i], m[12 + l][i]);
+            (m0 + m1 + m2, m1 - m2 - m3)
+        };
+        let ((t0, b0), (t1, b1), (t2, b2), (t3, b3)) = (col(0), col(1), col(2), col(3));
+        y[0][i] = t0 + t1 + t2;
+        y[1][i] = t1 - t2 - t3;
+        y[2][i] = b0 + b1 + b2;
+        y[3][i] = b1 - b2 - b3;
+    }
+}
+
+/// `out` = Aᵀ·m for F(4×4): Aᵀ = [[1, 1, 1, 1, 1, 0], [0, 1, −1, 2, −2, 0],
+/// [0, 1, 1, 4, 4, 0], [0, 1, −1, 8, −8, 1]], on L lanes at once, in a fixed order.
+#[inline(always)]
+fn at6<const L: usize>(m: &[[f32; L]; 6], out: &mut [[f32; L]; 4]) {
+    for j in 0..L {
+        let (s12, d12) = (m[1][j] + m[2][j], m[1][j] - m[2][j]);
+        let (s34, d34) = (m[3][j] + m[4][j], m[3][j] - m[4][j]);
+        out[0][j] = (m[0][j] + s12) + s34;
+        out[1][j] = d12 + 2.0 * d34;
+        out[2][j] = s12 + 4.0 * s34;
+        out[3][j] = (d12 + 8.0 * d34) + m[5][j];
+    }
+}
+
+/// F(4×4): `y[4a + b][i]` = (Aᵀ·M·A)[a][b] of tile i, for the chunk's xt tiles (a multiple
+/// of L), L tiles at a time.
+#[inline(always)]
+fn outputs_f4<const L: usize>(m: &[&[f32]; MAX_XI], xt: usize, y: &mut [[f32; MAX_XT]; 16]) {
+    debug_assert!(xt.is_multiple_of(L));
+    let mut col = [[0.0f32; L]; 6];
+    // t[l][a] = (Aᵀ · column l)[a].
+    let mut t = [[[0.0f32; L]; 4]; 6];
+    let mut row = [[0.0f32; L]; 4];
+    for i in (0..xt).step_by(L) {
+        for l in 0..6 {
+            for r in 0..6 {
+                col[r].copy_from_slice(&m[6 * r + l][i..i + L]);
+            }
+            at6(&col, &mut t[l]);
+        }
+        for a in 0..4 {
+            for l in 0..6 {
+                col[l] = t[l][a];
+            }
+            at6(&col, &mut row);
+            for (b, rb) in row.iter().enumerate() {
+                y[4 * a + b][i..i + L].copy_from_slice(rb);
             }
         }
     }
@@ -695,61 +958,142 @@ impl RunList {
     }
 }
 
-/// `Bᵀ·d·B` of L consecutive tiles of one channel, stored at `v[first + ξ·stride ..][..L]`:
-/// `even[r]` / `odd[r]` are patch row r's even / odd bordered columns from the run's first
-/// tile, tile `i0 + j`'s columns being even[i0 + j], odd[i0 + j], even[i0 + j + 1],
-/// odd[i0 + j + 1]. The patch's rows are combined first (d0 − d2, d1 + d2, d2 − d1, d1 − d3),
-/// then each result's columns the same way: every path and CPU gives the same bits. Returns L.
+/// `Bᵀ·d·B` of a Winograd tile's patch, for m = M, patch side P.
+trait InputTransform<const M: usize, const P: usize> {
+    /// Transforms L consecutive tiles' patches of one channel: `rows[p][r]` is patch row r's
+    /// column phase p from the run's first tile, so tile `i0 + j`'s column q is
+    /// `rows[q % M][r][i0 + j + q / M]`. The results go to `v[first + ξ·stride ..][..L]`.
+    /// Every path and CPU runs the same operations in the same order (no contraction into
+    /// fused multiply-adds): the same bits. Returns L.
+    fn patches<const L: usize>(
+        rows: &[[&[f32]; P]; M],
+        i0: usize,
+        v: &mut [f32],
+        first: usize,
+        stride: usize,
+    ) -> usize;
+}
+
+/// F(2×2, 3×3): Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]].
+struct F2;
+
+impl InputTransform<2, 4> for F2 {
+    #[inline(always)]
+    fn patches<const L: usize>(
+        rows: &[[&[f32]; 4]; 2],
+        i0: usize,
+        v: &mut [f32],
+        first: usize,
+        stride: usize,
+    ) -> usize {
+        let [even, odd] = rows;
+        // d[r][q]: patch row r, column q, L tiles.
+        let mut d = [[[0.0f32; L]; 4]; 4];
+        for r in 0..4 {
+            let (e, o) = (&even[r][i0..][..L + 1], &odd[r][i0..][..L + 1]);
+            d[r][0].copy_from_slice(&e[..L]);
+            d[r][1].copy_from_slice(&o[..L]);
+            d[r][2].copy_from_slice(&e[1..]);
+            d[r][3].copy_from_slice(&o[1..]);
+        }
+        // The rows first (d0 − d2, d1 + d2, d2 − d1, d1 − d3), then each result's columns.
+        let mut t = [[[0.0f32; L]; 4]; 4];
+        for q in 0..4 {
+            for j in 0..L {
+                t[0][q][j] = d[0][q][j] - d[2][q][j];
+                t[1][q][j] = d[1][q][j] + d[2][q][j];
+                t[2][q][j] = d[2][q][j] - d[1][q][j];
+                t[3][q][j] = d[1][q][j] - d[3][q][j];
+            }
+        }
+        for (k, tk) in t.iter().enumerate() {
+            let mut u = [[0.0f32; L]; 4];
+            for j in 0..L {
+                u[0][j] = tk[0][j] - tk[2][j];
+                u[1][j] = tk[1][j] + tk[2][j];
+                u[2][j] = tk[2][j] - tk[1][j];
+                u[3][j] = tk[1][j] - tk[3][j];
+            }
+            for (l, ul) in u.iter().enumerate() {
+                v[first + (4 * k + l) * stride..][..L].copy_from_slice(ul);
+            }
+        }
+        L
+    }
+}
+
+/// `out` = Bᵀ·d for F(4×4) on L lanes, in a fixed order: Bᵀ = [[4, 0, −5, 0, 1, 0],
+/// [0, −4, −4, 1, 1, 0], [0, 4, −4, −1, 1, 0], [0, −2, −1, 2, 1, 0], [0, 2, −1, −2, 1, 0],
+/// [0, 4, 0, −5, 0, 1]] (Lavin & Gray).
 #[inline(always)]
-fn patches_to_v<const L: usize>(
-    even: &[&[f32]; 4],
-    odd: &[&[f32]; 4],
+fn bt6<const L: usize>(d: &[[f32; L]; 6], out: &mut [[f32; L]; 6]) {
+    for j in 0..L {
+        let (d0, d1, d2, d3, d4, d5) = (d[0][j], d[1][j], d[2][j], d[3][j], d[4][j], d[5][j]);
+        let (t1, t2) = (d4 - 4.0 * d2, d3 - 4.0 * d1);
+        let (t3, t4) = (d4 - d2, 2.0 * (d3 - d1));
+        out[0][j] = (4.0 * d0 - 5.0 * d2) + d4;
+        out[1][j] = t1 + t2;
+        out[2][j] = t1 - t2;
+        out[3][j] = t3 + t4;
+        out[4][j] = t3 - t4;
+        out[5][j] = (4.0 * d1 - 5.0 * d3) + d5;
+    }
+}
+
+/// The row pass of [`Job::transform_f4`] for L tiles from the run's tile `i0`, patch row r:
+/// `h[l][r][at ..][..L]`. Returns L.
+#[inline(always)]
+fn rows_f4<const L: usize>(
+    rows: &[&[f32]; 4],
     i0: usize,
+    h: &mut [[[f32; MAX_XT]; 6]; 6],
+    r: usize,
+    at: usize,
+) -> usize {
+    let mut d = [[0.0f32; L]; 6];
+    for (q, dq) in d.iter_mut().enumerate() {
+        dq.copy_from_slice(&rows[q % 4][i0 + q / 4..][..L]);
+    }
+    let mut t = [[0.0f32; L]; 6];
+    bt6(&d, &mut t);
+    for (l, tl) in t.iter().enumerate() {
+        h[l][r][at..at + L].copy_from_slice(tl);
+    }
+    L
+}
+
+/// The column pass of [`Job::transform_f4`] for a chunk's `xt` tiles (a multiple of L):
+/// `v[first + (6k + l)·stride + i]` = (Bᵀ · h[l][·][i])[k].
+#[inline(always)]
+fn columns_f4<const L: usize>(
+    h: &[[[f32; MAX_XT]; 6]; 6],
+    xt: usize,
     v: &mut [f32],
     first: usize,
     stride: usize,
-) -> usize {
-    // d[r][q]: patch row r, column q, L tiles.
-    let mut d = [[[0.0f32; L]; 4]; 4];
-    for r in 0..4 {
-        let (e, o) = (&even[r][i0..][..L + 1], &odd[r][i0..][..L + 1]);
-        d[r][0].copy_from_slice(&e[..L]);
-        d[r][1].copy_from_slice(&o[..L]);
-        d[r][2].copy_from_slice(&e[1..]);
-        d[r][3].copy_from_slice(&o[1..]);
-    }
-    let mut t = [[[0.0f32; L]; 4]; 4];
-    for q in 0..4 {
-        for j in 0..L {
-            t[0][q][j] = d[0][q][j] - d[2][q][j];
-            t[1][q][j] = d[1][q][j] + d[2][q][j];
-            t[2][q][j] = d[2][q][j] - d[1][q][j];
-            t[3][q][j] = d[1][q][j] - d[3][q][j];
+) {
+    let mut d = [[0.0f32; L]; 6];
+    let mut u = [[0.0f32; L]; 6];
+    for (l, hl) in h.iter().enumerate() {
+        for i in (0..xt).step_by(L) {
+            for (dr, hr) in d.iter_mut().zip(hl) {
+                dr.copy_from_slice(&hr[i..i + L]);
+            }
+            bt6(&d, &mut u);
+            for (k, uk) in u.iter().enumerate() {
+                v[first + (6 * k + l) * stride + i..][..L].copy_from_slice(uk);
+            }
         }
     }
-    for (k, tk) in t.iter().enumerate() {
-        let mut u = [[0.0f32; L]; 4];
-        for j in 0..L {
-            u[0][j] = tk[0][j] - tk[2][j];
-            u[1][j] = tk[1][j] + tk[2][j];
-            u[2][j] = tk[2][j] - tk[1][j];
-            u[3][j] = tk[1][j] - tk[3][j];
-        }
-        for (l, ul) in u.iter().enumerate() {
-            v[first + (4 * k + l) * stride..][..L].copy_from_slice(ul);
-        }
-    }
-    L
 }
 
 thread_local! {
     /// One chunk's transformed patches and products: grows to the largest layer once per
     /// thread.
     static BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// Every input plane of a call, bordered and split into even and odd columns (the
-    /// calling thread's, read by its team).
-    static EVEN_ODD: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-
+    /// Every input plane of a call, bordered and split into column phases (the calling
+    /// thread's, read by its team).
+    static PHASES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]
@@ -765,6 +1109,8 @@ mod tests {
     /// kernel's is a few: 1e-5 relative is ≈ 84 ulps (f32 ε = 1.19e-7).
     const WINOGRAD_REL_TOL: f64 = 1e-5;
 
+    const BLOCKS: [OutputBlock; 2] = [OutputBlock::F2x2, OutputBlock::F4x4];
+
     fn shapes() -> Vec<ConvShape> {
         let s = |ci, co, h, w, p: [usize; 4]| ConvShape {
             ci,
@@ -776,22 +1122,30 @@ mod tests {
             pad: p,
         };
         vec![
-            s(16, 16, 8, 8, [1; 4]),       // one chunk of 16 tiles
-            s(32, 20, 32, 32, [1; 4]),     // 256 tiles, a partial channel block
-            s(17, 40, 7, 9, [1; 4]),       // odd sizes: the last tiles' second row/column dropped
-            s(24, 16, 14, 14, [1; 4]),     // 49 tiles: a partial chunk
-            s(16, 24, 6, 70, [1; 4]),      // tile rows longer than the widest chunk
-            s(16, 16, 9, 11, [0; 4]),      // no padding
-            s(16, 18, 5, 6, [2, 0, 1, 2]), // asymmetric padding
+            s(16, 16, 8, 8, [1; 4]),         // one chunk of 16 tiles
+            s(32, 20, 32, 32, [1; 4]),       // 256 tiles, a partial channel block
+            s(17, 40, 7, 9, [1; 4]),         // odd sizes: the last tiles' second row/column dropped
+            s(24, 16, 14, 14, [1; 4]),       // 49 tiles: a partial chunk
+            s(16, 24, 6, 70, [1; 4]),        // tile rows longer than the widest chunk
+            s(16, 16, 9, 11, [0; 4]),        // no padding
+            s(16, 18, 5, 6, [2, 0, 1, 2]),   // asymmetric padding
+            s(16, 16, 18, 35, [2, 3, 0, 1]), // wide rows, left padding 3
+            s(16, 16, 17, 33, [0; 4]),       // wide rows, no padding
         ]
     }
 
-    fn check(shape: ConvShape, n: usize, kernels: Kernels, tile: (usize, usize)) {
+    fn check(
+        shape: ConvShape,
+        n: usize,
+        kernels: Kernels,
+        block: OutputBlock,
+        tile: (usize, usize),
+    ) -> f64 {
         let x = values(n * shape.ci * shape.h * shape.w, 1);
         let w = values(shape.co * shape.ci * 9, 2);
         let b = values(shape.co, 3);
         let want = conv_reference(&shape, &x, &w, &b);
-        let conv = WinogradConv::with_tile(shape, &w, &b, kernels, tile);
+        let conv = WinogradConv::with_tile(shape, &w, &b, kernels, block, tile);
         let mut got = vec![f32::NAN; want.len()];
         conv.run_with_bias(&x, &mut got, false, None);
         let bound = (shape.ci * 9 + 1) as f64;
@@ -802,42 +1156,63 @@ mod tests {
             .fold(0.0, f64::max);
         assert!(
             worst <= WINOGRAD_REL_TOL * bound,
-            "{shape:?} n={n} {kernels:?} {tile:?}: worst {worst:e} (bound {bound})"
+            "{shape:?} n={n} {kernels:?} {block:?} {tile:?}: worst {worst:e} (bound {bound})"
         );
+        worst / bound
     }
 
     #[test]
     fn every_tile_of_every_kernel_set_matches_the_reference() {
         for kernels in Kernels::all_supported() {
-            for &tile in kernels.tiles() {
-                for s in shapes() {
-                    check(s, 1, kernels, tile);
+            for block in BLOCKS {
+                let mut worst = 0.0f64;
+                for &tile in kernels.tiles() {
+                    for s in shapes() {
+                        worst = worst.max(check(s, 1, kernels, block, tile));
+                    }
+                    // Chunks that span images.
+                    worst = worst.max(check(shapes()[0], 5, kernels, block, tile));
+                    worst = worst.max(check(shapes()[2], 3, kernels, block, tile));
                 }
-                // Chunks that span images.
-                check(shapes()[0], 5, kernels, tile);
-                check(shapes()[2], 3, kernels, tile);
+                eprintln!("{kernels:?} {block:?}: worst |error| / bound {worst:.2e}");
             }
         }
     }
 
     #[test]
     fn the_kernel_transform_is_g_g_gt() {
-        // A delta at (1, 1) gives G's middle column (0, ½, ½, 0) squared.
-        let mut g = [0.0f32; 9];
-        g[4] = 1.0;
-        let u = transform_kernel(&g);
-        let col = [0.0, 0.5, -0.5, 0.0];
-        for r in 0..4 {
-            for c in 0..4 {
-                assert_eq!(u[r * 4 + c], col[r] * col[c], "({r}, {c})");
-            }
-        }
-        // All ones: G·1 = (1, 3/2, 1/2, 1) on each side.
-        let u = transform_kernel(&[1.0; 9]);
-        let s = [1.0, 1.5, 0.5, 1.0];
-        for r in 0..4 {
-            for c in 0..4 {
-                assert_eq!(u[r * 4 + c], s[r] * s[c], "({r}, {c})");
+        // U = s·sᵀ when g = c·cᵀ, with s = G·c: a delta at (1, 1) (c = (0, 1, 0)) gives G's
+        // middle column squared; all ones (c = (1, 1, 1)) the outer square of G's row sums.
+        let cases: [(OutputBlock, [f64; 6], [f64; 6]); 2] = [
+            (
+                OutputBlock::F2x2,
+                [0.0, 0.5, -0.5, 0.0, 0.0, 0.0],
+                [1.0, 1.5, 0.5, 1.0, 0.0, 0.0],
+            ),
+            (
+                OutputBlock::F4x4,
+                [0.0, -1.0 / 6.0, 1.0 / 6.0, 1.0 / 12.0, -1.0 / 12.0, 0.0],
+                [0.25, -0.5, -1.0 / 6.0, 7.0 / 24.0, 1.0 / 8.0, 1.0],
+            ),
+        ];
+        for (block, mid, sum) in cases {
+            let mut delta = [0.0f32; 9];
+            delta[4] = 1.0;
+            let p = block.patch();
+            for (g, s) in [(delta, mid), ([1.0; 9], sum)] {
+                let u = transform_kernel(&g, block);
+                for r in 0..p {
+                    for c in 0..p {
+                        // Exact for F(2×2); within half an ulp of the exact value for F(4×4).
+                        let want = s[r] * s[c];
+                        let err = (u[r * p + c] as f64 - want).abs();
+                        assert!(
+                            err <= want.abs() * f32::EPSILON as f64 / 2.0,
+                            "{block:?} ({r}, {c}): {} vs {want}",
+                            u[r * p + c]
+                        );
+                    }
+                }
             }
         }
     }
@@ -849,21 +1224,23 @@ mod tests {
         let x = values(n * s.ci * s.h * s.w, 31);
         let w = values(s.co * s.ci * 9, 32);
         let b = values(n * s.co, 33);
-        let conv = WinogradConv::new(s, &w, &[], Kernels::best());
-        let mut got = vec![f32::NAN; n * s.co * s.out_h() * s.out_w()];
-        conv.run_with_bias(&x, &mut got, true, Some(&b));
-        let bound = (s.ci * 9 + 1) as f64;
-        let image = s.ci * s.h * s.w;
-        let image_out = s.co * s.out_h() * s.out_w();
-        for i in 0..n {
-            let want = conv_reference(&s, &x[i * image..][..image], &w, &b[i * s.co..][..s.co]);
-            for (g, w) in got[i * image_out..][..image_out].iter().zip(&want) {
-                let w = w.max(0.0);
-                assert!(
-                    ((*g - w) as f64).abs() <= WINOGRAD_REL_TOL * bound,
-                    "{g} vs {w}"
-                );
-                assert!(*g >= 0.0);
+        for block in BLOCKS {
+            let conv = WinogradConv::new(s, &w, &[], Kernels::best(), block);
+            let mut got = vec![f32::NAN; n * s.co * s.out_h() * s.out_w()];
+            conv.run_with_bias(&x, &mut got, true, Some(&b));
+            let bound = (s.ci * 9 + 1) as f64;
+            let image = s.ci * s.h * s.w;
+            let image_out = s.co * s.out_h() * s.out_w();
+            for i in 0..n {
+                let want = conv_reference(&s, &x[i * image..][..image], &w, &b[i * s.co..][..s.co]);
+                for (g, w) in got[i * image_out..][..image_out].iter().zip(&want) {
+                    let w = w.max(0.0);
+                    assert!(
+                        ((*g - w) as f64).abs() <= WINOGRAD_REL_TOL * bound,
+                        "{block:?}: {g} vs {w}"
+                    );
+                    assert!(*g >= 0.0);
+                }
             }
         }
     }
@@ -877,22 +1254,25 @@ mod tests {
                 let w = values(s.co * s.ci * 9, 42);
                 let b = values(s.co, 43);
                 let len = n * s.co * s.out_h() * s.out_w();
-                let mut first: Option<Vec<f32>> = None;
-                for k in Kernels::all_supported()
-                    .into_iter()
-                    .filter(|k| *k != Kernels::Portable)
-                {
-                    for &tile in k.tiles() {
-                        let conv = WinogradConv::with_tile(s, &w, &b, k, tile);
-                        let mut one = vec![0.0; len];
-                        conv.run_with_bias(&x, &mut one, false, None);
-                        let mut split = vec![0.0; len];
-                        // Forced split: below the size at which a team is used by default.
-                        conv.run_split(Some(&team), 0, &x, &mut split, false, None);
-                        assert!(one == split, "{s:?} n={n} {k:?} {tile:?}: team differs");
-                        match &first {
-                            None => first = Some(one),
-                            Some(f) => assert!(*f == one, "{s:?} n={n} {k:?} {tile:?} differs"),
+                for block in BLOCKS {
+                    let mut first: Option<Vec<f32>> = None;
+                    for k in Kernels::all_supported()
+                        .into_iter()
+                        .filter(|k| *k != Kernels::Portable)
+                    {
+                        for &tile in k.tiles() {
+                            let conv = WinogradConv::with_tile(s, &w, &b, k, block, tile);
+                            let mut one = vec![0.0; len];
+                            conv.run_with_bias(&x, &mut one, false, None);
+                            let mut split = vec![0.0; len];
+                            // Forced split: below the size at which a team is used by default.
+                            conv.run_split(Some(&team), 0, &x, &mut split, false, None);
+                            let what = format!("{s:?} n={n} {k:?} {block:?} {tile:?}");
+                            assert!(one == split, "{what}: team differs");
+                            match &first {
+                                None => first = Some(one),
+                                Some(f) => assert!(*f == one, "{what} differs"),
+                            }
                         }
                     }
                 }
