@@ -370,17 +370,24 @@ impl WinogradConv {
                     team.run(threads, &|p| {
                         with_v(&mut |v, acc| {
                             for chunk in share(chunks, p, threads) {
-                                job.transform_input(chunk, v);
-                                // Safety: this part's chunks only.
-                                unsafe { job.multiply(v, acc, chunk, 0..blocks) };
+                                // Safety: this thread's buffers, this part's chunks only.
+                                unsafe {
+                                    job.transform_input(chunk, Patches::new(v), 0..s.ci);
+                                    job.multiply(v, acc, chunk, 0..blocks)
+                                };
                             }
                         })
                     });
                 }
-                // Otherwise the caller transforms each chunk and the team splits its blocks.
+                // Otherwise the team splits each chunk: its input channels for the transform,
+                // then its channel blocks for the products (the caller's buffers).
                 Some(team) => with_v(&mut |v, acc| {
                     for chunk in 0..chunks {
-                        job.transform_input(chunk, v);
+                        let patches = Patches::new(v);
+                        // Safety: disjoint channels of v per part.
+                        team.run(threads, &|p| unsafe {
+                            job.transform_input(chunk, patches, share(s.ci, p, threads))
+                        });
                         let v: &[f32] = v;
                         let accs = SharedMut(acc.as_mut_ptr());
                         // Safety: disjoint channel blocks of this chunk per part, each with
@@ -397,9 +404,11 @@ impl WinogradConv {
                 }),
                 None => with_v(&mut |v, acc| {
                     for chunk in 0..chunks {
-                        job.transform_input(chunk, v);
                         // Safety: one thread writes everything.
-                        unsafe { job.multiply(v, acc, chunk, 0..blocks) };
+                        unsafe {
+                            job.transform_input(chunk, Patches::new(v), 0..s.ci);
+                            job.multiply(v, acc, chunk, 0..blocks)
+                        };
                     }
                 }),
             }
@@ -597,36 +606,45 @@ impl<'a> Job<'a> {
     }
 
     /// `v[ξ][c][i]` = `Bᵀ·d·B` at ξ of the chunk's tile i's patch of channel c (zero outside
-    /// the image). Positions past the chunk's last tile are left as they were (their products
-    /// are computed and dropped).
-    fn transform_input(&self, chunk: usize, v: &mut [f32]) {
-        match self.conv.kernels {
-            // Safety: the kernels were checked to run on this CPU at load.
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx512 => unsafe { self.transform_input_avx512(chunk, v) },
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 => unsafe { self.transform_input_avx2(chunk, v) },
-            _ => self.transform_input_impl(chunk, v),
+    /// the image), for channels `cs`. Positions past the chunk's last tile are left as they
+    /// were (their products are computed and dropped).
+    ///
+    /// # Safety
+    /// No other thread writes these channels of `v` meanwhile.
+    unsafe fn transform_input(&self, chunk: usize, v: Patches, cs: Range<usize>) {
+        // Safety: the kernels were checked to run on this CPU at load; the rest is the
+        // caller's.
+        unsafe {
+            match self.conv.kernels {
+                #[cfg(target_arch = "x86_64")]
+                Kernels::Avx512 => self.transform_input_avx512(chunk, v, cs),
+                #[cfg(target_arch = "x86_64")]
+                Kernels::Avx2 => self.transform_input_avx2(chunk, v, cs),
+                _ => self.transform_input_impl(chunk, v, cs),
+            }
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn transform_input_avx512(&self, chunk: usize, v: &mut [f32]) {
-        self.transform_input_impl(chunk, v)
+    unsafe fn transform_input_avx512(&self, chunk: usize, v: Patches, cs: Range<usize>) {
+        unsafe { self.transform_input_impl(chunk, v, cs) }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn transform_input_avx2(&self, chunk: usize, v: &mut [f32]) {
-        self.transform_input_impl(chunk, v)
+    unsafe fn transform_input_avx2(&self, chunk: usize, v: Patches, cs: Range<usize>) {
+        unsafe { self.transform_input_impl(chunk, v, cs) }
     }
 
     #[inline(always)]
-    fn transform_input_impl(&self, chunk: usize, v: &mut [f32]) {
-        match self.conv.block {
-            OutputBlock::F2x2 => self.transform_patches::<2, 4, F2>(chunk, v),
-            OutputBlock::F4x4 => self.transform_f4(chunk, v),
+    unsafe fn transform_input_impl(&self, chunk: usize, v: Patches, cs: Range<usize>) {
+        // Safety: the caller's.
+        unsafe {
+            match self.conv.block {
+                OutputBlock::F2x2 => self.transform_patches::<2, 4, F2>(chunk, v, cs),
+                OutputBlock::F4x4 => self.transform_f4(chunk, v, cs),
+            }
         }
     }
 
@@ -634,7 +652,7 @@ impl<'a> Job<'a> {
     /// its columns, run by run (`h[l][r][i]` = (Bᵀ · patch row r of tile i)[l]), then each
     /// result column down the rows for the whole chunk at once, in full vectors.
     #[inline(always)]
-    fn transform_f4(&self, chunk: usize, v: &mut [f32]) {
+    unsafe fn transform_f4(&self, chunk: usize, v: Patches, cs: Range<usize>) {
         let ph: &'a [f32] = self.phases;
         let conv = self.conv;
         let (ci, xt, xi_stride) = (conv.shape.ci, conv.xt, conv.xi_stride());
@@ -642,7 +660,7 @@ impl<'a> Job<'a> {
         let cols = conv.bordered().1;
         let runs = self.runs(chunk).collect::<RunList>();
         let mut h = [[[0.0f32; MAX_XT]; 6]; 6];
-        for c in 0..ci {
+        for c in cs {
             for run in runs.iter() {
                 let plane = &ph[(run.image * ci + c) * 4 * len..][..4 * len];
                 for r in 0..6 {
@@ -664,20 +682,24 @@ impl<'a> Job<'a> {
                 }
             }
             let first = c * xt;
-            if conv.kernels.wide() && xt.is_multiple_of(16) {
-                columns_f4::<16>(&h, xt, v, first, xi_stride);
-            } else {
-                columns_f4::<8>(&h, xt, v, first, xi_stride);
+            // Safety: channel c's rows of v (caller).
+            unsafe {
+                if conv.kernels.wide() && xt.is_multiple_of(16) {
+                    columns_f4::<16>(&h, xt, v, first, xi_stride);
+                } else {
+                    columns_f4::<8>(&h, xt, v, first, xi_stride);
+                }
             }
         }
     }
 
     /// [`Job::transform_input`] for m = M, patch side P.
     #[inline(always)]
-    fn transform_patches<const M: usize, const P: usize, T: InputTransform<M, P>>(
+    unsafe fn transform_patches<const M: usize, const P: usize, T: InputTransform<M, P>>(
         &self,
         chunk: usize,
-        v: &mut [f32],
+        v: Patches,
+        cs: Range<usize>,
     ) {
         let ph: &'a [f32] = self.phases;
         let conv = self.conv;
@@ -685,7 +707,7 @@ impl<'a> Job<'a> {
         let len = conv.phase_len();
         let cols = conv.bordered().1;
         for run in self.runs(chunk) {
-            for c in 0..ci {
+            for c in cs.clone() {
                 let plane = &ph[(run.image * ci + c) * M * len..][..M * len];
                 // Tile tx's patch: rows M·ty .. M·ty + P − 1, bordered columns M·tx + q for q
                 // in 0..P, i.e. phase q mod M, column tx + q / M.
@@ -698,12 +720,15 @@ impl<'a> Job<'a> {
                 // Blocks of 16, 8, 4 and 1 tiles: fixed-size arrays the compiler turns into
                 // whole vectors (runs are 2–16 tiles long, too short for a vectorised loop).
                 let mut i = 0;
+                // Safety: channel c's rows of v (caller).
                 while i < run.len {
-                    i += match run.len - i {
-                        16.. => T::patches::<16>(&rows, i, v, at + i, xi_stride),
-                        8.. => T::patches::<8>(&rows, i, v, at + i, xi_stride),
-                        4.. => T::patches::<4>(&rows, i, v, at + i, xi_stride),
-                        _ => T::patches::<1>(&rows, i, v, at + i, xi_stride),
+                    i += unsafe {
+                        match run.len - i {
+                            16.. => T::patches::<16>(&rows, i, v, at + i, xi_stride),
+                            8.. => T::patches::<8>(&rows, i, v, at + i, xi_stride),
+                            4.. => T::patches::<4>(&rows, i, v, at + i, xi_stride),
+                            _ => T::patches::<1>(&rows, i, v, at + i, xi_stride),
+                        }
                     };
                 }
             }
@@ -932,6 +957,34 @@ fn outputs_f4<const L: usize>(m: &[&[f32]; MAX_XI], xt: usize, y: &mut [[f32; MA
     }
 }
 
+/// A chunk's buffer of transformed patches, written by the parts of a team, each its own
+/// channels.
+#[derive(Clone, Copy)]
+struct Patches {
+    ptr: SharedMut,
+    len: usize,
+}
+
+impl Patches {
+    fn new(v: &mut [f32]) -> Patches {
+        Patches {
+            ptr: SharedMut(v.as_mut_ptr()),
+            len: v.len(),
+        }
+    }
+
+    /// Copies `src` to `at ..`, within the buffer (checked).
+    ///
+    /// # Safety
+    /// No other thread writes or reads these floats meanwhile.
+    #[inline(always)]
+    unsafe fn put(self, at: usize, src: &[f32]) {
+        assert!(at + src.len() <= self.len);
+        // Safety: in bounds (checked); exclusive (caller).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.at(at), src.len()) }
+    }
+}
+
 /// A chunk's runs (at most one per tile).
 struct RunList {
     runs: [Run; MAX_XT],
@@ -965,10 +1018,13 @@ trait InputTransform<const M: usize, const P: usize> {
     /// `rows[q % M][r][i0 + j + q / M]`. The results go to `v[first + ξ·stride ..][..L]`.
     /// Every path and CPU runs the same operations in the same order (no contraction into
     /// fused multiply-adds): the same bits. Returns L.
-    fn patches<const L: usize>(
+    ///
+    /// # Safety
+    /// No other thread writes these floats of `v` meanwhile.
+    unsafe fn patches<const L: usize>(
         rows: &[[&[f32]; P]; M],
         i0: usize,
-        v: &mut [f32],
+        v: Patches,
         first: usize,
         stride: usize,
     ) -> usize;
@@ -979,10 +1035,10 @@ struct F2;
 
 impl InputTransform<2, 4> for F2 {
     #[inline(always)]
-    fn patches<const L: usize>(
+    unsafe fn patches<const L: usize>(
         rows: &[[&[f32]; 4]; 2],
         i0: usize,
-        v: &mut [f32],
+        v: Patches,
         first: usize,
         stride: usize,
     ) -> usize {
@@ -1015,7 +1071,8 @@ impl InputTransform<2, 4> for F2 {
                 u[3][j] = tk[1][j] - tk[3][j];
             }
             for (l, ul) in u.iter().enumerate() {
-                v[first + (4 * k + l) * stride..][..L].copy_from_slice(ul);
+                // Safety: the caller's.
+                unsafe { v.put(first + (4 * k + l) * stride, ul) };
             }
         }
         L
@@ -1050,6 +1107,8 @@ fn rows_f4<const L: usize>(
     r: usize,
     at: usize,
 ) -> usize {
+    // Checked once here, so that the loops below compile without bounds checks.
+    assert!(rows.iter().all(|row| i0 + L < row.len()) && at + L <= MAX_XT);
     let mut d = [[0.0f32; L]; 6];
     for (q, dq) in d.iter_mut().enumerate() {
         dq.copy_from_slice(&rows[q % 4][i0 + q / 4..][..L]);
@@ -1064,14 +1123,18 @@ fn rows_f4<const L: usize>(
 
 /// The column pass of [`Job::transform_f4`] for a chunk's `xt` tiles (a multiple of L):
 /// `v[first + (6k + l)·stride + i]` = (Bᵀ · h[l][·][i])[k].
+///
+/// # Safety
+/// No other thread writes these floats of `v` meanwhile.
 #[inline(always)]
-fn columns_f4<const L: usize>(
+unsafe fn columns_f4<const L: usize>(
     h: &[[[f32; MAX_XT]; 6]; 6],
     xt: usize,
-    v: &mut [f32],
+    v: Patches,
     first: usize,
     stride: usize,
 ) {
+    assert!(xt <= MAX_XT && xt.is_multiple_of(L));
     let mut d = [[0.0f32; L]; 6];
     let mut u = [[0.0f32; L]; 6];
     for (l, hl) in h.iter().enumerate() {
@@ -1081,7 +1144,8 @@ fn columns_f4<const L: usize>(
             }
             bt6(&d, &mut u);
             for (k, uk) in u.iter().enumerate() {
-                v[first + (6 * k + l) * stride + i..][..L].copy_from_slice(uk);
+                // Safety: the caller's.
+                unsafe { v.put((6 * k + l) * stride + first + i, uk) };
             }
         }
     }
