@@ -211,13 +211,19 @@ impl WinogradConv {
         kernels: Kernels,
         block: OutputBlock,
     ) -> Self {
-        // The tile that wastes least on padding channels and tiles of one image (ties: the
-        // first listed, which loads least per multiply-add).
+        // The tile that wastes least on padding channels and tiles of one image; among those,
+        // the first listed (which loads least per multiply-add) that cuts an image into at
+        // least two chunks, so that a team of two takes whole chunks, each thread's patches
+        // staying in its own core's cache (64→64 F(4×4) on 32×32: 4×64 in one chunk 280 µs,
+        // 179 on two threads; 8×32 in two 267 and 164).
         let tiles = tiles_per_image(&shape, block);
         let tile = *kernels
             .tiles()
             .iter()
-            .min_by_key(|(cb, xt)| shape.co.div_ceil(*cb) * cb * tiles.div_ceil(*xt) * xt)
+            .min_by_key(|(cb, xt)| {
+                let waste = shape.co.div_ceil(*cb) * cb * tiles.div_ceil(*xt) * xt;
+                (waste, tiles.div_ceil(*xt) < 2)
+            })
             .unwrap();
         Self::with_tile(shape, weights, bias, kernels, block, tile)
     }
