@@ -1,28 +1,32 @@
-//! 3×3 stride-1 convolutions by Winograd's minimal filtering, F(2×2, 3×3) (Lavin & Gray,
-//! "Fast Algorithms for Convolutional Neural Networks", 2016).
+//! 3×3 stride-1 convolutions by Winograd's minimal filtering, F(2×2, 3×3) and F(4×4, 3×3)
+//! (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
 //!
-//! Each 2×2 block of outputs comes from the 4×4 input patch under it: the patch is transformed
-//! (`V = Bᵀ·d·B`, additions only), multiplied element by element with the transformed kernel
+//! Each m×m block of outputs comes from the (m+2)×(m+2) input patch under it: the patch is
+//! transformed (`V = Bᵀ·d·B`), multiplied element by element with the transformed kernel
 //! (`U = G·g·Gᵀ`, computed once at load), summed over input channels, and transformed back
-//! (`Y = Aᵀ·M·A`, additions only). The sum over input channels at each of the 16 transformed
-//! positions is a matrix product (`co × ci` by `ci × tiles`), run on the same register tiles
-//! as the direct kernel's 1×1 layers: 16 multiply-adds per 4 outputs instead of 36, so the
-//! large 3×3 layers of a UNet do 2.25× fewer.
+//! (`Y = Aᵀ·M·A`). The sum over input channels at each of the (m+2)² transformed positions ξ is
+//! a matrix product (`co × ci` by `ci × tiles`), run on the same register tiles as the direct
+//! kernel's 1×1 layers: F(2×2) does 16 multiply-adds per 4 outputs instead of 36 (additions
+//! only in its transforms), F(4×4) 36 per 16 instead of 144 (small integer factors in its
+//! transforms, a few more ulps of rounding). [`OutputBlock::for_shape`] takes F(4×4) where a
+//! plane's outputs are at least 16×16.
 //!
-//! Each call first copies every input plane zero-bordered and split into its even and odd
-//! columns, so that a run of tiles reads each patch column as a plain vector. Tiles of 2×2
-//! outputs are numbered across the whole batch (image, tile row, tile column) and cut into
-//! chunks of XT, the register tile's width: a chunk's patches are transformed into a buffer
-//! (`16 × ci × XT`), the products run ξ by ξ over every block of CB output channels (one ξ's
-//! patches and weights stay in L1 meanwhile), and each block's 16 results are transformed back
-//! into the output, adding the bias and applying ReLU. A team splits the planes, then the chunks
-//! (or a lone chunk's channel blocks).
+//! Each call first copies every input plane zero-bordered and split into its m column phases
+//! (bordered column j to phase j mod m), so that a run of tiles reads each patch column as a
+//! plain vector. Tiles are numbered across the whole batch (image, tile row, tile column) and
+//! cut into chunks of XT, the register tile's width: a chunk's patches are transformed into a
+//! buffer (`(m+2)² × ci × XT`), the products run ξ by ξ over every block of CB output channels
+//! (one ξ's patches and weights stay in L1 meanwhile), and each block's results are transformed
+//! back into the output, adding the bias and applying ReLU. A team splits the planes, then the
+//! chunks (or a lone chunk's input channels for the transform and its channel blocks for the
+//! products).
 //!
-//! Every kernel set runs the same additions in the same order and the same fused multiply-adds
-//! in the products, so AVX2, AVX-512 and NEON give the same bits, as the direct kernel does;
-//! the results differ from the direct kernel's by rounding (see the tests' bound).
-//! `EDGE_SAMPLE_CONV` picks: `auto` (where it pays), `direct` (never), `winograd` (every 3×3
-//! stride-1 layer).
+//! Every kernel set runs the same operations in the same order in the transforms (no
+//! contraction into fused multiply-adds) and the same fused multiply-adds in the products, so
+//! AVX2, AVX-512 and NEON give the same bits, as the direct kernel does; the results differ
+//! from the direct kernel's by rounding (see the tests' bound). `EDGE_SAMPLE_CONV` picks:
+//! `auto` (where it pays), `direct` (never), `winograd`, `winograd-f2`, `winograd-f4` (every 3×3
+//! stride-1 layer; the block by size, or forced).
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -1173,10 +1177,12 @@ mod tests {
     use crate::denoiser::kernels::tests::values;
 
     /// Max |winograd − reference| per output, relative to the output's magnitude bound
-    /// Σ|x||w| + |b|. The transforms add up to 4 inputs (Bᵀ·d·B: |V| ≤ 4·max|d|), the kernel
-    /// transform scales by up to 9/4, and the inverse adds 9 products' sums, so each output's
-    /// rounding is about 4·9/4·9 ≈ 80 ulps of the bound in the worst case where the direct
-    /// kernel's is a few: 1e-5 relative is ≈ 84 ulps (f32 ε = 1.19e-7).
+    /// Σ|x||w| + |b|. For F(2×2) the transforms add up to 4 inputs (Bᵀ·d·B: |V| ≤ 4·max|d|),
+    /// the kernel transform scales by up to 9/4, and the inverse adds 9 products' sums, so each
+    /// output's rounding is about 4·9/4·9 ≈ 80 ulps of the bound in the worst case where the
+    /// direct kernel's is a few: 1e-5 relative is ≈ 84 ulps (f32 ε = 1.19e-7). F(4×4)'s factors
+    /// (Bᵀ rows up to 10 in absolute sum, Aᵀ up to 19) allow more in the worst case; on these
+    /// inputs it measures 4.5e-7, F(2×2) 2.1e-8: the same tolerance holds both.
     const WINOGRAD_REL_TOL: f64 = 1e-5;
 
     const BLOCKS: [OutputBlock; 2] = [OutputBlock::F2x2, OutputBlock::F4x4];
