@@ -652,7 +652,7 @@ impl<'a> Job<'a> {
         // Safety: the caller's.
         unsafe {
             match self.conv.block {
-                OutputBlock::F2x2 => self.transform_patches::<2, 4, F2>(chunk, v, cs),
+                OutputBlock::F2x2 => self.transform_f2(chunk, v, cs),
                 OutputBlock::F4x4 => self.transform_f4(chunk, v, cs),
             }
         }
@@ -703,14 +703,9 @@ impl<'a> Job<'a> {
         }
     }
 
-    /// [`Job::transform_input`] for m = M, patch side P.
+    /// [`Job::transform_input`] for F(2×2): tile by tile along each run, in blocks of L tiles.
     #[inline(always)]
-    unsafe fn transform_patches<const M: usize, const P: usize, T: InputTransform<M, P>>(
-        &self,
-        chunk: usize,
-        v: Patches,
-        cs: Range<usize>,
-    ) {
+    unsafe fn transform_f2(&self, chunk: usize, v: Patches, cs: Range<usize>) {
         let ph: &'a [f32] = self.phases;
         let conv = self.conv;
         let (ci, xt, xi_stride) = (conv.shape.ci, conv.xt, conv.xi_stride());
@@ -718,12 +713,12 @@ impl<'a> Job<'a> {
         let cols = conv.bordered().1;
         for run in self.runs(chunk) {
             for c in cs.clone() {
-                let plane = &ph[(run.image * ci + c) * M * len..][..M * len];
-                // Tile tx's patch: rows M·ty .. M·ty + P − 1, bordered columns M·tx + q for q
-                // in 0..P, i.e. phase q mod M, column tx + q / M.
-                let rows: [[&'a [f32]; P]; M] = std::array::from_fn(|p| {
+                let plane = &ph[(run.image * ci + c) * 2 * len..][..2 * len];
+                // Tile tx's patch: rows 2·ty .. 2·ty + 3, bordered columns 2·tx + q for q in
+                // 0..4, i.e. phase q mod 2, column tx + q / 2.
+                let rows: [[&'a [f32]; 4]; 2] = std::array::from_fn(|p| {
                     std::array::from_fn(|r| {
-                        &plane[p * len + (M * run.ty + r) * cols + run.tx0..][..run.len + 1]
+                        &plane[p * len + (2 * run.ty + r) * cols + run.tx0..][..run.len + 1]
                     })
                 });
                 let at = c * xt + run.pos;
@@ -734,10 +729,10 @@ impl<'a> Job<'a> {
                 while i < run.len {
                     i += unsafe {
                         match run.len - i {
-                            16.. => T::patches::<16>(&rows, i, v, at + i, xi_stride),
-                            8.. => T::patches::<8>(&rows, i, v, at + i, xi_stride),
-                            4.. => T::patches::<4>(&rows, i, v, at + i, xi_stride),
-                            _ => T::patches::<1>(&rows, i, v, at + i, xi_stride),
+                            16.. => patches_f2::<16>(&rows, i, v, at + i, xi_stride),
+                            8.. => patches_f2::<8>(&rows, i, v, at + i, xi_stride),
+                            4.. => patches_f2::<4>(&rows, i, v, at + i, xi_stride),
+                            _ => patches_f2::<1>(&rows, i, v, at + i, xi_stride),
                         }
                     };
                 }
@@ -1021,72 +1016,57 @@ impl RunList {
     }
 }
 
-/// `Bᵀ·d·B` of a Winograd tile's patch, for m = M, patch side P.
-trait InputTransform<const M: usize, const P: usize> {
-    /// Transforms L consecutive tiles' patches of one channel: `rows[p][r]` is patch row r's
-    /// column phase p from the run's first tile, so tile `i0 + j`'s column q is
-    /// `rows[q % M][r][i0 + j + q / M]`. The results go to `v[first + ξ·stride ..][..L]`.
-    /// Every path and CPU runs the same operations in the same order (no contraction into
-    /// fused multiply-adds): the same bits. Returns L.
-    ///
-    /// # Safety
-    /// No other thread writes these floats of `v` meanwhile.
-    unsafe fn patches<const L: usize>(
-        rows: &[[&[f32]; P]; M],
-        i0: usize,
-        v: Patches,
-        first: usize,
-        stride: usize,
-    ) -> usize;
-}
-
-/// F(2×2, 3×3): Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]].
-struct F2;
-
-impl InputTransform<2, 4> for F2 {
-    #[inline(always)]
-    unsafe fn patches<const L: usize>(
-        rows: &[[&[f32]; 4]; 2],
-        i0: usize,
-        v: Patches,
-        first: usize,
-        stride: usize,
-    ) -> usize {
-        let [even, odd] = rows;
-        // d[r][q]: patch row r, column q, L tiles.
-        let mut d = [[[0.0f32; L]; 4]; 4];
-        for r in 0..4 {
-            let (e, o) = (&even[r][i0..][..L + 1], &odd[r][i0..][..L + 1]);
-            d[r][0].copy_from_slice(&e[..L]);
-            d[r][1].copy_from_slice(&o[..L]);
-            d[r][2].copy_from_slice(&e[1..]);
-            d[r][3].copy_from_slice(&o[1..]);
-        }
-        // The rows first (d0 − d2, d1 + d2, d2 − d1, d1 − d3), then each result's columns.
-        let mut t = [[[0.0f32; L]; 4]; 4];
-        for q in 0..4 {
-            for j in 0..L {
-                t[0][q][j] = d[0][q][j] - d[2][q][j];
-                t[1][q][j] = d[1][q][j] + d[2][q][j];
-                t[2][q][j] = d[2][q][j] - d[1][q][j];
-                t[3][q][j] = d[1][q][j] - d[3][q][j];
-            }
-        }
-        for (k, tk) in t.iter().enumerate() {
-            let mut u = [[0.0f32; L]; 4];
-            for j in 0..L {
-                u[0][j] = tk[0][j] - tk[2][j];
-                u[1][j] = tk[1][j] + tk[2][j];
-                u[2][j] = tk[2][j] - tk[1][j];
-                u[3][j] = tk[1][j] - tk[3][j];
-            }
-            for (l, ul) in u.iter().enumerate() {
-                // Safety: the caller's.
-                unsafe { v.put(first + (4 * k + l) * stride, ul) };
-            }
-        }
-        L
+/// `Bᵀ·d·B` for F(2×2, 3×3), Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]],
+/// of L consecutive tiles' patches of one channel: `rows[p][r]` is patch row r's column phase
+/// p (even, odd) from the run's first tile, so tile `i0 + j`'s column q is
+/// `rows[q % 2][r][i0 + j + q / 2]`. The results go to `v[first + ξ·stride ..][..L]`. Every
+/// path and CPU runs the same operations in the same order (no contraction into fused
+/// multiply-adds): the same bits. Returns L.
+///
+/// # Safety
+/// No other thread writes these floats of `v` meanwhile.
+#[inline(always)]
+unsafe fn patches_f2<const L: usize>(
+    rows: &[[&[f32]; 4]; 2],
+    i0: usize,
+    v: Patches,
+    first: usize,
+    stride: usize,
+) -> usize {
+    let [even, odd] = rows;
+    // d[r][q]: patch row r, column q, L tiles.
+    let mut d = [[[0.0f32; L]; 4]; 4];
+    for r in 0..4 {
+        let (e, o) = (&even[r][i0..][..L + 1], &odd[r][i0..][..L + 1]);
+        d[r][0].copy_from_slice(&e[..L]);
+        d[r][1].copy_from_slice(&o[..L]);
+        d[r][2].copy_from_slice(&e[1..]);
+        d[r][3].copy_from_slice(&o[1..]);
     }
+    // The rows first (d0 − d2, d1 + d2, d2 − d1, d1 − d3), then each result's columns.
+    let mut t = [[[0.0f32; L]; 4]; 4];
+    for q in 0..4 {
+        for j in 0..L {
+            t[0][q][j] = d[0][q][j] - d[2][q][j];
+            t[1][q][j] = d[1][q][j] + d[2][q][j];
+            t[2][q][j] = d[2][q][j] - d[1][q][j];
+            t[3][q][j] = d[1][q][j] - d[3][q][j];
+        }
+    }
+    for (k, tk) in t.iter().enumerate() {
+        let mut u = [[0.0f32; L]; 4];
+        for j in 0..L {
+            u[0][j] = tk[0][j] - tk[2][j];
+            u[1][j] = tk[1][j] + tk[2][j];
+            u[2][j] = tk[2][j] - tk[1][j];
+            u[3][j] = tk[1][j] - tk[3][j];
+        }
+        for (l, ul) in u.iter().enumerate() {
+            // Safety: the caller's.
+            unsafe { v.put(first + (4 * k + l) * stride, ul) };
+        }
+    }
+    L
 }
 
 /// `out` = Bᵀ·d for F(4×4) on L lanes, in a fixed order: Bᵀ = [[4, 0, −5, 0, 1, 0],
