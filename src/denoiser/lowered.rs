@@ -14,7 +14,7 @@
 
 use std::cell::RefCell;
 
-use super::kernels::{ConvShape, Kernels, PackedConv};
+use super::kernels::{aligned, ConvShape, Kernels, PackedConv};
 use super::team::Team;
 
 /// Geometry of a strided (or stride-1) convolution on NCHW data, single group, no dilation.
@@ -122,10 +122,7 @@ impl StridedConv {
         let patch_len = s.ci * s.kh * s.kw * s.out_h() * s.out_w();
         GATHERED.with(|buf| {
             let mut buf = buf.borrow_mut();
-            if buf.len() < n * patch_len {
-                buf.resize(n * patch_len, 0.0);
-            }
-            let patches = &mut buf[..n * patch_len];
+            let patches = aligned(&mut buf, n * patch_len);
             for (xi, pi) in x
                 .chunks_exact(image_in)
                 .zip(patches.chunks_exact_mut(patch_len))
@@ -259,10 +256,7 @@ impl BlockDeconv {
         }
         GATHERED.with(|buf| {
             let mut buf = buf.borrow_mut();
-            if buf.len() < out.len() {
-                buf.resize(out.len(), 0.0);
-            }
-            let blocks = &mut buf[..out.len()];
+            let blocks = aligned(&mut buf, out.len());
             self.inner.run_on(team, x, blocks, false, None);
             let (taps, hw) = (s.kh * s.kw, s.h * s.w);
             let wo = s.out_w();

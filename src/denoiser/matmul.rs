@@ -16,7 +16,7 @@
 
 use std::cell::RefCell;
 
-use super::kernels::{strided_tile_fn, Kernels, TileGeometry, TEAM_MIN_MACS, TILE_FLOATS};
+use super::kernels::{aligned, strided_tile_fn, Kernels, TileGeometry, TEAM_MIN_MACS, TILE_FLOATS};
 use super::team::{share, SharedMut, Team};
 
 /// A batched matrix product's sizes and strides (in elements).
@@ -291,12 +291,7 @@ impl MatMul {
         PACKED_B.with(|pb| {
             PADDED_A.with(|pa| {
                 let (mut pb, mut pa) = (pb.borrow_mut(), pa.borrow_mut());
-                if pb.len() < s.k * xt {
-                    pb.resize(s.k * xt, 0.0);
-                }
-                if pa.len() < s.k * cb {
-                    pa.resize(s.k * cb, 0.0);
-                }
+                let (pb, pa) = (aligned(&mut pb, s.k * xt), aligned(&mut pa, s.k * cb));
                 let mut current: Option<(usize, usize)> = None;
                 for item in items {
                     let (bt, mb) = (item / mblocks, item % mblocks);

@@ -8,6 +8,7 @@ pub mod kernels;
 pub mod lowered;
 pub mod matmul;
 pub mod onnx_fix;
+pub mod shuffle;
 pub mod team;
 pub mod tract;
 pub mod winograd;

@@ -33,8 +33,9 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 use super::kernels::{
-    packed_tile_fn, ConvShape, Kernels, TileGeometry, TEAM_MIN_MACS, TILE_FLOATS,
+    aligned, packed_tile_fn, ConvShape, Kernels, TileGeometry, TEAM_MIN_MACS, TILE_FLOATS,
 };
+use super::shuffle::{deinterleave, store_interleaved};
 use super::team::{share, SharedMut, Team};
 
 /// Most transformed positions per tile (F(4×4, 3×3)'s 6×6 patch).
@@ -340,10 +341,7 @@ impl WinogradConv {
         let ph_len = planes * self.plane_len();
         PHASES.with(|ph| {
             let mut ph = ph.borrow_mut();
-            if ph.len() < ph_len {
-                ph.resize(ph_len, 0.0);
-            }
-            let ph = &mut ph[..ph_len];
+            let ph = aligned(&mut ph, ph_len);
             // Every input plane zero-bordered and split into column phases.
             let dst = SharedMut(ph.as_mut_ptr());
             let prep = |p: usize, parts: usize| {
@@ -367,11 +365,8 @@ impl WinogradConv {
             let with_v = |f: &mut dyn FnMut(&mut [f32], &mut [f32])| {
                 BUF.with(|b| {
                     let mut b = b.borrow_mut();
-                    if b.len() < v_len + acc_len {
-                        b.resize(v_len + acc_len, 0.0);
-                    }
-                    let (v, acc) = b.split_at_mut(v_len);
-                    f(v, &mut acc[..acc_len])
+                    let (v, acc) = aligned(&mut b, v_len + acc_len).split_at_mut(v_len);
+                    f(v, acc)
                 })
             };
             match team {
@@ -489,8 +484,8 @@ impl WinogradConv {
     }
 
     /// [`WinogradConv::split_columns`] with M = m phases: 16 inputs at a time loaded as one
-    /// block and deinterleaved through fixed arrays (which compiles to shuffles), the rest of
-    /// a row one by one.
+    /// block and deinterleaved by vector shuffles ([`deinterleave`]), then a block of 8, the
+    /// rest of a row one by one.
     #[inline(always)]
     unsafe fn split_phases<const M: usize>(&self, x: &[f32], dst: SharedMut, planes: Range<usize>) {
         let s = &self.shape;
@@ -517,18 +512,24 @@ impl WinogradConv {
                 // (left + i) / M. In a block from i0 (a multiple of 16), phase p holds lanes
                 // e, e + M, … with e = (p − left) mod M, from column (left + i0 + e) / M.
                 for (b, blk) in xr[..whole].chunks_exact(16).enumerate() {
-                    let blk: &[f32; 16] = blk.try_into().unwrap();
+                    let t = deinterleave::<M, 16>(blk.try_into().unwrap());
                     for (p, php) in ph.iter_mut().enumerate() {
                         let e = (p + M - left % M) % M;
-                        let mut t = [0.0f32; 16];
-                        for g in 0..16 / M {
-                            t[g] = blk[M * g + e];
-                        }
                         let at = r + (left + 16 * b + e) / M;
-                        php[at..][..16 / M].copy_from_slice(&t[..16 / M]);
+                        php[at..][..16 / M].copy_from_slice(&t[e][..16 / M]);
                     }
                 }
-                for (i, v) in xr.iter().enumerate().skip(whole) {
+                let mut done = whole;
+                if s.w - whole >= 8 {
+                    let t = deinterleave::<M, 8>(xr[whole..whole + 8].try_into().unwrap());
+                    for (p, php) in ph.iter_mut().enumerate() {
+                        let e = (p + M - left % M) % M;
+                        let at = r + (left + whole + e) / M;
+                        php[at..][..8 / M].copy_from_slice(&t[e][..8 / M]);
+                    }
+                    done += 8;
+                }
+                for (i, v) in xr.iter().enumerate().skip(done) {
                     let j = left + i;
                     ph[j % M][r + j / M] = *v;
                 }
@@ -823,10 +824,9 @@ impl<'a> Job<'a> {
         for (bi, blk) in blocks.enumerate() {
             for j in 0..cb.min(s.co - blk * cb) {
                 let o = blk * cb + j;
-                let mut m: [&[f32]; MAX_XI] = [&[]; MAX_XI];
-                for (xi, mx) in m[..xis].iter_mut().enumerate() {
-                    *mx = &acc[((xi * nb + bi) * cb + j) * xt..][..xt];
-                }
+                // Position ξ's products for this channel: acc[first + ξ · stride ..][..xt].
+                let (first, stride) = ((bi * cb + j) * xt, nb * cb * xt);
+                let m = &acc[first..first + (xis - 1) * stride + xt];
                 let bias = |image: usize| match self.bias {
                     None => conv.bias[o],
                     Some(b) if b.len() == s.co => b[o],
@@ -834,14 +834,18 @@ impl<'a> Job<'a> {
                 };
                 match conv.block {
                     OutputBlock::F2x2 => {
-                        outputs_f2(&m, xt, &mut y);
+                        if conv.kernels.wide() && xt.is_multiple_of(16) {
+                            outputs_f2::<16>(m, stride, xt, &mut y)
+                        } else {
+                            outputs_f2::<8>(m, stride, xt, &mut y)
+                        }
                         self.scatter::<2>(&y, &runs, o, bias)
                     }
                     OutputBlock::F4x4 => {
                         if conv.kernels.wide() && xt.is_multiple_of(16) {
-                            outputs_f4::<16>(&m, xt, &mut y)
+                            outputs_f4::<16>(m, stride, xt, &mut y)
                         } else {
-                            outputs_f4::<8>(&m, xt, &mut y)
+                            outputs_f4::<8>(m, stride, xt, &mut y)
                         }
                         self.scatter::<4>(&y, &runs, o, bias)
                     }
@@ -878,23 +882,21 @@ impl<'a> Job<'a> {
                     std::slice::from_raw_parts_mut(self.out.at(plane + oy * wo + x0), width)
                 };
                 let ya: [&[f32]; M] = std::array::from_fn(|c| &y[M * a + c][run.pos..]);
-                // Blocks of 16 outputs (16 / M tiles) interleaved in a fixed array, which
-                // compiles to shuffles; the rest one by one.
+                // Blocks of 16 outputs (16 / M tiles), then one of 8; the rest one by one.
                 let mut i = 0;
                 let mut blocks = dst.chunks_exact_mut(16);
                 for d in &mut blocks {
-                    let mut t = [0.0f32; 16];
-                    for (c, yc) in ya.iter().enumerate() {
-                        for k in 0..16 / M {
-                            t[M * k + c] = yc[i + k];
-                        }
-                    }
-                    for (d, t) in d.iter_mut().zip(t) {
-                        *d = if self.relu { (t + b).max(0.0) } else { t + b };
-                    }
+                    store_interleaved::<M, 16>(&ya, i, b, self.relu, d.try_into().unwrap());
                     i += 16 / M;
                 }
-                for (k, d) in blocks.into_remainder().iter_mut().enumerate() {
+                let mut rest = blocks.into_remainder();
+                if rest.len() >= 8 {
+                    let (d, r) = rest.split_at_mut(8);
+                    store_interleaved::<M, 8>(&ya, i, b, self.relu, d.try_into().unwrap());
+                    i += 8 / M;
+                    rest = r;
+                }
+                for (k, d) in rest.iter_mut().enumerate() {
                     let t = ya[k % M][i + k / M] + b;
                     *d = if self.relu { t.max(0.0) } else { t };
                 }
@@ -903,27 +905,45 @@ impl<'a> Job<'a> {
     }
 }
 
-/// F(2×2): `y[2a + b][i]` = (Aᵀ·M·A)[a][b] of tile i, for the chunk's xt tiles.
+/// L values of position ξ's products from tile i: `m[ξ · stride + i ..][..L]`.
 #[inline(always)]
-fn outputs_f2(m: &[&[f32]; MAX_XI], xt: usize, y: &mut [[f32; MAX_XT]; 16]) {
-    for i in 0..xt {
-        // Column l of Aᵀ·M: (m0 + m1 + m2, m1 − m2 − m3) down column l.
+fn at<const L: usize>(m: &[f32], stride: usize, xi: usize, i: usize) -> [f32; L] {
+    m[xi * stride + i..][..L].try_into().unwrap()
+}
+
+/// F(2×2): `y[2a + b][i]` = (Aᵀ·M·A)[a][b] of tile i, for the chunk's xt tiles (a multiple
+/// of L), L tiles at a time; M at ξ is `m[ξ · stride ..][..xt]`.
+#[inline(always)]
+fn outputs_f2<const L: usize>(m: &[f32], stride: usize, xt: usize, y: &mut [[f32; MAX_XT]; 16]) {
+    debug_assert!(xt.is_multiple_of(L));
+    for i in (0..xt).step_by(L) {
+        // Column l of Aᵀ·M: (m0 + m1 + m2, m1 − m2 − m3) down column l; then across.
         let col = |l: usize| {
-            let (m0, m1, m2, m3) = (m[l][i], m[4 + l][i], m[8 + l][i], m[12 + l][i]);
-            (m0 + m1 + m2, m1 - m2 - m3)
+            let ld = |r: usize| at::<L>(m, stride, 4 * r + l, i);
+            let (m0, m1, m2, m3) = (ld(0), ld(1), ld(2), ld(3));
+            let mut tb = [[0.0f32; L]; 2];
+            for j in 0..L {
+                tb[0][j] = m0[j] + m1[j] + m2[j];
+                tb[1][j] = m1[j] - m2[j] - m3[j];
+            }
+            tb
         };
-        let ((t0, b0), (t1, b1), (t2, b2), (t3, b3)) = (col(0), col(1), col(2), col(3));
-        y[0][i] = t0 + t1 + t2;
-        y[1][i] = t1 - t2 - t3;
-        y[2][i] = b0 + b1 + b2;
-        y[3][i] = b1 - b2 - b3;
+        let (c0, c1, c2, c3) = (col(0), col(1), col(2), col(3));
+        for (a, ya) in y.chunks_exact_mut(2).take(2).enumerate() {
+            for j in 0..L {
+                ya[0][i + j] = c0[a][j] + c1[a][j] + c2[a][j];
+                ya[1][i + j] = c1[a][j] - c2[a][j] - c3[a][j];
+            }
+        }
     }
 }
 
-/// `out` = Aᵀ·m for F(4×4): Aᵀ = [[1, 1, 1, 1, 1, 0], [0, 1, −1, 2, −2, 0],
-/// [0, 1, 1, 4, 4, 0], [0, 1, −1, 8, −8, 1]], on L lanes at once, in a fixed order.
+/// Aᵀ·m for F(4×4): Aᵀ = [[1, 1, 1, 1, 1, 0], [0, 1, −1, 2, −2, 0], [0, 1, 1, 4, 4, 0],
+/// [0, 1, −1, 8, −8, 1]], on L lanes at once, in a fixed order. Arguments and result by value
+/// (no zero-initialised buffers on the stack).
 #[inline(always)]
-fn at6<const L: usize>(m: &[[f32; L]; 6], out: &mut [[f32; L]; 4]) {
+fn at6<const L: usize>(m: [[f32; L]; 6]) -> [[f32; L]; 4] {
+    let mut out = [[0.0f32; L]; 4];
     for j in 0..L {
         let (s12, d12) = (m[1][j] + m[2][j], m[1][j] - m[2][j]);
         let (s34, d34) = (m[3][j] + m[4][j], m[3][j] - m[4][j]);
@@ -932,31 +952,25 @@ fn at6<const L: usize>(m: &[[f32; L]; 6], out: &mut [[f32; L]; 4]) {
         out[2][j] = s12 + 4.0 * s34;
         out[3][j] = (d12 + 8.0 * d34) + m[5][j];
     }
+    out
 }
 
 /// F(4×4): `y[4a + b][i]` = (Aᵀ·M·A)[a][b] of tile i, for the chunk's xt tiles (a multiple
-/// of L), L tiles at a time.
+/// of L), L tiles at a time; M at ξ is `m[ξ · stride ..][..xt]`.
 #[inline(always)]
-fn outputs_f4<const L: usize>(m: &[&[f32]; MAX_XI], xt: usize, y: &mut [[f32; MAX_XT]; 16]) {
+fn outputs_f4<const L: usize>(m: &[f32], stride: usize, xt: usize, y: &mut [[f32; MAX_XT]; 16]) {
     debug_assert!(xt.is_multiple_of(L));
-    let mut col = [[0.0f32; L]; 6];
-    // t[l][a] = (Aᵀ · column l)[a].
-    let mut t = [[[0.0f32; L]; 4]; 6];
-    let mut row = [[0.0f32; L]; 4];
     for i in (0..xt).step_by(L) {
-        for l in 0..6 {
-            for r in 0..6 {
-                col[r].copy_from_slice(&m[6 * r + l][i..i + L]);
-            }
-            at6(&col, &mut t[l]);
-        }
-        for a in 0..4 {
-            for l in 0..6 {
-                col[l] = t[l][a];
-            }
-            at6(&col, &mut row);
-            for (b, rb) in row.iter().enumerate() {
-                y[4 * a + b][i..i + L].copy_from_slice(rb);
+        // t[l][a] = (Aᵀ · column l)[a].
+        let col = |l: usize| {
+            let ld = |r: usize| at::<L>(m, stride, 6 * r + l, i);
+            at6([ld(0), ld(1), ld(2), ld(3), ld(4), ld(5)])
+        };
+        let t = [col(0), col(1), col(2), col(3), col(4), col(5)];
+        for (a, ya) in y.chunks_exact_mut(4).enumerate() {
+            let row = at6([t[0][a], t[1][a], t[2][a], t[3][a], t[4][a], t[5][a]]);
+            for (yb, rb) in ya.iter_mut().zip(row) {
+                yb[i..i + L].copy_from_slice(&rb);
             }
         }
     }
