@@ -992,15 +992,22 @@ impl Patches {
         }
     }
 
-    /// Copies `src` to `at ..`, within the buffer (checked).
+    /// Copies `src` to `at ..`.
     ///
     /// # Safety
-    /// No other thread writes or reads these floats meanwhile.
+    /// Within the buffer (see [`Patches::check`]); no other thread writes or reads these
+    /// floats meanwhile.
     #[inline(always)]
     unsafe fn put(self, at: usize, src: &[f32]) {
-        assert!(at + src.len() <= self.len);
-        // Safety: in bounds (checked); exclusive (caller).
+        debug_assert!(at + src.len() <= self.len);
+        // Safety: in bounds and exclusive (caller).
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.at(at), src.len()) }
+    }
+
+    /// Checks that rows `first + r · stride ..` of `width` floats, r < `rows`, are in the
+    /// buffer: [`Patches::put`]'s bounds, tested once per pass instead of at every store.
+    fn check(self, first: usize, stride: usize, rows: usize, width: usize) {
+        assert!(first + (rows - 1) * stride + width <= self.len, "patches out of bounds");
     }
 }
 
@@ -1047,6 +1054,7 @@ unsafe fn patches_f2<const L: usize>(
     first: usize,
     stride: usize,
 ) -> usize {
+    v.check(first, stride, 16, L);
     let [even, odd] = rows;
     // d[r][q]: patch row r, column q, L tiles.
     let mut d = [[[0.0f32; L]; 4]; 4];
@@ -1139,6 +1147,7 @@ unsafe fn columns_f4<const L: usize>(
     stride: usize,
 ) {
     assert!(xt <= MAX_XT && xt.is_multiple_of(L));
+    v.check(first, stride, 36, xt);
     let mut d = [[0.0f32; L]; 6];
     let mut u = [[0.0f32; L]; 6];
     for (l, hl) in h.iter().enumerate() {
