@@ -18,9 +18,12 @@ use tract_onnx::tract_core::ops::array::MultiBroadcastTo;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, Deconv, KernelFormat};
 use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::math::Max;
 use tract_onnx::tract_core::ops::nn::DataFormat;
-use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
+use tract_onnx::tract_core::ops::nn::{Silu, Softmax, SoftmaxKind};
+use tract_onnx::tract_core::tract_linalg::element_wise::ElementWise;
+use tract_onnx::tract_core::tract_linalg::routines::Func;
 use tract_onnx::tract_hir::internal::*;
 
 use super::kernels::{instance_norm_rows, layer_norm, softmax, ConvShape, Kernels, PackedConv};
@@ -318,6 +321,88 @@ fn split_rows(data: &mut [f32], inner: usize, f: &(dyn Fn(&mut [f32], usize) + S
         };
         f(part, share.start)
     });
+}
+
+/// Element-wise work on tensors of at least this many floats is split between the current
+/// team's threads: SiLU costs an exponential and a division per value, so smaller tensors pay
+/// for the handover than the norms' passes.
+const SPLIT_SILU_MIN: usize = 1 << 13;
+
+/// `f` over `data` whole, or over an even share per thread of the current team, cut at
+/// multiples of 16 floats (whole vectors for every kernel set).
+fn split_flat(data: &mut [f32], min: usize, f: &(dyn Fn(&mut [f32]) + Sync)) {
+    let team = team::current().filter(|t| t.threads() > 1 && data.len() >= min);
+    let Some(team) = team else {
+        return f(data);
+    };
+    let (blocks, parts, len) = (data.len().div_ceil(16), team.threads(), data.len());
+    let base = team::SharedMut(data.as_mut_ptr());
+    team.run(parts, &|p| {
+        let share = team::share(blocks, p, parts);
+        let (start, end) = (16 * share.start, (16 * share.end).min(len));
+        // Safety: the parts take disjoint ranges of `data`.
+        f(unsafe { std::slice::from_raw_parts_mut(base.at(start), end - start) })
+    });
+}
+
+/// SiLU (`x·σ(x)`, which tract's declutter makes of `x · Sigmoid(x)`) by tract's own SIMD
+/// routine for this CPU, split between the current team's threads: tract's element-wise node
+/// runs on the calling thread only, and on two threads it ran slower than on one (reading
+/// what the other core wrote). Same values as tract's node: the same routine on the same
+/// floats (elements are independent).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TeamSilu;
+
+impl TeamSilu {
+    /// Whether `node` is tract's f32 SiLU.
+    fn applies(model: &TypedModel, node: &TypedNode) -> TractResult<bool> {
+        let Some(op) = node.op_as::<ElementWiseOp>() else {
+            return Ok(false);
+        };
+        let x = model.outlet_fact(node.inputs[0])?;
+        Ok(op.0.is::<Silu>() && op.1.is_none() && x.datum_type == DatumType::F32)
+    }
+
+    /// tract's f32 SiLU routine for this CPU, looked up once.
+    fn routine() -> TractResult<&'static dyn ElementWise<f32>> {
+        static ROUTINE: OnceLock<Box<dyn ElementWise<f32>>> = OnceLock::new();
+        if let Some(r) = ROUTINE.get() {
+            return Ok(r.as_ref());
+        }
+        let r = Func::Silu.ew_f32()?;
+        Ok(ROUTINE.get_or_init(|| r).as_ref())
+    }
+}
+
+impl Op for TeamSilu {
+    fn name(&self) -> StaticName {
+        "TeamSilu".into()
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for TeamSilu {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        let routine = Self::routine()?;
+        let mut y = x.into_tensor();
+        let mut ram = y.try_as_plain_ram_mut()?;
+        split_flat(ram.as_slice_mut::<f32>()?, SPLIT_SILU_MIN, &|part| {
+            routine.run(part).expect("tract's SiLU routine on f32")
+        });
+        drop(ram);
+        Ok(tvec![y.into_tvalue()])
+    }
+}
+
+impl TypedOp for TeamSilu {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1, "TeamSilu takes one input");
+        Ok(tvec![inputs[0].datum_type.fact(inputs[0].shape.clone())])
+    }
+    as_op!();
 }
 
 /// Softmax over the last axis (attention weights) by [`softmax`]: one pass for the maximum,
@@ -1036,7 +1121,8 @@ pub fn rewrite_before_declutter(model: &mut TypedModel, kernels: Kernels) -> Tra
 }
 
 /// Replaces each supported `Conv` of `model` by a [`DirectConv`], each f32 matrix product by
-/// a [`FusedMatMul`] and each last-axis softmax by a [`FusedSoftmax`], folds following ReLUs
+/// a [`FusedMatMul`], each last-axis softmax by a [`FusedSoftmax`] and each f32 SiLU by a
+/// [`TeamSilu`], folds following ReLUs
 /// into the convolutions, and points every fused norm at `kernels`; returns how many
 /// convolutions and products `model` now runs on our kernels.
 pub fn rewrite(
@@ -1068,6 +1154,11 @@ pub fn rewrite(
         if FusedSoftmax::applies(model, node)? {
             let op = FusedSoftmax { kernels };
             let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?;
+            patch.apply(model)?;
+            continue;
+        }
+        if TeamSilu::applies(model, node)? {
+            let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, TeamSilu)?;
             patch.apply(model)?;
         }
     }

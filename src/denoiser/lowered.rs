@@ -456,7 +456,10 @@ mod tests {
                     let mut split = vec![f32::NAN; want.len()];
                     conv.run_on(Some(&team), &x, &mut split, false, None);
                     assert!(
-                        split.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        split
+                            .iter()
+                            .zip(&got)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
                         "team of 3 vs one thread: {s:?} n={n} {kernels:?}"
                     );
                 }

@@ -1007,7 +1007,10 @@ impl Patches {
     /// Checks that rows `first + r · stride ..` of `width` floats, r < `rows`, are in the
     /// buffer: [`Patches::put`]'s bounds, tested once per pass instead of at every store.
     fn check(self, first: usize, stride: usize, rows: usize, width: usize) {
-        assert!(first + (rows - 1) * stride + width <= self.len, "patches out of bounds");
+        assert!(
+            first + (rows - 1) * stride + width <= self.len,
+            "patches out of bounds"
+        );
     }
 }
 
