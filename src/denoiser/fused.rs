@@ -388,11 +388,12 @@ impl EvalOp for TeamSilu {
         let x = args_1!(inputs);
         let routine = Self::routine()?;
         let mut y = x.into_tensor();
-        let mut ram = y.try_as_plain_ram_mut()?;
-        split_flat(ram.as_slice_mut::<f32>()?, SPLIT_SILU_MIN, &|part| {
-            routine.run(part).expect("tract's SiLU routine on f32")
-        });
-        drop(ram);
+        {
+            let mut ram = y.try_as_plain_ram_mut()?;
+            split_flat(ram.as_slice_mut::<f32>()?, SPLIT_SILU_MIN, &|part| {
+                routine.run(part).expect("tract's SiLU routine on f32")
+            });
+        }
         Ok(tvec![y.into_tvalue()])
     }
 }
