@@ -307,19 +307,27 @@ const SPLIT_ROWS_MIN: usize = 1 << 15;
 /// `f(rows, first row)` over `data`'s rows of `inner` floats: all at once, or an even share of
 /// whole rows per thread of the current team. Same results either way (rows are independent).
 fn split_rows(data: &mut [f32], inner: usize, f: &(dyn Fn(&mut [f32], usize) + Sync)) {
-    let team = team::current().filter(|t| t.threads() > 1 && data.len() >= SPLIT_ROWS_MIN);
+    split_units(data, inner, SPLIT_ROWS_MIN, f)
+}
+
+/// `f(part, first unit)` over `data` whole, or, when it holds at least `min` floats, over an
+/// even share of whole units of `unit` floats per thread of the current team (the last part
+/// also takes a trailing partial unit).
+fn split_units(data: &mut [f32], unit: usize, min: usize, f: &(dyn Fn(&mut [f32], usize) + Sync)) {
+    let team = team::current().filter(|t| t.threads() > 1 && data.len() >= min);
     let Some(team) = team else {
         return f(data, 0);
     };
-    let (rows, parts) = (data.len() / inner, team.threads());
+    let (units, parts, len) = (data.len().div_ceil(unit), team.threads(), data.len());
     let base = team::SharedMut(data.as_mut_ptr());
     team.run(parts, &|p| {
-        let share = team::share(rows, p, parts);
-        // Safety: the parts take disjoint whole rows of `data`.
-        let part = unsafe {
-            std::slice::from_raw_parts_mut(base.at(share.start * inner), share.len() * inner)
-        };
-        f(part, share.start)
+        let share = team::share(units, p, parts);
+        let (start, end) = (share.start * unit, (share.end * unit).min(len));
+        // Safety: the parts take disjoint ranges of `data`.
+        f(
+            unsafe { std::slice::from_raw_parts_mut(base.at(start), end - start) },
+            share.start,
+        )
     });
 }
 
@@ -328,23 +336,6 @@ fn split_rows(data: &mut [f32], inner: usize, f: &(dyn Fn(&mut [f32], usize) + S
 /// (the attention UNet's 64-channel 16×16 activations, 16 K floats, are split; its 8×8 ones
 /// are not).
 const SPLIT_SILU_MIN: usize = 1 << 13;
-
-/// `f` over `data` whole, or over an even share per thread of the current team, cut at
-/// multiples of 16 floats (whole vectors for every kernel set).
-fn split_flat(data: &mut [f32], min: usize, f: &(dyn Fn(&mut [f32]) + Sync)) {
-    let team = team::current().filter(|t| t.threads() > 1 && data.len() >= min);
-    let Some(team) = team else {
-        return f(data);
-    };
-    let (blocks, parts, len) = (data.len().div_ceil(16), team.threads(), data.len());
-    let base = team::SharedMut(data.as_mut_ptr());
-    team.run(parts, &|p| {
-        let share = team::share(blocks, p, parts);
-        let (start, end) = (16 * share.start, (16 * share.end).min(len));
-        // Safety: the parts take disjoint ranges of `data`.
-        f(unsafe { std::slice::from_raw_parts_mut(base.at(start), end - start) })
-    });
-}
 
 /// SiLU (`x·σ(x)`, which tract's declutter makes of `x · Sigmoid(x)`) by tract's own SIMD
 /// routine for this CPU, split between the current team's threads: tract's element-wise node
@@ -391,9 +382,13 @@ impl EvalOp for TeamSilu {
         let mut y = x.into_tensor();
         {
             let mut ram = y.try_as_plain_ram_mut()?;
-            split_flat(ram.as_slice_mut::<f32>()?, SPLIT_SILU_MIN, &|part| {
-                routine.run(part).expect("tract's SiLU routine on f32")
-            });
+            // Cut at multiples of 16 floats: whole vectors for every kernel set.
+            split_units(
+                ram.as_slice_mut::<f32>()?,
+                16,
+                SPLIT_SILU_MIN,
+                &|part, _| routine.run(part).expect("tract's SiLU routine on f32"),
+            );
         }
         Ok(tvec![y.into_tvalue()])
     }
