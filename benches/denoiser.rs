@@ -6,14 +6,14 @@
 //! job's 20-step run, on the bundled digit model. benches/ort_baseline.py times onnxruntime on
 //! the same file and thread counts for the side-by-side table.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use edge_sample::denoiser::kernels::{softmax, ConvShape, PackedConv};
-use edge_sample::denoiser::lowered::{BlockDeconv, BlockShape, StridedConv, StridedShape};
-use edge_sample::denoiser::matmul::{MatMul, MatMulShape};
-use edge_sample::denoiser::team::Team;
-use edge_sample::denoiser::winograd::{OutputBlock, WinogradConv};
 use edge_sample::denoiser::{Denoiser, Kernels, LoadOptions, Model};
 use edge_sample::pipeline::{generate, Job};
 use edge_sample::sampler::SamplerConfig;
+use edge_sample_kernels::winograd::OutputBlock;
+use edge_sample_kernels::{
+    softmax, BlockDeconv, BlockShape, ConvShape, Isa, MatMul, MatMulShape, PackedConv, StridedConv,
+    StridedShape, Team, WinogradConv,
+};
 
 fn denoiser_step(c: &mut Criterion) {
     let mut g = c.benchmark_group("denoiser_step");
@@ -67,7 +67,7 @@ fn conv_layer(c: &mut Criterion) {
     let shapes = [(10, 10, 28), (30, 10, 28), (20, 20, 14), (80, 80, 4)];
     for (ci, co, hw) in shapes {
         let (shape, w, x, mut out) = conv3x3_data(ci, co, hw);
-        for kernels in Kernels::all_supported() {
+        for kernels in Isa::all_supported() {
             let p = PackedConv::new(shape, &w, &[], kernels);
             let id = format!("{ci}to{co}_{hw}x{hw}/{}", kernels.describe());
             g.bench_function(BenchmarkId::new("direct", id), |b| {
@@ -90,7 +90,7 @@ fn winograd_layer(c: &mut Criterion) {
         (20, 20, 14),
     ] {
         let (shape, w, x, mut out) = conv3x3_data(ci, co, hw);
-        for kernels in Kernels::all_supported() {
+        for kernels in Isa::all_supported() {
             let id = format!("{ci}to{co}_{hw}x{hw}/{}", kernels.describe());
             let p = PackedConv::new(shape, &w, &[], kernels);
             g.bench_function(BenchmarkId::new("direct", &id), |b| {
@@ -121,7 +121,7 @@ fn winograd_layer(c: &mut Criterion) {
 /// stride) and the attention softmax, at the digit and attention-UNet shapes.
 fn lowered_layers(c: &mut Criterion) {
     let mut g = c.benchmark_group("lowered");
-    for kernels in Kernels::all_supported() {
+    for kernels in Isa::all_supported() {
         let k = kernels.describe();
         for (ci, co, hw) in [(96usize, 32usize, 32usize), (80, 40, 7)] {
             let shape = ConvShape {
@@ -194,7 +194,7 @@ fn products_and_team(c: &mut Criterion) {
     let p = vec![0.01f32; heads * tokens * tokens];
     let mut s = vec![0f32; heads * tokens * tokens];
     let mut o = vec![0f32; tokens * row];
-    for kernels in Kernels::all_supported() {
+    for kernels in Isa::all_supported() {
         let k = kernels.describe().replace(' ', "_");
         let mm = MatMul::new(qk.clone(), kernels);
         g.bench_function(BenchmarkId::new("qk_256x32x256x2", &k), |b| {
@@ -206,7 +206,7 @@ fn products_and_team(c: &mut Criterion) {
         });
     }
     let team = Team::new(2).unwrap();
-    let kernels = Kernels::best();
+    let kernels = Isa::best();
     let mm = MatMul::new(qk.clone(), kernels);
     let shape = ConvShape {
         ci: 64,

@@ -14,7 +14,7 @@ use crate::image::{grid, load_image, to_pixels, upscale, write_png, Pixels};
 use crate::pipeline::{generate, InitImage, Job, Samples};
 use crate::sampler::SamplerConfig;
 use crate::show::{self, View};
-use crate::{models, npy};
+use crate::{models, npy, settings};
 
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -65,7 +65,8 @@ fn load(m: &ModelArgs) -> Result<Model> {
         &LoadOptions {
             batch: m.batch,
             precision: m.precision,
-            ..Default::default()
+            kernels: settings::kernels(),
+            conv: settings::conv_algorithm(),
         },
     )
 }
@@ -442,7 +443,8 @@ pub fn info(model: &str, precision: Precision) -> Result<()> {
         &LoadOptions {
             batch: 1,
             precision,
-            ..Default::default()
+            kernels: settings::kernels(),
+            conv: settings::conv_algorithm(),
         },
     )?;
     let i = &m.info;

@@ -17,6 +17,7 @@ pub mod npy;
 pub mod pipeline;
 pub mod sampler;
 pub mod schedule;
+pub mod settings;
 pub mod show;
 
 pub use error::{Error, Result};

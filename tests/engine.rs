@@ -4,8 +4,9 @@
 mod common;
 
 use common::*;
-use edge_sample::denoiser::winograd::ConvAlgorithm;
-use edge_sample::denoiser::{Denoiser, Kernels, LoadOptions, Model, ModelSource, Precision};
+use edge_sample::denoiser::{
+    ConvAlgorithm, Denoiser, Kernels, LoadOptions, Model, ModelSource, Precision,
+};
 
 /// Matrix products of attn_unet.onnx that tract leaves as einsums after declutter (counted
 /// from its graph: 4 attention blocks × 6, the time MLP's 3 (tract splits its first layer in
@@ -202,8 +203,8 @@ fn qoperator_rewrite_removes_every_contrib_op() {
         half.rewrites
     );
     // auto: f16 arithmetic only with FEAT_FP16 and tract's own convolutions (ours are f32).
-    let tract_f16 =
-        edge_sample::denoiser::tract::cpu_has_fp16() && Kernels::selected() == Kernels::Tract;
+    let tract_f16 = edge_sample::denoiser::tract::cpu_has_fp16()
+        && edge_sample::settings::kernels() == Kernels::Tract;
     assert_eq!(half.compute, if tract_f16 { "f16" } else { "f32" });
 }
 

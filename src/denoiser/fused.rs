@@ -1,4 +1,4 @@
-//! Our kernels ([`super::kernels`]) as tract operators, and the two places they enter the
+//! Our kernels (crate `edge-sample-kernels`) as tract operators, and the two places they enter the
 //! graph:
 //!
 //! - ONNX `LayerNormalization` is parsed into [`FusedLayerNorm`] (one node) instead of tract's
@@ -8,7 +8,7 @@
 //!   replaces tract's `Conv`, and every f32 matrix product tract's declutter leaves as an
 //!   einsum becomes a [`FusedMatMul`], before tract optimizes the rest of the plan.
 //!
-//! Both are skipped with `EDGE_SAMPLE_KERNELS=tract`.
+//! Both are skipped when the loader is asked for tract's own lowering ([`super::Kernels::Tract`]).
 
 use std::sync::{Arc, OnceLock};
 
@@ -26,11 +26,10 @@ use tract_onnx::tract_core::tract_linalg::element_wise::ElementWise;
 use tract_onnx::tract_core::tract_linalg::routines::Func;
 use tract_onnx::tract_hir::internal::*;
 
-use super::kernels::{instance_norm_rows, layer_norm, softmax, ConvShape, Kernels, PackedConv};
-use super::lowered::{BlockDeconv, BlockShape, StridedConv, StridedShape};
-use super::matmul::{MatMul, MatMulShape};
-use super::team;
-use super::winograd::{ConvAlgorithm, WinogradConv};
+use edge_sample_kernels::{
+    instance_norm_rows, layer_norm, softmax, team, BlockDeconv, BlockShape, ConvAlgorithm,
+    ConvShape, Isa, MatMul, MatMulShape, PackedConv, StridedConv, StridedShape, WinogradConv,
+};
 
 type OnnxBuilder =
     fn(&ParsingContext, &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
@@ -39,10 +38,7 @@ type OnnxBuilder =
 static TRACT_LAYER_NORM: OnceLock<OnnxBuilder> = OnceLock::new();
 
 /// Routes ONNX `LayerNormalization` to [`FusedLayerNorm`] in this parser.
-pub fn register(onnx: &mut tract_onnx::Onnx, kernels: Kernels) {
-    if kernels == Kernels::Tract {
-        return;
-    }
+pub fn register(onnx: &mut tract_onnx::Onnx, _kernels: Isa) {
     if let Some(&tract) = onnx.op_register.0.get("LayerNormalization") {
         let _ = TRACT_LAYER_NORM.set(tract);
     }
@@ -102,7 +98,7 @@ impl Expansion for InstanceNormExpansion {
             prefix,
             FusedInstanceNorm {
                 epsilon: self.epsilon,
-                kernels: Kernels::best(),
+                kernels: Isa::best(),
             },
             inputs,
         )
@@ -114,7 +110,7 @@ impl Expansion for InstanceNormExpansion {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FusedInstanceNorm {
     pub epsilon: f32,
-    pub kernels: Kernels,
+    pub kernels: Isa,
 }
 
 impl Eq for FusedInstanceNorm {}
@@ -277,7 +273,7 @@ impl Expansion for LayerNormExpansion {
             FusedLayerNorm {
                 axis,
                 epsilon: self.epsilon,
-                kernels: Kernels::best(),
+                kernels: Isa::best(),
             },
             &wired,
         )
@@ -310,25 +306,10 @@ fn split_rows(data: &mut [f32], inner: usize, f: &(dyn Fn(&mut [f32], usize) + S
     split_units(data, inner, SPLIT_ROWS_MIN, f)
 }
 
-/// `f(part, first unit)` over `data` whole, or, when it holds at least `min` floats, over an
-/// even share of whole units of `unit` floats per thread of the current team (the last part
-/// also takes a trailing partial unit).
+/// `f(part, first unit)` over `data`, split between the current team's threads when it holds
+/// at least `min` floats (see [`team::split_units`]).
 fn split_units(data: &mut [f32], unit: usize, min: usize, f: &(dyn Fn(&mut [f32], usize) + Sync)) {
-    let team = team::current().filter(|t| t.threads() > 1 && data.len() >= min);
-    let Some(team) = team else {
-        return f(data, 0);
-    };
-    let (units, parts, len) = (data.len().div_ceil(unit), team.threads(), data.len());
-    let base = team::SharedMut(data.as_mut_ptr());
-    team.run(parts, &|p| {
-        let share = team::share(units, p, parts);
-        let (start, end) = (share.start * unit, (share.end * unit).min(len));
-        // Safety: the parts take disjoint ranges of `data`.
-        f(
-            unsafe { std::slice::from_raw_parts_mut(base.at(start), end - start) },
-            share.start,
-        )
-    });
+    team::split_units(team::current().as_deref(), data, unit, min, f)
 }
 
 /// SiLU on tensors of at least this many floats is split between the current team's threads:
@@ -407,7 +388,7 @@ impl TypedOp for TeamSilu {
 /// reduction chain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FusedSoftmax {
-    pub kernels: Kernels,
+    pub kernels: Isa,
 }
 
 impl Eq for FusedSoftmax {}
@@ -470,11 +451,7 @@ impl Eq for FusedMatMul {}
 
 impl FusedMatMul {
     /// The product `node` computes, when it is one we take.
-    fn for_einsum(
-        model: &TypedModel,
-        node: &TypedNode,
-        kernels: Kernels,
-    ) -> TractResult<Option<Self>> {
+    fn for_einsum(model: &TypedModel, node: &TypedNode, kernels: Isa) -> TractResult<Option<Self>> {
         let Some(op) = node.op_as::<EinSum>() else {
             return Ok(None);
         };
@@ -639,7 +616,7 @@ impl TypedOp for FusedMatMul {
 pub struct FusedLayerNorm {
     pub axis: usize,
     pub epsilon: f32,
-    pub kernels: Kernels,
+    pub kernels: Isa,
 }
 
 impl Eq for FusedLayerNorm {}
@@ -792,7 +769,7 @@ pub struct DirectConv {
     relu: bool,
     /// The bias is the op's second input (computed per run) rather than packed.
     runtime_bias: bool,
-    kernels: Kernels,
+    kernels: Isa,
 }
 
 impl Eq for DirectConv {}
@@ -878,7 +855,7 @@ impl DirectConv {
         model: &TypedModel,
         node: &TypedNode,
         conv: &Conv,
-        kernels: Kernels,
+        kernels: Isa,
         conv_algorithm: ConvAlgorithm,
     ) -> TractResult<Option<DirectConv>> {
         let spec = &conv.pool_spec;
@@ -957,7 +934,7 @@ impl DirectConv {
         model: &TypedModel,
         node: &TypedNode,
         deconv: &Deconv,
-        kernels: Kernels,
+        kernels: Isa,
     ) -> TractResult<Option<DirectConv>> {
         let spec = &deconv.pool_spec;
         let Some((batched, xs)) = nchw_input(model, node, spec.data_format)? else {
@@ -1017,7 +994,7 @@ impl DirectConv {
         conv: ConvImpl,
         batched: bool,
         runtime_bias: bool,
-        kernels: Kernels,
+        kernels: Isa,
     ) -> TractResult<Option<DirectConv>> {
         let op = DirectConv {
             conv: Arc::new(conv),
@@ -1100,10 +1077,7 @@ impl TypedOp for DirectConv {
 /// Replaces the 1×1 stride-1 convolutions and the transposed convolutions of `model` by
 /// [`DirectConv`]s. Run before tract's declutter, which would turn them into matrix products
 /// (einsums) we do not take.
-pub fn rewrite_before_declutter(model: &mut TypedModel, kernels: Kernels) -> TractResult<usize> {
-    if kernels == Kernels::Tract {
-        return Ok(0);
-    }
+pub fn rewrite_before_declutter(model: &mut TypedModel, kernels: Isa) -> TractResult<usize> {
     let count = replace_convs(model, kernels, ConvAlgorithm::Direct, |node| {
         node.op_as::<Deconv>().is_some()
             || node.op_as::<Conv>().is_some_and(|c| {
@@ -1124,12 +1098,9 @@ pub fn rewrite_before_declutter(model: &mut TypedModel, kernels: Kernels) -> Tra
 /// convolutions and products `model` now runs on our kernels.
 pub fn rewrite(
     model: &mut TypedModel,
-    kernels: Kernels,
+    kernels: Isa,
     conv_algorithm: ConvAlgorithm,
 ) -> TractResult<Rewritten> {
-    if kernels == Kernels::Tract {
-        return Ok(Rewritten::default());
-    }
     for node in model.nodes_mut() {
         if let Some(ln) = node.op_as_mut::<FusedLayerNorm>() {
             ln.kernels = kernels;
@@ -1186,7 +1157,7 @@ pub struct Rewritten {
 /// Replaces the convolutions `pick` selects, where [`DirectConv`] applies.
 fn replace_convs(
     model: &mut TypedModel,
-    kernels: Kernels,
+    kernels: Isa,
     conv_algorithm: ConvAlgorithm,
     pick: impl Fn(&TypedNode) -> bool,
 ) -> TractResult<usize> {

@@ -1,17 +1,11 @@
 //! The noise-prediction network behind a small trait, so that samplers and the sampling loop
 //! never see the engine. `tract.rs` loads and runs models; `fused.rs` wires our own kernels
-//! (`kernels.rs`) into tract's graph.
+//! (the `edge-sample-kernels` crate) into tract's graph.
 
 pub mod fused;
 pub mod info;
-pub mod kernels;
-pub mod lowered;
-pub mod matmul;
 pub mod onnx_fix;
-pub mod shuffle;
-pub mod team;
 pub mod tract;
-pub mod winograd;
 
 use std::fmt;
 use std::str::FromStr;
@@ -19,8 +13,47 @@ use std::str::FromStr;
 use crate::error::Result;
 
 pub use self::info::ModelInfo;
-pub use self::kernels::Kernels;
 pub use self::tract::{LoadOptions, Model, ModelSource, TractDenoiser};
+pub use edge_sample_kernels::{ConvAlgorithm, Isa};
+
+/// Who runs the convolutions, matrix products, norms and softmax: tract's own lowering, or our
+/// kernels compiled for one instruction set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    Tract,
+    Ours(Isa),
+}
+
+impl Kernels {
+    /// Our kernels with the best instruction set this CPU runs.
+    pub fn best() -> Kernels {
+        Kernels::Ours(Isa::best())
+    }
+
+    /// Every kernel set of ours this CPU runs (tests, A/B runs).
+    pub fn all_supported() -> Vec<Kernels> {
+        Isa::all_supported()
+            .into_iter()
+            .map(Kernels::Ours)
+            .collect()
+    }
+
+    /// A short description for logs and `bench`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kernels::Tract => "tract",
+            Kernels::Ours(isa) => isa.describe(),
+        }
+    }
+
+    /// The name `EDGE_SAMPLE_KERNELS` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Tract => "tract",
+            Kernels::Ours(isa) => isa.name(),
+        }
+    }
+}
 
 /// A network `(x_t, t) → output of x_t's shape` run on a fixed batch of images.
 pub trait Denoiser: Send {

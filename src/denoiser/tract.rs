@@ -12,12 +12,10 @@ use tract_onnx::tract_core::transform::ModelTransform;
 
 use super::fused;
 use super::info::{parse_sidecar, ModelInfo};
-use super::kernels::Kernels;
 use super::onnx_fix;
-use super::team::{with_team, Team};
-use super::winograd::ConvAlgorithm;
-use super::{Denoiser, Precision};
+use super::{ConvAlgorithm, Denoiser, Kernels, Precision};
 use crate::error::{one_line, Error, Result};
+use edge_sample_kernels::team::{with_team, Team};
 
 /// Where a model's bytes come from.
 #[derive(Clone, Debug)]
@@ -56,8 +54,8 @@ impl Default for LoadOptions {
         LoadOptions {
             batch: 1,
             precision: Precision::Auto,
-            kernels: Kernels::selected(),
-            conv: ConvAlgorithm::selected(),
+            kernels: Kernels::Ours(edge_sample_kernels::Isa::best()),
+            conv: ConvAlgorithm::Auto,
         }
     }
 }
@@ -374,7 +372,9 @@ impl Model {
         let mut onnx = tract_onnx::onnx()
             .with_ignore_value_info(true)
             .with_ignore_output_shapes(true);
-        fused::register(&mut onnx, kernels);
+        if let Kernels::Ours(isa) = kernels {
+            fused::register(&mut onnx, isa);
+        }
         let mut model = onnx.model_for_proto_model(&proto).map_err(engine)?;
         // The parsed protobuf and the file's bytes hold a copy of every weight each: gone
         // before tract optimizes (peak memory of the main job).
@@ -436,8 +436,8 @@ impl Model {
             .map_err(engine)?;
         // 1×1 and transposed convolutions are taken before tract's declutter turns them into
         // matrix products (ours are f32: f16 arithmetic leaves every convolution to tract).
-        if !compute_f16 {
-            fused::rewrite_before_declutter(&mut typed, kernels).map_err(engine)?;
+        if let (Kernels::Ours(isa), false) = (kernels, compute_f16) {
+            fused::rewrite_before_declutter(&mut typed, isa).map_err(engine)?;
         }
         typed = typed.into_decluttered().map_err(engine)?;
         let out_fact = typed.output_fact(0).map_err(engine)?.clone();
@@ -457,7 +457,10 @@ impl Model {
                 .map_err(engine)?;
             typed = typed.into_decluttered().map_err(engine)?;
         }
-        let ours = fused::rewrite(&mut typed, kernels, opts.conv).map_err(engine)?;
+        let ours = match kernels {
+            Kernels::Ours(isa) => fused::rewrite(&mut typed, isa, opts.conv).map_err(engine)?,
+            Kernels::Tract => fused::Rewritten::default(),
+        };
         let optimized = typed.into_optimized().map_err(engine)?;
         let plan = optimized.into_runnable().map_err(engine)?;
         // The plan's own input types after translation decide the tensors we feed.
@@ -480,9 +483,9 @@ impl Model {
             rewrites,
             kernels: match kernels {
                 Kernels::Tract => "tract".to_string(),
-                k => format!(
+                Kernels::Ours(isa) => format!(
                     "{} ({} convolutions ({} by Winograd), {} matrix products, fused norms)",
-                    k.describe(),
+                    isa.describe(),
                     ours.convs,
                     ours.winograd,
                     ours.matmuls

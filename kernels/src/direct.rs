@@ -16,128 +16,10 @@
 //! inside a pixel does not depend on the vector width, so x86-64 with FMA and aarch64 give
 //! bit-identical results.
 //!
-//! `EDGE_SAMPLE_KERNELS` overrides the choice: `auto` (default), `portable` (no SIMD target
-//! features, plain multiply + add), or `tract` (leave tract's own lowering).
-
 use std::cell::RefCell;
-use std::sync::OnceLock;
 
-use super::team::{share, SharedMut, Team};
-
-/// Which implementation the model loader wires in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kernels {
-    /// tract's own lowering (no rewrite).
-    Tract,
-    /// Our kernels in plain Rust: no SIMD target features, separate multiply and add.
-    Portable,
-    /// x86-64 AVX2 + FMA (256-bit).
-    Avx2,
-    /// x86-64 AVX-512F (512-bit, 32 registers).
-    Avx512,
-    /// aarch64 NEON with FMA (128-bit, lane-indexed multiply-add).
-    Neon,
-}
-
-impl Kernels {
-    pub const NAMES: &'static str = "auto, tract, portable, avx2, avx512, neon";
-
-    /// The choice for this process: `EDGE_SAMPLE_KERNELS`, else the best this CPU runs. An
-    /// unknown value, or one this CPU cannot run, is reported once and replaced by `auto`.
-    pub fn selected() -> Kernels {
-        static CHOICE: OnceLock<Kernels> = OnceLock::new();
-        *CHOICE.get_or_init(|| {
-            let var = std::env::var("EDGE_SAMPLE_KERNELS").unwrap_or_default();
-            let named = match var.as_str() {
-                "" | "auto" => return Kernels::best(),
-                "tract" => Some(Kernels::Tract),
-                "portable" => Some(Kernels::Portable),
-                "avx2" => Some(Kernels::Avx2),
-                "avx512" => Some(Kernels::Avx512),
-                "neon" => Some(Kernels::Neon),
-                _ => None,
-            };
-            match named {
-                Some(k) if k.is_supported() => k,
-                Some(_) => {
-                    eprintln!(
-                        "warning: EDGE_SAMPLE_KERNELS={var}: this CPU cannot run them; using auto"
-                    );
-                    Kernels::best()
-                }
-                None => {
-                    eprintln!(
-                        "warning: EDGE_SAMPLE_KERNELS={var:?} is not one of {}; using auto",
-                        Kernels::NAMES
-                    );
-                    Kernels::best()
-                }
-            }
-        })
-    }
-
-    /// Whether this CPU can run these kernels.
-    pub fn is_supported(self) -> bool {
-        match self {
-            Kernels::Tract | Kernels::Portable => true,
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 => {
-                std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-            }
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
-            #[cfg(target_arch = "aarch64")]
-            Kernels::Neon => true,
-            _ => false,
-        }
-    }
-
-    /// The fastest of our kernels this CPU runs.
-    pub fn best() -> Kernels {
-        [Kernels::Avx512, Kernels::Avx2, Kernels::Neon]
-            .into_iter()
-            .find(|k| k.is_supported())
-            .unwrap_or(Kernels::Portable)
-    }
-
-    /// Every kernel set of ours this CPU runs (for tests and A/B runs).
-    pub fn all_supported() -> Vec<Kernels> {
-        [
-            Kernels::Portable,
-            Kernels::Avx2,
-            Kernels::Avx512,
-            Kernels::Neon,
-        ]
-        .into_iter()
-        .filter(|k| k.is_supported())
-        .collect()
-    }
-
-    /// A short name for logs and `bench`.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Kernels::Tract => "tract",
-            Kernels::Portable => "edge-sample portable",
-            Kernels::Avx2 => "edge-sample avx2+fma",
-            Kernels::Avx512 => "edge-sample avx512",
-            Kernels::Neon => "edge-sample neon",
-        }
-    }
-
-    /// The register tiles (output channels × positions) these kernels have.
-    /// Whether the vectors are 16 floats wide (AVX-512).
-    pub fn wide(self) -> bool {
-        self == Kernels::Avx512
-    }
-
-    pub fn tiles(self) -> &'static [(usize, usize)] {
-        match self {
-            Kernels::Avx512 => &[(4, 64), (8, 32), (16, 16)],
-            _ => &[(4, 16), (8, 8)],
-        }
-    }
-}
+use crate::isa::Isa;
+use crate::team::{share, SharedMut, Team};
 
 /// Geometry of a stride-1, dilation-1, single-group 2-D convolution on NCHW data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -206,7 +88,7 @@ impl ConvShape {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedConv {
     pub shape: ConvShape,
-    pub kernels: Kernels,
+    pub kernels: Isa,
     cb: usize,
     xt: usize,
     weights: Vec<f32>,
@@ -215,13 +97,10 @@ pub struct PackedConv {
 
 impl PackedConv {
     /// `weights` in OIHW order (`co × ci × kh × kw`), `bias` per output channel (or empty).
-    /// `kernels` must be one of ours (not `Tract`) and supported by this CPU.
-    pub fn new(shape: ConvShape, weights: &[f32], bias: &[f32], kernels: Kernels) -> PackedConv {
+    /// `kernels` must be supported by this CPU.
+    pub fn new(shape: ConvShape, weights: &[f32], bias: &[f32], kernels: Isa) -> PackedConv {
         assert!(shape.is_valid(), "invalid convolution {shape:?}");
-        assert!(
-            kernels != Kernels::Tract && kernels.is_supported(),
-            "{kernels:?}"
-        );
+        assert!(kernels.is_supported(), "{kernels:?}");
         let ConvShape { ci, co, kh, kw, .. } = shape;
         assert_eq!(weights.len(), co * ci * kh * kw, "weights for {shape:?}");
         assert!(bias.is_empty() || bias.len() == co, "bias for {shape:?}");
@@ -241,7 +120,7 @@ impl PackedConv {
         shape: ConvShape,
         weights: &[f32],
         bias: &[f32],
-        kernels: Kernels,
+        kernels: Isa,
         (cb, xt): (usize, usize),
     ) -> PackedConv {
         assert!(
@@ -636,19 +515,19 @@ impl PackedConv {
 
 /// The strided register tile (weights read at any strides, for matrix products) of
 /// `kernels` with `tile` = (channels, positions), one of `kernels`' tiles.
-pub(crate) fn strided_tile_fn(kernels: Kernels, tile: (usize, usize)) -> Tile {
+pub(crate) fn strided_tile_fn(kernels: Isa, tile: (usize, usize)) -> Tile {
     tile_routine(kernels, tile, true)
 }
 
 /// The packed register tile (weights laid out `[ci][kh][kw][CB]` per channel block) of
 /// `kernels` with `tile` = (channels, positions), one of `kernels`' tiles.
-pub(crate) fn packed_tile_fn(kernels: Kernels, tile: (usize, usize)) -> Tile {
+pub(crate) fn packed_tile_fn(kernels: Isa, tile: (usize, usize)) -> Tile {
     tile_routine(kernels, tile, false)
 }
 
 /// The tile routine of `kernels` with `tile` = (channels, positions): packed weights, or
 /// (`strided`) weights at the geometry's strides.
-fn tile_routine(kernels: Kernels, tile: (usize, usize), strided: bool) -> Tile {
+fn tile_routine(kernels: Isa, tile: (usize, usize), strided: bool) -> Tile {
     macro_rules! pick {
         ($($f:ident)::+, $a:literal, $b:literal) => {
             match strided {
@@ -659,21 +538,21 @@ fn tile_routine(kernels: Kernels, tile: (usize, usize), strided: bool) -> Tile {
     }
     match (kernels, tile.0, tile.1) {
         #[cfg(target_arch = "x86_64")]
-        (Kernels::Avx512, 4, 64) => pick!(x86::tile_avx512, 4, 4),
+        (Isa::Avx512, 4, 64) => pick!(x86::tile_avx512, 4, 4),
         #[cfg(target_arch = "x86_64")]
-        (Kernels::Avx512, 8, 32) => pick!(x86::tile_avx512, 8, 2),
+        (Isa::Avx512, 8, 32) => pick!(x86::tile_avx512, 8, 2),
         #[cfg(target_arch = "x86_64")]
-        (Kernels::Avx512, 16, 16) => pick!(x86::tile_avx512, 16, 1),
+        (Isa::Avx512, 16, 16) => pick!(x86::tile_avx512, 16, 1),
         #[cfg(target_arch = "x86_64")]
-        (Kernels::Avx2, 4, 16) => pick!(x86::tile_avx2, 4, 2),
+        (Isa::Avx2, 4, 16) => pick!(x86::tile_avx2, 4, 2),
         #[cfg(target_arch = "x86_64")]
-        (Kernels::Avx2, 8, 8) => pick!(x86::tile_avx2, 8, 1),
+        (Isa::Avx2, 8, 8) => pick!(x86::tile_avx2, 8, 1),
         #[cfg(target_arch = "aarch64")]
-        (Kernels::Neon, 4, 16) => pick!(arm::tile_neon, 4, 4),
+        (Isa::Neon, 4, 16) => pick!(arm::tile_neon, 4, 4),
         #[cfg(target_arch = "aarch64")]
-        (Kernels::Neon, 8, 8) => pick!(arm::tile_neon, 8, 2),
-        (Kernels::Portable, 4, 16) => pick!(tile_portable, 4, 16),
-        (Kernels::Portable, 8, 8) => pick!(tile_portable, 8, 8),
+        (Isa::Neon, 8, 8) => pick!(arm::tile_neon, 8, 2),
+        (Isa::Portable, 4, 16) => pick!(tile_portable, 4, 16),
+        (Isa::Portable, 8, 8) => pick!(tile_portable, 8, 8),
         other => unreachable!("no tile {other:?}"),
     }
 }
@@ -972,7 +851,7 @@ thread_local! {
 /// strided reference at stride 1).
 pub fn conv_reference(shape: &ConvShape, x: &[f32], weights: &[f32], bias: &[f32]) -> Vec<f32> {
     let s = shape;
-    let strided = super::lowered::StridedShape {
+    let strided = crate::lowered::StridedShape {
         ci: s.ci,
         co: s.co,
         h: s.h,
@@ -982,15 +861,15 @@ pub fn conv_reference(shape: &ConvShape, x: &[f32], weights: &[f32], bias: &[f32
         stride: [1, 1],
         pad: s.pad,
     };
-    super::lowered::strided_reference(&strided, x, weights, bias)
+    crate::lowered::strided_reference(&strided, x, weights, bias)
 }
 
 /// Layer normalisation in place over rows of `inner` values: `(x − mean) / √(var + eps) ·
 /// scale + bias`, statistics in f32 with 8 running sums per pass.
-pub fn layer_norm(x: &mut [f32], scale: &[f32], bias: Option<&[f32]>, eps: f32, kernels: Kernels) {
+pub fn layer_norm(x: &mut [f32], scale: &[f32], bias: Option<&[f32]>, eps: f32, kernels: Isa) {
     match kernels {
         #[cfg(target_arch = "x86_64")]
-        Kernels::Avx2 | Kernels::Avx512 if Kernels::Avx2.is_supported() => unsafe {
+        Isa::Avx2 | Isa::Avx512 if Isa::Avx2.is_supported() => unsafe {
             layer_norm_avx2(x, scale, bias, eps)
         },
         _ => layer_norm_impl(x, scale, bias, eps),
@@ -1042,7 +921,7 @@ pub fn instance_norm(
     scale: &[f32],
     bias: &[f32],
     eps: f32,
-    kernels: Kernels,
+    kernels: Isa,
 ) {
     assert!(
         inner > 0 && x.len().is_multiple_of(inner * scale.len().max(1)),
@@ -1060,11 +939,11 @@ pub fn instance_norm_rows(
     scale: &[f32],
     bias: &[f32],
     eps: f32,
-    kernels: Kernels,
+    kernels: Isa,
 ) {
     match kernels {
         #[cfg(target_arch = "x86_64")]
-        Kernels::Avx2 | Kernels::Avx512 if Kernels::Avx2.is_supported() => unsafe {
+        Isa::Avx2 | Isa::Avx512 if Isa::Avx2.is_supported() => unsafe {
             instance_norm_avx2(x, first_row, inner, scale, bias, eps)
         },
         _ => instance_norm_impl(x, first_row, inner, scale, bias, eps),
@@ -1113,15 +992,13 @@ fn instance_norm_impl(
 /// Softmax in place over rows of `inner` values: `exp(x − max) / Σ exp(x − max)`, with
 /// [`exp_approx`] (fused multiply-adds, exactly rounded wherever they run: the same bits on
 /// every CPU; the portable set on x86 calls libm's `fmaf`, slowly).
-pub fn softmax(x: &mut [f32], inner: usize, kernels: Kernels) {
+pub fn softmax(x: &mut [f32], inner: usize, kernels: Isa) {
     assert!(inner > 0 && x.len().is_multiple_of(inner), "softmax rows");
     match kernels {
         #[cfg(target_arch = "x86_64")]
-        Kernels::Avx512 if Kernels::Avx512.is_supported() => unsafe { softmax_avx512(x, inner) },
+        Isa::Avx512 if Isa::Avx512.is_supported() => unsafe { softmax_avx512(x, inner) },
         #[cfg(target_arch = "x86_64")]
-        Kernels::Avx2 | Kernels::Avx512 if Kernels::Avx2.is_supported() => unsafe {
-            softmax_avx2(x, inner)
-        },
+        Isa::Avx2 | Isa::Avx512 if Isa::Avx2.is_supported() => unsafe { softmax_avx2(x, inner) },
         _ => softmax_impl(x, inner),
     }
 }
@@ -1263,7 +1140,7 @@ pub(crate) mod tests {
             .collect()
     }
 
-    fn check_conv(shape: ConvShape, n: usize, kernels: Kernels, tile: (usize, usize)) {
+    fn check_conv(shape: ConvShape, n: usize, kernels: Isa, tile: (usize, usize)) {
         let x = values(n * shape.ci * shape.h * shape.w, 1);
         let w = values(shape.co * shape.ci * shape.kh * shape.kw, 2);
         let b = values(shape.co, 3);
@@ -1315,7 +1192,7 @@ pub(crate) mod tests {
 
     #[test]
     fn every_tile_of_every_kernel_set_matches_the_reference() {
-        let sets = Kernels::all_supported();
+        let sets = Isa::all_supported();
         eprintln!("kernel sets on this CPU: {sets:?}");
         for kernels in sets {
             for &tile in kernels.tiles() {
@@ -1333,7 +1210,7 @@ pub(crate) mod tests {
         let x = values(s.ci * s.h * s.w, 21);
         let w = values(s.co * s.ci * 9, 22);
         let b = values(s.co, 23);
-        for k in Kernels::all_supported() {
+        for k in Isa::all_supported() {
             let p = PackedConv::new(s, &w, &b, k);
             let mut plain = vec![0.0; s.co * s.out_h() * s.out_w()];
             let mut relu = plain.clone();
@@ -1354,7 +1231,7 @@ pub(crate) mod tests {
         let x = values(n * s.ci * s.h * s.w, 31);
         let w = values(s.co * s.ci * 9, 32);
         let rows = values(n * s.co, 33);
-        for k in Kernels::all_supported() {
+        for k in Isa::all_supported() {
             let p = PackedConv::new(s, &w, &[], k);
             let mut got = vec![0.0; n * s.co * s.out_h() * s.out_w()];
             p.run_with_bias(&x, &mut got, false, Some(&rows));
@@ -1395,7 +1272,7 @@ pub(crate) mod tests {
                 let x = values(n * s.ci * s.h * s.w, 41);
                 let w = values(s.co * s.ci * s.kh * s.kw, 42);
                 let rows = values(n * s.co, 43);
-                for k in Kernels::all_supported() {
+                for k in Isa::all_supported() {
                     let p = PackedConv::new(s, &w, &[], k);
                     let len = n * s.co * s.out_h() * s.out_w();
                     for bias in [None, Some(&rows[..s.co]), Some(&rows[..])] {
@@ -1427,10 +1304,7 @@ pub(crate) mod tests {
             pad: [1; 4],
         };
         let w = vec![0.0; 10 * 10 * 9];
-        assert_eq!(
-            PackedConv::new(s, &w, &[], Kernels::Portable).tile(),
-            (4, 16)
-        );
+        assert_eq!(PackedConv::new(s, &w, &[], Isa::Portable).tile(), (4, 16));
         // 8 channels on 4×4 (6-wide rows, 24 positions): 8×8 is exact, 4×16 pads to 32.
         let s = ConvShape {
             ci: 8,
@@ -1442,10 +1316,7 @@ pub(crate) mod tests {
             pad: [1; 4],
         };
         let w = vec![0.0; 8 * 8 * 9];
-        assert_eq!(
-            PackedConv::new(s, &w, &[], Kernels::Portable).tile(),
-            (8, 8)
-        );
+        assert_eq!(PackedConv::new(s, &w, &[], Isa::Portable).tile(), (8, 8));
     }
 
     #[test]
@@ -1465,7 +1336,7 @@ pub(crate) mod tests {
         let mut x = vec![0.0f32; 2 * 36];
         x[36 + 2 * 6 + 3] = 1.0; // channel 1, row 2, column 3
         let mut out = vec![0.0f32; 3 * 36];
-        PackedConv::new(shape, &w, &b, Kernels::best()).run(&x, &mut out, false);
+        PackedConv::new(shape, &w, &b, Isa::best()).run(&x, &mut out, false);
         for o in 0..3 {
             for y in 0..6 {
                 for xo in 0..6 {
@@ -1485,9 +1356,9 @@ pub(crate) mod tests {
     fn simd_kernel_sets_agree_bit_for_bit() {
         // Same fused multiply-adds in the same order: AVX2, AVX-512 and NEON give identical
         // outputs (what keeps x86-64 and ARM images the same), whatever tile each picks.
-        let fma_sets: Vec<_> = Kernels::all_supported()
+        let fma_sets: Vec<_> = Isa::all_supported()
             .into_iter()
-            .filter(|k| *k != Kernels::Portable)
+            .filter(|k| *k != Isa::Portable)
             .collect();
         for s in shapes() {
             let x = values(s.ci * s.h * s.w, 11);
@@ -1565,7 +1436,7 @@ pub(crate) mod tests {
                 }
             }
             let mut first: Option<Vec<f32>> = None;
-            for k in Kernels::all_supported() {
+            for k in Isa::all_supported() {
                 let mut got = x.clone();
                 softmax(&mut got, inner, k);
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -1591,7 +1462,7 @@ pub(crate) mod tests {
             let bias = values(inner, 8);
             for bias in [Some(&bias[..]), None] {
                 let want = layer_norm_reference(&x, &scale, bias, 1e-5);
-                for k in [Kernels::Portable, Kernels::best()] {
+                for k in [Isa::Portable, Isa::best()] {
                     let mut got = x.clone();
                     layer_norm(&mut got, &scale, bias, 1e-5, k);
                     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -1621,7 +1492,7 @@ pub(crate) mod tests {
                 1e-5,
             ));
         }
-        for k in Kernels::all_supported() {
+        for k in Isa::all_supported() {
             let mut got = x.clone();
             instance_norm(&mut got, inner, &scale, &bias, 1e-5, k);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -1640,7 +1511,7 @@ pub(crate) mod tests {
     fn layer_norm_closed_form() {
         // Row [1, 2, 3, 4]: mean 2.5, variance 1.25; with eps 0 each value is (v − 2.5)/√1.25.
         let mut x = [1.0f32, 2.0, 3.0, 4.0];
-        layer_norm(&mut x, &[1.0; 4], Some(&[0.0; 4]), 0.0, Kernels::best());
+        layer_norm(&mut x, &[1.0; 4], Some(&[0.0; 4]), 0.0, Isa::best());
         let s = 1.25f32.sqrt();
         for (v, want) in x.iter().zip([-1.5 / s, -0.5 / s, 0.5 / s, 1.5 / s]) {
             assert!((v - want).abs() <= LN_ABS_TOL, "{v} vs {want}");

@@ -262,6 +262,34 @@ pub fn share(total: usize, p: usize, parts: usize) -> std::ops::Range<usize> {
     total * p / parts..total * (p + 1) / parts
 }
 
+/// `f(part, first unit)` over `data` whole, or, when a team of several threads is given and
+/// `data` holds at least `min` floats, over an even share of whole units of `unit` floats per
+/// thread (the last part also takes a trailing partial unit). Same results either way when the
+/// units are independent.
+pub fn split_units(
+    team: Option<&Team>,
+    data: &mut [f32],
+    unit: usize,
+    min: usize,
+    f: &(dyn Fn(&mut [f32], usize) + Sync),
+) {
+    let team = team.filter(|t| t.threads() > 1 && data.len() >= min);
+    let Some(team) = team else {
+        return f(data, 0);
+    };
+    let (units, parts, len) = (data.len().div_ceil(unit), team.threads(), data.len());
+    let base = SharedMut(data.as_mut_ptr());
+    team.run(parts, &|p| {
+        let share = share(units, p, parts);
+        let (start, end) = (share.start * unit, (share.end * unit).min(len));
+        // Safety: the parts take disjoint ranges of `data`.
+        f(
+            unsafe { std::slice::from_raw_parts_mut(base.at(start), end - start) },
+            share.start,
+        )
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

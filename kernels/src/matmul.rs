@@ -16,8 +16,9 @@
 
 use std::cell::RefCell;
 
-use super::kernels::{aligned, strided_tile_fn, Kernels, TileGeometry, TEAM_MIN_MACS, TILE_FLOATS};
-use super::team::{share, SharedMut, Team};
+use crate::direct::{aligned, strided_tile_fn, TileGeometry, TEAM_MIN_MACS, TILE_FLOATS};
+use crate::isa::Isa;
+use crate::team::{share, SharedMut, Team};
 
 /// A batched matrix product's sizes and strides (in elements).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -139,7 +140,7 @@ pub struct MatMul {
     shape: MatMulShape,
     /// Whether `shape` is the caller's product transposed (A and B given in swapped roles).
     swapped: bool,
-    pub kernels: Kernels,
+    pub kernels: Isa,
     cb: usize,
     xt: usize,
     /// B's tiles packed ahead of time (B a constant): `[batch][n tile][k][XT]`.
@@ -157,9 +158,9 @@ thread_local! {
 
 impl MatMul {
     /// `kernels` must be one of ours and supported by this CPU; m, k, n ≥ 1.
-    pub fn new(shape: MatMulShape, kernels: Kernels) -> MatMul {
+    pub fn new(shape: MatMulShape, kernels: Isa) -> MatMul {
         assert!(shape.m > 0 && shape.k > 0 && shape.n > 0, "{shape:?}");
-        assert!(kernels != Kernels::Tract && kernels.is_supported());
+        assert!(kernels.is_supported());
         // Tiles store rows of consecutive n: make n C's unit-stride axis when m is.
         let swapped = shape.c[1] != 1 && shape.c[0] == 1;
         let shape = if swapped { shape.transposed() } else { shape };
@@ -383,7 +384,7 @@ pub fn matmul_reference(s: &MatMulShape, a: &[f32], b: &[f32], c: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::denoiser::kernels::tests::values;
+    use crate::direct::tests::values;
 
     /// f32 sums over k ≤ 256 of products of values in [−1, 1], relative to Σ|a·b|.
     const MATMUL_REL_TOL: f64 = 1e-5;
@@ -399,10 +400,7 @@ mod tests {
         matmul_reference(shape, &abs_a, &abs_b, &mut scale);
         let team = Team::new(3).unwrap();
         let mut first: Option<Vec<f32>> = None;
-        for kernels in Kernels::all_supported() {
-            if kernels == Kernels::Tract {
-                continue;
-            }
+        for kernels in Isa::all_supported() {
             let plain = MatMul::new(shape.clone(), kernels);
             let constant = match plain.positions_input() {
                 0 => &a,
@@ -428,7 +426,7 @@ mod tests {
                     );
                 }
                 // Same bits on every SIMD kernel set and thread count.
-                if kernels != Kernels::Portable {
+                if kernels != Isa::Portable {
                     match &first {
                         None => first = Some(got),
                         Some(f) => {

@@ -14,8 +14,9 @@
 
 use std::cell::RefCell;
 
-use super::kernels::{aligned, ConvShape, Kernels, PackedConv};
-use super::team::{share, SharedMut, Team};
+use crate::direct::{aligned, ConvShape, PackedConv};
+use crate::isa::Isa;
+use crate::team::{share, SharedMut, Team};
 
 /// Geometry of a strided (or stride-1) convolution on NCHW data, single group, no dilation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,7 +80,7 @@ pub struct StridedConv {
 
 impl StridedConv {
     /// `weights` in OIHW order, `bias` per output channel (or empty).
-    pub fn new(shape: StridedShape, weights: &[f32], bias: &[f32], kernels: Kernels) -> Self {
+    pub fn new(shape: StridedShape, weights: &[f32], bias: &[f32], kernels: Isa) -> Self {
         assert!(shape.is_valid(), "invalid convolution {shape:?}");
         let inner = ConvShape {
             ci: shape.ci * shape.kh * shape.kw,
@@ -203,7 +204,7 @@ pub struct BlockDeconv {
 impl BlockDeconv {
     /// `weights` as ONNX ConvTranspose has them, `ci × co × kh × kw`; `bias` per output
     /// channel (or empty).
-    pub fn new(shape: BlockShape, weights: &[f32], bias: &[f32], kernels: Kernels) -> Self {
+    pub fn new(shape: BlockShape, weights: &[f32], bias: &[f32], kernels: Isa) -> Self {
         let BlockShape {
             ci,
             co,
@@ -391,7 +392,7 @@ pub fn deconv_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::denoiser::kernels::tests::values;
+    use crate::direct::tests::values;
 
     /// Max |fast − reference| relative to Σ|x·w| + |b| (f32 sums of up to a few hundred terms).
     const CONV_REL_TOL: f64 = 1e-6;
@@ -440,7 +441,7 @@ mod tests {
     #[test]
     fn strided_convs_match_the_reference() {
         let team = Team::new(3).unwrap();
-        for kernels in Kernels::all_supported() {
+        for kernels in Isa::all_supported() {
             for s in strided_shapes() {
                 for n in [1, 3] {
                     let x = values(n * s.ci * s.h * s.w, 1);
@@ -494,7 +495,7 @@ mod tests {
 
     #[test]
     fn block_deconvs_match_the_reference() {
-        for kernels in Kernels::all_supported() {
+        for kernels in Isa::all_supported() {
             for s in block_shapes() {
                 for n in [1, 2] {
                     let x = values(n * s.ci * s.h * s.w, 4);
@@ -534,7 +535,7 @@ mod tests {
         let x = values(s.ci * s.h * s.w, 8);
         let w = values(s.co * s.ci, 9);
         let b = values(s.co, 10);
-        for kernels in Kernels::all_supported() {
+        for kernels in Isa::all_supported() {
             let direct = PackedConv::new(
                 ConvShape {
                     ci: s.ci,

@@ -24,19 +24,17 @@
 //! Every kernel set runs the same operations in the same order in the transforms (no
 //! contraction into fused multiply-adds) and the same fused multiply-adds in the products, so
 //! AVX2, AVX-512 and NEON give the same bits, as the direct kernel does; the results differ
-//! from the direct kernel's by rounding (see the tests' bound). `EDGE_SAMPLE_CONV` picks:
-//! `auto` (where it pays), `direct` (never), `winograd`, `winograd-f2`, `winograd-f4` (every 3×3
+//! from the direct kernel's by rounding (see the tests' bound). [`ConvAlgorithm`] picks:
+//! `Auto` (where it pays), `Direct` (never), `Winograd`, `WinogradF2`, `WinogradF4` (every 3×3
 //! stride-1 layer; the block by size, or forced).
 
 use std::cell::RefCell;
 use std::ops::Range;
-use std::sync::OnceLock;
 
-use super::kernels::{
-    aligned, packed_tile_fn, ConvShape, Kernels, TileGeometry, TEAM_MIN_MACS, TILE_FLOATS,
-};
-use super::shuffle::{deinterleave, store_interleaved};
-use super::team::{share, SharedMut, Team};
+use crate::direct::{aligned, packed_tile_fn, ConvShape, TileGeometry, TEAM_MIN_MACS, TILE_FLOATS};
+use crate::isa::Isa;
+use crate::shuffle::{deinterleave, store_interleaved};
+use crate::team::{share, SharedMut, Team};
 
 /// Most transformed positions per tile (F(4×4, 3×3)'s 6×6 patch).
 const MAX_XI: usize = 36;
@@ -145,29 +143,6 @@ pub enum ConvAlgorithm {
 impl ConvAlgorithm {
     pub const NAMES: &'static str = "auto, direct, winograd, winograd-f2, winograd-f4";
 
-    /// `EDGE_SAMPLE_CONV`, else `Auto`; an unknown value is reported once and replaced by
-    /// `Auto`.
-    pub fn selected() -> ConvAlgorithm {
-        static CHOICE: OnceLock<ConvAlgorithm> = OnceLock::new();
-        *CHOICE.get_or_init(|| {
-            let var = std::env::var("EDGE_SAMPLE_CONV").unwrap_or_default();
-            match var.as_str() {
-                "" | "auto" => ConvAlgorithm::Auto,
-                "direct" => ConvAlgorithm::Direct,
-                "winograd" => ConvAlgorithm::Winograd,
-                "winograd-f2" => ConvAlgorithm::WinogradF2,
-                "winograd-f4" => ConvAlgorithm::WinogradF4,
-                _ => {
-                    eprintln!(
-                        "warning: EDGE_SAMPLE_CONV={var:?} is not one of {}; using auto",
-                        ConvAlgorithm::NAMES
-                    );
-                    ConvAlgorithm::Auto
-                }
-            }
-        })
-    }
-
     /// The Winograd block a stride-1 convolution of `shape` runs with, or `None` for the
     /// direct kernel.
     pub fn winograd(self, shape: &ConvShape) -> Option<OutputBlock> {
@@ -195,7 +170,7 @@ pub fn suits(shape: &ConvShape) -> bool {
 #[derive(Debug, Clone, PartialEq)]
 pub struct WinogradConv {
     pub shape: ConvShape,
-    pub kernels: Kernels,
+    pub kernels: Isa,
     block: OutputBlock,
     cb: usize,
     xt: usize,
@@ -208,12 +183,12 @@ pub struct WinogradConv {
 
 impl WinogradConv {
     /// `weights` in OIHW order (`co × ci × 3 × 3`), `bias` per output channel (or empty).
-    /// `kernels` must be one of ours (not `Tract`) and supported by this CPU.
+    /// `kernels` must be supported by this CPU.
     pub fn new(
         shape: ConvShape,
         weights: &[f32],
         bias: &[f32],
-        kernels: Kernels,
+        kernels: Isa,
         block: OutputBlock,
     ) -> Self {
         // The tile that wastes least on padding channels and tiles of one image; among those,
@@ -238,7 +213,7 @@ impl WinogradConv {
         shape: ConvShape,
         weights: &[f32],
         bias: &[f32],
-        kernels: Kernels,
+        kernels: Isa,
         block: OutputBlock,
         (cb, xt): (usize, usize),
     ) -> Self {
@@ -246,10 +221,7 @@ impl WinogradConv {
             shape.is_valid() && shape.kh == 3 && shape.kw == 3,
             "not a 3×3 convolution: {shape:?}"
         );
-        assert!(
-            kernels != Kernels::Tract && kernels.is_supported(),
-            "{kernels:?}"
-        );
+        assert!(kernels.is_supported(), "{kernels:?}");
         assert!(
             kernels.tiles().contains(&(cb, xt)) && xt <= MAX_XT,
             "{kernels:?} has no tile {cb}×{xt}"
@@ -452,9 +424,9 @@ impl WinogradConv {
         unsafe {
             match self.kernels {
                 #[cfg(target_arch = "x86_64")]
-                Kernels::Avx512 => self.split_columns_avx512(x, dst, planes),
+                Isa::Avx512 => self.split_columns_avx512(x, dst, planes),
                 #[cfg(target_arch = "x86_64")]
-                Kernels::Avx2 => self.split_columns_avx2(x, dst, planes),
+                Isa::Avx2 => self.split_columns_avx2(x, dst, planes),
                 _ => self.split_columns_impl(x, dst, planes),
             }
         }
@@ -628,9 +600,9 @@ impl<'a> Job<'a> {
         unsafe {
             match self.conv.kernels {
                 #[cfg(target_arch = "x86_64")]
-                Kernels::Avx512 => self.transform_input_avx512(chunk, v, cs),
+                Isa::Avx512 => self.transform_input_avx512(chunk, v, cs),
                 #[cfg(target_arch = "x86_64")]
-                Kernels::Avx2 => self.transform_input_avx2(chunk, v, cs),
+                Isa::Avx2 => self.transform_input_avx2(chunk, v, cs),
                 _ => self.transform_input_impl(chunk, v, cs),
             }
         }
@@ -752,9 +724,9 @@ impl<'a> Job<'a> {
         unsafe {
             match self.conv.kernels {
                 #[cfg(target_arch = "x86_64")]
-                Kernels::Avx512 => self.multiply_avx512(v, acc, chunk, blocks),
+                Isa::Avx512 => self.multiply_avx512(v, acc, chunk, blocks),
                 #[cfg(target_arch = "x86_64")]
-                Kernels::Avx2 => self.multiply_avx2(v, acc, chunk, blocks),
+                Isa::Avx2 => self.multiply_avx2(v, acc, chunk, blocks),
                 _ => self.multiply_impl(v, acc, chunk, blocks),
             }
         }
@@ -1179,8 +1151,8 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::denoiser::kernels::conv_reference;
-    use crate::denoiser::kernels::tests::values;
+    use crate::direct::conv_reference;
+    use crate::direct::tests::values;
 
     /// Max |winograd − reference| per output, relative to the output's magnitude bound
     /// Σ|x||w| + |b|. For F(2×2) the transforms add up to 4 inputs (Bᵀ·d·B: |V| ≤ 4·max|d|),
@@ -1219,7 +1191,7 @@ mod tests {
     fn check(
         shape: ConvShape,
         n: usize,
-        kernels: Kernels,
+        kernels: Isa,
         block: OutputBlock,
         tile: (usize, usize),
     ) -> f64 {
@@ -1245,7 +1217,7 @@ mod tests {
 
     #[test]
     fn every_tile_of_every_kernel_set_matches_the_reference() {
-        for kernels in Kernels::all_supported() {
+        for kernels in Isa::all_supported() {
             for block in BLOCKS {
                 let mut worst = 0.0f64;
                 for &tile in kernels.tiles() {
@@ -1307,7 +1279,7 @@ mod tests {
         let w = values(s.co * s.ci * 9, 32);
         let b = values(n * s.co, 33);
         for block in BLOCKS {
-            let conv = WinogradConv::new(s, &w, &[], Kernels::best(), block);
+            let conv = WinogradConv::new(s, &w, &[], Isa::best(), block);
             let mut got = vec![f32::NAN; n * s.co * s.out_h() * s.out_w()];
             conv.run_with_bias(&x, &mut got, true, Some(&b));
             let bound = (s.ci * 9 + 1) as f64;
@@ -1338,9 +1310,9 @@ mod tests {
                 let len = n * s.co * s.out_h() * s.out_w();
                 for block in BLOCKS {
                     let mut first: Option<Vec<f32>> = None;
-                    for k in Kernels::all_supported()
+                    for k in Isa::all_supported()
                         .into_iter()
-                        .filter(|k| *k != Kernels::Portable)
+                        .filter(|k| *k != Isa::Portable)
                     {
                         for &tile in k.tiles() {
                             let conv = WinogradConv::with_tile(s, &w, &b, k, block, tile);

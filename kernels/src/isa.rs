@@ -1,0 +1,90 @@
+//! The instruction sets our kernels are compiled for, detected at run time.
+
+/// A kernel set: the same routines compiled for one vector unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Plain Rust: no SIMD target features, separate multiply and add.
+    Portable,
+    /// x86-64 AVX2 + FMA (256-bit).
+    Avx2,
+    /// x86-64 AVX-512F (512-bit, 32 registers).
+    Avx512,
+    /// aarch64 NEON with FMA (128-bit, lane-indexed multiply-add).
+    Neon,
+}
+
+impl Isa {
+    /// Every kernel set, whatever this CPU runs.
+    pub const ALL: [Isa; 4] = [Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Neon];
+
+    /// Whether this CPU can run these kernels.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => true,
+            _ => false,
+        }
+    }
+
+    /// The fastest kernel set this CPU runs.
+    pub fn best() -> Isa {
+        [Isa::Avx512, Isa::Avx2, Isa::Neon]
+            .into_iter()
+            .find(|k| k.is_supported())
+            .unwrap_or(Isa::Portable)
+    }
+
+    /// Every kernel set this CPU runs (for tests and A/B runs).
+    pub fn all_supported() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|k| k.is_supported()).collect()
+    }
+
+    /// The set's short name, as `EDGE_SAMPLE_KERNELS` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+        }
+    }
+
+    /// The set named `name` (see [`Isa::name`]).
+    pub fn from_name(name: &str) -> Option<Isa> {
+        Isa::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// A short description for logs and `bench`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Isa::Portable => "edge-sample portable",
+            Isa::Avx2 => "edge-sample avx2+fma",
+            Isa::Avx512 => "edge-sample avx512",
+            Isa::Neon => "edge-sample neon",
+        }
+    }
+
+    /// Whether the vectors are 16 floats wide (AVX-512).
+    pub fn wide(self) -> bool {
+        self == Isa::Avx512
+    }
+
+    /// The register tiles (output channels × positions) these kernels have.
+    pub fn tiles(self) -> &'static [(usize, usize)] {
+        match self {
+            Isa::Avx512 => &[(4, 64), (8, 32), (16, 16)],
+            _ => &[(4, 16), (8, 8)],
+        }
+    }
+}
