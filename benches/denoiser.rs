@@ -9,10 +9,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use edge_sample::denoiser::{Denoiser, Kernels, LoadOptions, Model};
 use edge_sample::pipeline::{generate, Job};
 use edge_sample::sampler::SamplerConfig;
-use edge_sample_kernels::winograd::OutputBlock;
 use edge_sample_kernels::{
-    softmax, BlockDeconv, BlockShape, ConvShape, Isa, MatMul, MatMulShape, PackedConv, StridedConv,
-    StridedShape, Team, WinogradConv,
+    softmax, BlockDeconv, BlockShape, ConvShape, Isa, MatMul, MatMulShape, OutputBlock, PackedConv,
+    StridedConv, StridedShape, Team, WinogradConv,
 };
 
 fn denoiser_step(c: &mut Criterion) {

@@ -16,9 +16,10 @@
 
 use std::cell::RefCell;
 
-use crate::direct::{aligned, strided_tile_fn, TileGeometry, TEAM_MIN_MACS, TILE_FLOATS};
 use crate::isa::Isa;
-use crate::team::{share, SharedMut, Team};
+use crate::scratch::aligned;
+use crate::team::{share, SharedMut, Team, TEAM_MIN_MACS};
+use crate::tile::{strided_tile_fn, TileGeometry, TILE_FLOATS};
 
 /// A batched matrix product's sizes and strides (in elements).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -384,7 +385,7 @@ pub fn matmul_reference(s: &MatMulShape, a: &[f32], b: &[f32], c: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::direct::tests::values;
+    use crate::testing::values;
 
     /// f32 sums over k ≤ 256 of products of values in [−1, 1], relative to Σ|a·b|.
     const MATMUL_REL_TOL: f64 = 1e-5;

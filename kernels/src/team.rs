@@ -53,6 +53,9 @@ unsafe impl Sync for Shared {}
 
 const PART_MASK: u64 = 0xffff_ffff;
 
+/// Layers with fewer multiply-adds run on one thread even when a team is given.
+pub(crate) const TEAM_MIN_MACS: usize = 1 << 20;
+
 /// Aborts the process if dropped while its thread unwinds: a panicking part must neither leave
 /// the caller waiting forever nor let the caller return while helpers still run its job.
 struct AbortOnPanic;

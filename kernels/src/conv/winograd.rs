@@ -31,10 +31,12 @@
 use std::cell::RefCell;
 use std::ops::Range;
 
-use crate::direct::{aligned, packed_tile_fn, ConvShape, TileGeometry, TEAM_MIN_MACS, TILE_FLOATS};
+use crate::conv::shuffle::{deinterleave, store_interleaved};
+use crate::conv::ConvShape;
 use crate::isa::Isa;
-use crate::shuffle::{deinterleave, store_interleaved};
-use crate::team::{share, SharedMut, Team};
+use crate::scratch::aligned;
+use crate::team::{share, SharedMut, Team, TEAM_MIN_MACS};
+use crate::tile::{packed_tile_fn, TileGeometry, TILE_FLOATS};
 
 /// Most transformed positions per tile (F(4×4, 3×3)'s 6×6 patch).
 const MAX_XI: usize = 36;
@@ -1151,8 +1153,8 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::direct::conv_reference;
-    use crate::direct::tests::values;
+    use crate::conv::conv_reference;
+    use crate::testing::values;
 
     /// Max |winograd − reference| per output, relative to the output's magnitude bound
     /// Σ|x||w| + |b|. For F(2×2) the transforms add up to 4 inputs (Bᵀ·d·B: |V| ≤ 4·max|d|),

@@ -1,0 +1,303 @@
+//! The register tiles every convolution and matrix product here runs on: CB output channels ×
+//! XT positions accumulated in vector registers, for each kernel set (x86-64 AVX2 and
+//! AVX-512, aarch64 NEON, portable Rust), and the table of which tiles each set has.
+
+use crate::isa::Isa;
+
+/// The strided register tile (weights read at any strides, for matrix products) of
+/// `kernels` with `tile` = (channels, positions), one of `kernels`' tiles.
+pub(crate) fn strided_tile_fn(kernels: Isa, tile: (usize, usize)) -> Tile {
+    tile_routine(kernels, tile, true)
+}
+
+/// The packed register tile (weights laid out `[ci][kh][kw][CB]` per channel block) of
+/// `kernels` with `tile` = (channels, positions), one of `kernels`' tiles.
+pub(crate) fn packed_tile_fn(kernels: Isa, tile: (usize, usize)) -> Tile {
+    tile_routine(kernels, tile, false)
+}
+
+/// The tile routine of `kernels` with `tile` = (channels, positions): packed weights, or
+/// (`strided`) weights at the geometry's strides.
+fn tile_routine(kernels: Isa, tile: (usize, usize), strided: bool) -> Tile {
+    macro_rules! pick {
+        ($($f:ident)::+, $a:literal, $b:literal) => {
+            match strided {
+                true => $($f)::+::<$a, $b, true> as Tile,
+                false => $($f)::+::<$a, $b, false> as Tile,
+            }
+        };
+    }
+    match (kernels, tile.0, tile.1) {
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, 4, 64) => pick!(x86::tile_avx512, 4, 4),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, 8, 32) => pick!(x86::tile_avx512, 8, 2),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, 16, 16) => pick!(x86::tile_avx512, 16, 1),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, 4, 16) => pick!(x86::tile_avx2, 4, 2),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, 8, 8) => pick!(x86::tile_avx2, 8, 1),
+        #[cfg(target_arch = "aarch64")]
+        (Isa::Neon, 4, 16) => pick!(arm::tile_neon, 4, 4),
+        #[cfg(target_arch = "aarch64")]
+        (Isa::Neon, 8, 8) => pick!(arm::tile_neon, 8, 2),
+        (Isa::Portable, 4, 16) => pick!(tile_portable, 4, 16),
+        (Isa::Portable, 8, 8) => pick!(tile_portable, 8, 8),
+        other => unreachable!("no tile {other:?}"),
+    }
+}
+
+/// Floats in the largest register tile (CB × XT).
+pub(crate) const TILE_FLOATS: usize = 256;
+
+/// Strides of the zero-bordered input and the kernel's extent, for one tile.
+pub struct TileGeometry {
+    /// Floats per input plane (one channel).
+    pub(crate) plane: usize,
+    /// Floats per padded row.
+    pub(crate) row: usize,
+    pub(crate) ci: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    /// Strided tiles only (matrix products): floats from one tap's weights to the next, and
+    /// from one output channel's weight to the next. Packed tiles step CB and 1.
+    pub(crate) w_tap: usize,
+    pub(crate) w_ch: usize,
+}
+
+/// One register tile of CB channels × XT positions: `acc[j·XT + i]` = bias[j] + Σ over
+/// (c, ky, kx), in that order, of `w[c][ky][kx][j] · input[c·plane + ky·row + kx + i]`, with
+/// `input` at the tile's first position in plane 0 and `w` at the channel block's weights.
+/// Every implementation sums in this order, one fused multiply-add per term (plain multiply and
+/// add in the portable one), so results do not depend on the vector width.
+pub(crate) type Tile = unsafe fn(*const f32, &TileGeometry, *const f32, *const f32, *mut f32);
+
+/// The tile in plain Rust.
+///
+/// # Safety
+/// `input`, `w`, `bias` and `acc` must cover the tile's reads and writes (see [`Tile`]).
+pub(crate) unsafe fn tile_portable<const CB: usize, const XT: usize, const STRIDED: bool>(
+    input: *const f32,
+    g: &TileGeometry,
+    w: *const f32,
+    bias: *const f32,
+    acc: *mut f32,
+) {
+    let acc = unsafe { &mut *(acc as *mut [[f32; XT]; CB]) };
+    let bias = unsafe { &*(bias as *const [f32; CB]) };
+    for (a, b) in acc.iter_mut().zip(bias) {
+        *a = [*b; XT];
+    }
+    let mut wt = w;
+    for c in 0..g.ci {
+        for ky in 0..g.kh {
+            let row = unsafe { input.add(c * g.plane + ky * g.row) };
+            for kx in 0..g.kw {
+                let r = unsafe { &*(row.add(kx) as *const [f32; XT]) };
+                for (j, aj) in acc.iter_mut().enumerate() {
+                    let wj = unsafe { *wt.add(if STRIDED { j * g.w_ch } else { j }) };
+                    for (a, x) in aj.iter_mut().zip(r) {
+                        *a += wj * x;
+                    }
+                }
+                wt = unsafe { wt.add(if STRIDED { g.w_tap } else { CB }) };
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! AVX2 / AVX-512 tiles: CB × V vector accumulators (16 of them at most), V unaligned
+    //! position loads and CB weight broadcasts per tap.
+    use super::TileGeometry;
+    use std::arch::x86_64::*;
+
+    /// One x86 tile function: CB × V vector accumulators of LANES floats, V unaligned position
+    /// loads and CB weight broadcasts per tap; 3×3 and 1×1 kernels get their tap loops unrolled.
+    macro_rules! x86_tile {
+        ($name:ident, $feature:literal, $lanes:literal, $zero:ident, $set1:ident, $load:ident,
+         $fma:ident, $store:ident) => {
+            /// # Safety
+            #[doc = concat!("CPU feature(s) `", $feature, "` present; pointers as")]
+            #[doc = concat!("[`super::Tile`] for CB × ", $lanes, "V floats.")]
+            #[target_feature(enable = $feature)]
+            pub unsafe fn $name<const CB: usize, const V: usize, const STRIDED: bool>(
+                input: *const f32,
+                g: &TileGeometry,
+                w: *const f32,
+                bias: *const f32,
+                acc: *mut f32,
+            ) {
+                #[inline(always)]
+                unsafe fn body<const CB: usize, const V: usize, const STRIDED: bool>(
+                    input: *const f32,
+                    g: &TileGeometry,
+                    w: *const f32,
+                    bias: *const f32,
+                    acc: *mut f32,
+                    kh: usize,
+                    kw: usize,
+                ) {
+                    unsafe {
+                        let mut a = [[$zero(); V]; CB];
+                        for (j, aj) in a.iter_mut().enumerate() {
+                            *aj = [$set1(*bias.add(j)); V];
+                        }
+                        let mut wt = w;
+                        for c in 0..g.ci {
+                            for ky in 0..kh {
+                                let row = input.add(c * g.plane + ky * g.row);
+                                for kx in 0..kw {
+                                    let mut r = [$zero(); V];
+                                    for (v, rv) in r.iter_mut().enumerate() {
+                                        *rv = $load(row.add(kx + $lanes * v));
+                                    }
+                                    for (j, aj) in a.iter_mut().enumerate() {
+                                        let wj =
+                                            $set1(*wt.add(if STRIDED { j * g.w_ch } else { j }));
+                                        for v in 0..V {
+                                            aj[v] = $fma(wj, r[v], aj[v]);
+                                        }
+                                    }
+                                    wt = wt.add(if STRIDED { g.w_tap } else { CB });
+                                }
+                            }
+                        }
+                        for (j, aj) in a.iter().enumerate() {
+                            for (v, av) in aj.iter().enumerate() {
+                                $store(acc.add(j * $lanes * V + $lanes * v), *av);
+                            }
+                        }
+                    }
+                }
+                unsafe {
+                    if g.kh == 3 && g.kw == 3 {
+                        body::<CB, V, STRIDED>(input, g, w, bias, acc, 3, 3)
+                    } else if g.kh == 1 && g.kw == 1 {
+                        body::<CB, V, STRIDED>(input, g, w, bias, acc, 1, 1)
+                    } else {
+                        body::<CB, V, STRIDED>(input, g, w, bias, acc, g.kh, g.kw)
+                    }
+                }
+            }
+        };
+    }
+
+    x86_tile!(
+        tile_avx2,
+        "avx2,fma",
+        8,
+        _mm256_setzero_ps,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    );
+    x86_tile!(
+        tile_avx512,
+        "avx512f",
+        16,
+        _mm512_setzero_ps,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    );
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    //! NEON tiles: CB × Q q-register accumulators (16 at most), Q position loads shared by the
+    //! CB channels, weights loaded four at a time and applied with lane-indexed FMA.
+    use super::TileGeometry;
+    use std::arch::aarch64::*;
+
+    /// `acc + r · w[lane]`; `lane` is a constant after the tile's loops unroll.
+    #[inline(always)]
+    unsafe fn fma_lane(
+        acc: float32x4_t,
+        r: float32x4_t,
+        w: float32x4_t,
+        lane: usize,
+    ) -> float32x4_t {
+        match lane {
+            0 => vfmaq_laneq_f32::<0>(acc, r, w),
+            1 => vfmaq_laneq_f32::<1>(acc, r, w),
+            2 => vfmaq_laneq_f32::<2>(acc, r, w),
+            _ => vfmaq_laneq_f32::<3>(acc, r, w),
+        }
+    }
+
+    /// # Safety
+    /// Pointers as [`super::Tile`] for CB × 4Q floats; CB a multiple of 4.
+    pub unsafe fn tile_neon<const CB: usize, const Q: usize, const STRIDED: bool>(
+        input: *const f32,
+        g: &TileGeometry,
+        w: *const f32,
+        bias: *const f32,
+        acc: *mut f32,
+    ) {
+        // 3×3 and 1×1 with the tap loops unrolled; any other kernel size with loops.
+        unsafe {
+            if g.kh == 3 && g.kw == 3 {
+                body::<CB, Q, STRIDED>(input, g, w, bias, acc, 3, 3)
+            } else if g.kh == 1 && g.kw == 1 {
+                body::<CB, Q, STRIDED>(input, g, w, bias, acc, 1, 1)
+            } else {
+                body::<CB, Q, STRIDED>(input, g, w, bias, acc, g.kh, g.kw)
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn body<const CB: usize, const Q: usize, const STRIDED: bool>(
+        input: *const f32,
+        g: &TileGeometry,
+        w: *const f32,
+        bias: *const f32,
+        acc: *mut f32,
+        kh: usize,
+        kw: usize,
+    ) {
+        unsafe {
+            let mut a = [[vdupq_n_f32(0.0); Q]; CB];
+            for (j, aj) in a.iter_mut().enumerate() {
+                *aj = [vdupq_n_f32(*bias.add(j)); Q];
+            }
+            let mut wt = w;
+            for c in 0..g.ci {
+                for ky in 0..kh {
+                    let row = input.add(c * g.plane + ky * g.row);
+                    for kx in 0..kw {
+                        let p = row.add(kx);
+                        let mut r = [vdupq_n_f32(0.0); Q];
+                        for (q, rq) in r.iter_mut().enumerate() {
+                            *rq = vld1q_f32(p.add(4 * q));
+                        }
+                        for (j, aj) in a.iter_mut().enumerate() {
+                            if STRIDED {
+                                let wj = vdupq_n_f32(*wt.add(j * g.w_ch));
+                                for q in 0..Q {
+                                    aj[q] = vfmaq_f32(aj[q], r[q], wj);
+                                }
+                            } else {
+                                let wv = vld1q_f32(wt.add(j / 4 * 4));
+                                for q in 0..Q {
+                                    aj[q] = fma_lane(aj[q], r[q], wv, j % 4);
+                                }
+                            }
+                        }
+                        wt = wt.add(if STRIDED { g.w_tap } else { CB });
+                    }
+                }
+            }
+            for (j, aj) in a.iter().enumerate() {
+                for (q, aq) in aj.iter().enumerate() {
+                    vst1q_f32(acc.add(j * 4 * Q + 4 * q), *aq);
+                }
+            }
+        }
+    }
+}
