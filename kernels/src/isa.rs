@@ -81,10 +81,18 @@ impl Isa {
     }
 
     /// The register tiles (output channels × positions) these kernels have.
+    /// From the one table of tiles ([`crate::tile`]), whatever this CPU runs.
     pub fn tiles(self) -> &'static [(usize, usize)] {
+        crate::tile::shapes(self)
+    }
+
+    /// Whether this build has these kernels (for this architecture), whether or not this CPU
+    /// runs them.
+    pub const fn is_compiled(self) -> bool {
         match self {
-            Isa::Avx512 => &[(4, 64), (8, 32), (16, 16)],
-            _ => &[(4, 16), (8, 8)],
+            Isa::Portable => true,
+            Isa::Avx2 | Isa::Avx512 => cfg!(target_arch = "x86_64"),
+            Isa::Neon => cfg!(target_arch = "aarch64"),
         }
     }
 }

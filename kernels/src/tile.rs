@@ -1,51 +1,85 @@
 //! The register tiles every convolution and matrix product here runs on: CB output channels ×
 //! XT positions accumulated in vector registers, for each kernel set (x86-64 AVX2 and
-//! AVX-512, aarch64 NEON, portable Rust), and the table of which tiles each set has.
+//! AVX-512, aarch64 NEON, portable Rust), and THE table of which tiles each set has
+//! ([`tile_table!`]): [`Isa::tiles`] and the routine a layer runs ([`packed_tile_fn`],
+//! [`strided_tile_fn`]) both read it, so they cannot disagree.
 
 use crate::isa::Isa;
+
+/// A tile shape of one kernel set with its two routines.
+#[derive(Clone, Copy)]
+pub(crate) struct TileEntry {
+    /// Output channels.
+    pub cb: usize,
+    /// Positions.
+    pub xt: usize,
+    /// Weights packed `[ci][kh][kw][CB]` per channel block (convolutions).
+    pub packed: Tile,
+    /// Weights at the geometry's strides (matrix products).
+    pub strided: Tile,
+}
+
+/// The one table of tiles: per kernel set, the architecture it is compiled for (none: every
+/// one) and its tiles `(CB, XT) => routine[V]`, where the routine is generic over
+/// `<CB, V, STRIDED>` (V: XT in vectors of the set's width, or XT itself for the portable
+/// one). Generates [`shapes`] (every kernel set, whatever this CPU) and [`entries`] (the sets
+/// compiled for this architecture, with their routines). The first tile listed loads least
+/// per multiply-add: the choice between equally wasteful tiles.
+macro_rules! tile_table {
+    ($($isa:ident $([$arch:literal])? : $(($cb:literal, $xt:literal) => $($f:ident)::+ [$v:literal]),+ ;)+) => {
+        /// The register tiles (output channels × positions) of `isa`.
+        pub(crate) const fn shapes(isa: Isa) -> &'static [(usize, usize)] {
+            match isa {
+                $(Isa::$isa => &[$(($cb, $xt)),+],)+
+            }
+        }
+
+        /// The tiles of `isa` with their routines; empty for a set not compiled for this
+        /// architecture.
+        pub(crate) fn entries(isa: Isa) -> &'static [TileEntry] {
+            match isa {
+                $(
+                    $(#[cfg(target_arch = $arch)])?
+                    Isa::$isa => &[$(TileEntry {
+                        cb: $cb,
+                        xt: $xt,
+                        packed: $($f)::+::<$cb, $v, false>,
+                        strided: $($f)::+::<$cb, $v, true>,
+                    }),+],
+                )+
+                #[allow(unreachable_patterns)]
+                _ => &[],
+            }
+        }
+    };
+}
+
+tile_table! {
+    Portable: (4, 16) => tile_portable[16], (8, 8) => tile_portable[8];
+    Avx2 ["x86_64"]: (4, 16) => x86::tile_avx2[2], (8, 8) => x86::tile_avx2[1];
+    Avx512 ["x86_64"]: (4, 64) => x86::tile_avx512[4], (8, 32) => x86::tile_avx512[2],
+        (16, 16) => x86::tile_avx512[1];
+    Neon ["aarch64"]: (4, 16) => arm::tile_neon[4], (8, 8) => arm::tile_neon[2];
+}
+
+/// The entry of `kernels` for `tile` = (channels, positions).
+fn entry(kernels: Isa, tile: (usize, usize)) -> &'static TileEntry {
+    entries(kernels)
+        .iter()
+        .find(|e| (e.cb, e.xt) == tile)
+        .unwrap_or_else(|| panic!("{kernels:?} has no tile {tile:?} on this architecture"))
+}
 
 /// The strided register tile (weights read at any strides, for matrix products) of
 /// `kernels` with `tile` = (channels, positions), one of `kernels`' tiles.
 pub(crate) fn strided_tile_fn(kernels: Isa, tile: (usize, usize)) -> Tile {
-    tile_routine(kernels, tile, true)
+    entry(kernels, tile).strided
 }
 
 /// The packed register tile (weights laid out `[ci][kh][kw][CB]` per channel block) of
 /// `kernels` with `tile` = (channels, positions), one of `kernels`' tiles.
 pub(crate) fn packed_tile_fn(kernels: Isa, tile: (usize, usize)) -> Tile {
-    tile_routine(kernels, tile, false)
-}
-
-/// The tile routine of `kernels` with `tile` = (channels, positions): packed weights, or
-/// (`strided`) weights at the geometry's strides.
-fn tile_routine(kernels: Isa, tile: (usize, usize), strided: bool) -> Tile {
-    macro_rules! pick {
-        ($($f:ident)::+, $a:literal, $b:literal) => {
-            match strided {
-                true => $($f)::+::<$a, $b, true> as Tile,
-                false => $($f)::+::<$a, $b, false> as Tile,
-            }
-        };
-    }
-    match (kernels, tile.0, tile.1) {
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512, 4, 64) => pick!(x86::tile_avx512, 4, 4),
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512, 8, 32) => pick!(x86::tile_avx512, 8, 2),
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512, 16, 16) => pick!(x86::tile_avx512, 16, 1),
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, 4, 16) => pick!(x86::tile_avx2, 4, 2),
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, 8, 8) => pick!(x86::tile_avx2, 8, 1),
-        #[cfg(target_arch = "aarch64")]
-        (Isa::Neon, 4, 16) => pick!(arm::tile_neon, 4, 4),
-        #[cfg(target_arch = "aarch64")]
-        (Isa::Neon, 8, 8) => pick!(arm::tile_neon, 8, 2),
-        (Isa::Portable, 4, 16) => pick!(tile_portable, 4, 16),
-        (Isa::Portable, 8, 8) => pick!(tile_portable, 8, 8),
-        other => unreachable!("no tile {other:?}"),
-    }
+    entry(kernels, tile).packed
 }
 
 /// Floats in the largest register tile (CB × XT).
@@ -297,6 +331,26 @@ mod arm {
                 for (q, aq) in aj.iter().enumerate() {
                     vst1q_f32(acc.add(j * 4 * Q + 4 * q), *aq);
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_set_compiled_here_has_a_routine_for_each_of_its_tiles() {
+        for isa in Isa::ALL {
+            let compiled: Vec<_> = entries(isa).iter().map(|e| (e.cb, e.xt)).collect();
+            assert!(
+                compiled.is_empty() || compiled == isa.tiles(),
+                "{isa:?}: {compiled:?}"
+            );
+            assert_eq!(compiled.is_empty(), !isa.is_compiled(), "{isa:?}");
+            for &(cb, xt) in isa.tiles() {
+                assert!(cb * xt <= TILE_FLOATS, "{isa:?} {cb}×{xt}");
             }
         }
     }
