@@ -3,24 +3,27 @@
 //! in f32 summed in 8 fixed lanes (the same bits whatever the vector unit), and an f64
 //! reference.
 
-use crate::isa::Isa;
+use crate::isa::{dispatch, Isa};
 
 /// Layer normalisation in place over rows of `inner` values: `(x − mean) / √(var + eps) ·
 /// scale + bias`, statistics in f32 with 8 running sums per pass.
 pub fn layer_norm(x: &mut [f32], scale: &[f32], bias: Option<&[f32]>, eps: f32, kernels: Isa) {
-    match kernels {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512 if Isa::Avx2.is_supported() => unsafe {
-            layer_norm_avx2(x, scale, bias, eps)
-        },
-        _ => layer_norm_impl(x, scale, bias, eps),
-    }
+    dispatch!(
+        build(kernels),
+        [Avx2],
+        (x: &mut [f32], scale: &[f32], bias: Option<&[f32]>, eps: f32) {
+            layer_norm_impl(x, scale, bias, eps)
+        }
+    )
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn layer_norm_avx2(x: &mut [f32], scale: &[f32], bias: Option<&[f32]>, eps: f32) {
-    layer_norm_impl(x, scale, bias, eps)
+/// The build the norms run for `kernels`: their 8 running sums fill one 256-bit vector, so
+/// AVX-512 runs the AVX2 build (as it always has: the same bits either way).
+fn build(kernels: Isa) -> Isa {
+    match kernels {
+        Isa::Avx512 => Isa::Avx2,
+        k => k,
+    }
 }
 
 #[inline(always)]
@@ -82,26 +85,20 @@ pub fn instance_norm_rows(
     eps: f32,
     kernels: Isa,
 ) {
-    match kernels {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512 if Isa::Avx2.is_supported() => unsafe {
-            instance_norm_avx2(x, first_row, inner, scale, bias, eps)
-        },
-        _ => instance_norm_impl(x, first_row, inner, scale, bias, eps),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn instance_norm_avx2(
-    x: &mut [f32],
-    first_row: usize,
-    inner: usize,
-    scale: &[f32],
-    bias: &[f32],
-    eps: f32,
-) {
-    instance_norm_impl(x, first_row, inner, scale, bias, eps)
+    dispatch!(
+        build(kernels),
+        [Avx2],
+        (
+            x: &mut [f32],
+            first_row: usize,
+            inner: usize,
+            scale: &[f32],
+            bias: &[f32],
+            eps: f32,
+        ) {
+            instance_norm_impl(x, first_row, inner, scale, bias, eps)
+        }
+    )
 }
 
 #[inline(always)]

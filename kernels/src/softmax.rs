@@ -1,32 +1,16 @@
 //! Softmax over rows, with a polynomial e^x ([`exp_approx`]) that gives the same bits on
 //! every CPU.
 
-use crate::isa::Isa;
+use crate::isa::{dispatch, Isa};
 
 /// Softmax in place over rows of `inner` values: `exp(x − max) / Σ exp(x − max)`, with
 /// [`exp_approx`] (fused multiply-adds, exactly rounded wherever they run: the same bits on
 /// every CPU; the portable set on x86 calls libm's `fmaf`, slowly).
 pub fn softmax(x: &mut [f32], inner: usize, kernels: Isa) {
     assert!(inner > 0 && x.len().is_multiple_of(inner), "softmax rows");
-    match kernels {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if Isa::Avx512.is_supported() => unsafe { softmax_avx512(x, inner) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512 if Isa::Avx2.is_supported() => unsafe { softmax_avx2(x, inner) },
-        _ => softmax_impl(x, inner),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn softmax_avx512(x: &mut [f32], inner: usize) {
-    softmax_impl(x, inner)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_avx2(x: &mut [f32], inner: usize) {
-    softmax_impl(x, inner)
+    dispatch!(kernels, [Avx512, Avx2], (x: &mut [f32], inner: usize) {
+        softmax_impl(x, inner)
+    })
 }
 
 #[inline(always)]

@@ -151,68 +151,69 @@ mod x86 {
     /// One x86 tile function: CB × V vector accumulators of LANES floats, V unaligned position
     /// loads and CB weight broadcasts per tap; 3×3 and 1×1 kernels get their tap loops unrolled.
     macro_rules! x86_tile {
-        ($name:ident, $feature:literal, $lanes:literal, $zero:ident, $set1:ident, $load:ident,
+        ($name:ident, $set:ident, $lanes:literal, $zero:ident, $set1:ident, $load:ident,
          $fma:ident, $store:ident) => {
-            /// # Safety
-            #[doc = concat!("CPU feature(s) `", $feature, "` present; pointers as")]
-            #[doc = concat!("[`super::Tile`] for CB × ", $lanes, "V floats.")]
-            #[target_feature(enable = $feature)]
-            pub unsafe fn $name<const CB: usize, const V: usize, const STRIDED: bool>(
-                input: *const f32,
-                g: &TileGeometry,
-                w: *const f32,
-                bias: *const f32,
-                acc: *mut f32,
-            ) {
-                #[inline(always)]
-                unsafe fn body<const CB: usize, const V: usize, const STRIDED: bool>(
+            crate::isa::target_features! { $set,
+                /// # Safety
+                #[doc = concat!("CPU features of `Isa::", stringify!($set), "` present; pointers as")]
+                #[doc = concat!("[`super::Tile`] for CB × ", $lanes, "V floats.")]
+                pub unsafe fn $name<const CB: usize, const V: usize, const STRIDED: bool>(
                     input: *const f32,
                     g: &TileGeometry,
                     w: *const f32,
                     bias: *const f32,
                     acc: *mut f32,
-                    kh: usize,
-                    kw: usize,
                 ) {
-                    unsafe {
-                        let mut a = [[$zero(); V]; CB];
-                        for (j, aj) in a.iter_mut().enumerate() {
-                            *aj = [$set1(*bias.add(j)); V];
-                        }
-                        let mut wt = w;
-                        for c in 0..g.ci {
-                            for ky in 0..kh {
-                                let row = input.add(c * g.plane + ky * g.row);
-                                for kx in 0..kw {
-                                    let mut r = [$zero(); V];
-                                    for (v, rv) in r.iter_mut().enumerate() {
-                                        *rv = $load(row.add(kx + $lanes * v));
-                                    }
-                                    for (j, aj) in a.iter_mut().enumerate() {
-                                        let wj =
-                                            $set1(*wt.add(if STRIDED { j * g.w_ch } else { j }));
-                                        for v in 0..V {
-                                            aj[v] = $fma(wj, r[v], aj[v]);
+                    #[inline(always)]
+                    unsafe fn body<const CB: usize, const V: usize, const STRIDED: bool>(
+                        input: *const f32,
+                        g: &TileGeometry,
+                        w: *const f32,
+                        bias: *const f32,
+                        acc: *mut f32,
+                        kh: usize,
+                        kw: usize,
+                    ) {
+                        unsafe {
+                            let mut a = [[$zero(); V]; CB];
+                            for (j, aj) in a.iter_mut().enumerate() {
+                                *aj = [$set1(*bias.add(j)); V];
+                            }
+                            let mut wt = w;
+                            for c in 0..g.ci {
+                                for ky in 0..kh {
+                                    let row = input.add(c * g.plane + ky * g.row);
+                                    for kx in 0..kw {
+                                        let mut r = [$zero(); V];
+                                        for (v, rv) in r.iter_mut().enumerate() {
+                                            *rv = $load(row.add(kx + $lanes * v));
                                         }
+                                        for (j, aj) in a.iter_mut().enumerate() {
+                                            let wj =
+                                                $set1(*wt.add(if STRIDED { j * g.w_ch } else { j }));
+                                            for v in 0..V {
+                                                aj[v] = $fma(wj, r[v], aj[v]);
+                                            }
+                                        }
+                                        wt = wt.add(if STRIDED { g.w_tap } else { CB });
                                     }
-                                    wt = wt.add(if STRIDED { g.w_tap } else { CB });
+                                }
+                            }
+                            for (j, aj) in a.iter().enumerate() {
+                                for (v, av) in aj.iter().enumerate() {
+                                    $store(acc.add(j * $lanes * V + $lanes * v), *av);
                                 }
                             }
                         }
-                        for (j, aj) in a.iter().enumerate() {
-                            for (v, av) in aj.iter().enumerate() {
-                                $store(acc.add(j * $lanes * V + $lanes * v), *av);
-                            }
-                        }
                     }
-                }
-                unsafe {
-                    if g.kh == 3 && g.kw == 3 {
-                        body::<CB, V, STRIDED>(input, g, w, bias, acc, 3, 3)
-                    } else if g.kh == 1 && g.kw == 1 {
-                        body::<CB, V, STRIDED>(input, g, w, bias, acc, 1, 1)
-                    } else {
-                        body::<CB, V, STRIDED>(input, g, w, bias, acc, g.kh, g.kw)
+                    unsafe {
+                        if g.kh == 3 && g.kw == 3 {
+                            body::<CB, V, STRIDED>(input, g, w, bias, acc, 3, 3)
+                        } else if g.kh == 1 && g.kw == 1 {
+                            body::<CB, V, STRIDED>(input, g, w, bias, acc, 1, 1)
+                        } else {
+                            body::<CB, V, STRIDED>(input, g, w, bias, acc, g.kh, g.kw)
+                        }
                     }
                 }
             }
@@ -221,7 +222,7 @@ mod x86 {
 
     x86_tile!(
         tile_avx2,
-        "avx2,fma",
+        Avx2,
         8,
         _mm256_setzero_ps,
         _mm256_set1_ps,
@@ -231,7 +232,7 @@ mod x86 {
     );
     x86_tile!(
         tile_avx512,
-        "avx512f",
+        Avx512,
         16,
         _mm512_setzero_ps,
         _mm512_set1_ps,

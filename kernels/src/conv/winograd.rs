@@ -33,7 +33,7 @@ use std::ops::Range;
 
 use crate::conv::shuffle::{deinterleave, store_interleaved};
 use crate::conv::ConvShape;
-use crate::isa::Isa;
+use crate::isa::{dispatch, Isa};
 use crate::scratch::aligned;
 use crate::team::{share, SharedMut, Team, TEAM_MIN_MACS};
 use crate::tile::{packed_tile_fn, TileGeometry, TILE_FLOATS};
@@ -421,29 +421,15 @@ impl WinogradConv {
     /// # Safety
     /// `dst` holds every plane's; no other thread writes these planes meanwhile.
     unsafe fn split_columns(&self, x: &[f32], dst: SharedMut, planes: Range<usize>) {
-        // Safety: the kernels were checked to run on this CPU at load; the rest is the
-        // caller's.
-        unsafe {
-            match self.kernels {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => self.split_columns_avx512(x, dst, planes),
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => self.split_columns_avx2(x, dst, planes),
-                _ => self.split_columns_impl(x, dst, planes),
+        let conv = self;
+        dispatch!(
+            self.kernels,
+            [Avx512, Avx2],
+            (conv: &WinogradConv, x: &[f32], dst: SharedMut, planes: Range<usize>) {
+                // SAFETY: the caller's.
+                unsafe { conv.split_columns_impl(x, dst, planes) }
             }
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn split_columns_avx512(&self, x: &[f32], dst: SharedMut, planes: Range<usize>) {
-        unsafe { self.split_columns_impl(x, dst, planes) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn split_columns_avx2(&self, x: &[f32], dst: SharedMut, planes: Range<usize>) {
-        unsafe { self.split_columns_impl(x, dst, planes) }
+        )
     }
 
     #[inline(always)]
@@ -597,29 +583,15 @@ impl<'a> Job<'a> {
     /// # Safety
     /// No other thread writes these channels of `v` meanwhile.
     unsafe fn transform_input(&self, chunk: usize, v: Patches, cs: Range<usize>) {
-        // Safety: the kernels were checked to run on this CPU at load; the rest is the
-        // caller's.
-        unsafe {
-            match self.conv.kernels {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => self.transform_input_avx512(chunk, v, cs),
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => self.transform_input_avx2(chunk, v, cs),
-                _ => self.transform_input_impl(chunk, v, cs),
+        let job = self;
+        dispatch!(
+            self.conv.kernels,
+            [Avx512, Avx2],
+            (job: &Job<'_>, chunk: usize, v: Patches, cs: Range<usize>) {
+                // SAFETY: the caller's.
+                unsafe { job.transform_input_impl(chunk, v, cs) }
             }
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn transform_input_avx512(&self, chunk: usize, v: Patches, cs: Range<usize>) {
-        unsafe { self.transform_input_impl(chunk, v, cs) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn transform_input_avx2(&self, chunk: usize, v: Patches, cs: Range<usize>) {
-        unsafe { self.transform_input_impl(chunk, v, cs) }
+        )
     }
 
     #[inline(always)]
@@ -721,35 +693,15 @@ impl<'a> Job<'a> {
     /// # Safety
     /// No other thread writes these blocks' outputs of this chunk's tiles meanwhile.
     unsafe fn multiply(&self, v: &[f32], acc: &mut [f32], chunk: usize, blocks: Range<usize>) {
-        // Safety: the kernels were checked to run on this CPU at load; the rest is the
-        // caller's.
-        unsafe {
-            match self.conv.kernels {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => self.multiply_avx512(v, acc, chunk, blocks),
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => self.multiply_avx2(v, acc, chunk, blocks),
-                _ => self.multiply_impl(v, acc, chunk, blocks),
+        let job = self;
+        dispatch!(
+            self.conv.kernels,
+            [Avx512, Avx2],
+            (job: &Job<'_>, v: &[f32], acc: &mut [f32], chunk: usize, blocks: Range<usize>) {
+                // SAFETY: the caller's.
+                unsafe { job.multiply_impl(v, acc, chunk, blocks) }
             }
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn multiply_avx512(
-        &self,
-        v: &[f32],
-        acc: &mut [f32],
-        chunk: usize,
-        blocks: Range<usize>,
-    ) {
-        unsafe { self.multiply_impl(v, acc, chunk, blocks) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn multiply_avx2(&self, v: &[f32], acc: &mut [f32], chunk: usize, blocks: Range<usize>) {
-        unsafe { self.multiply_impl(v, acc, chunk, blocks) }
+        )
     }
 
     #[inline(always)]
