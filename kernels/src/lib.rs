@@ -9,7 +9,8 @@
 //! Modules: [`isa`] (the kernel sets), [`tile`] (the register tiles and their table),
 //! [`conv`] (shapes, references, and the direct, lowered and Winograd convolutions),
 //! [`matmul`], [`norm`], [`softmax`], [`team`] (the spinning thread team), and the crate's
-//! plumbing: [`scratch`] (aligned scratch buffers).
+//! plumbing: [`scratch`] (aligned scratch buffers) and [`view`] (the disjoint mutable view
+//! that a team's parts write through).
 
 pub mod conv;
 pub mod isa;
@@ -21,6 +22,7 @@ pub mod team;
 #[cfg(test)]
 pub mod testing;
 pub mod tile;
+pub mod view;
 
 pub use conv::{
     conv_reference, deconv_reference, strided_reference, BlockDeconv, BlockShape, ConvAlgorithm,

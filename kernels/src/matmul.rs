@@ -18,8 +18,9 @@ use std::cell::RefCell;
 
 use crate::isa::Isa;
 use crate::scratch::aligned;
-use crate::team::{share, SharedMut, Team, TEAM_MIN_MACS};
+use crate::team::{share, Team, TEAM_MIN_MACS};
 use crate::tile::{strided_tile_fn, TileGeometry, TILE_FLOATS};
+use crate::view::DisjointMut;
 
 /// A batched matrix product's sizes and strides (in elements).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -267,7 +268,7 @@ impl MatMul {
         let macs = s.batches() * s.m * s.k * s.n;
         let team = team.filter(|t| t.threads() > 1 && macs >= min_macs);
         let parts = team.map_or(1, Team::threads);
-        let out = SharedMut(c.as_mut_ptr());
+        let out = DisjointMut::new(c);
         // Items ordered (batch, n tile, m block): each part packs a B tile once for a run of
         // row blocks.
         let part = |p: usize| {
@@ -284,7 +285,13 @@ impl MatMul {
     /// # Safety
     /// `a`, `b` and `out` cover the shape's extents; no other thread writes these items'
     /// outputs meanwhile.
-    unsafe fn items(&self, a: &[f32], b: &[f32], out: SharedMut, items: std::ops::Range<usize>) {
+    unsafe fn items(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        out: DisjointMut<'_, f32>,
+        items: std::ops::Range<usize>,
+    ) {
         let s = &self.shape;
         let (cb, xt) = (self.cb, self.xt);
         let (mblocks, ntiles) = (s.m.div_ceil(cb), s.n.div_ceil(xt));
@@ -348,12 +355,13 @@ impl MatMul {
                         let src = &acc[j * xt..][..nn];
                         if s.c[1] == 1 {
                             // Safety: inside C's extent, this item's outputs (caller).
-                            unsafe { std::slice::from_raw_parts_mut(out.at(row), nn) }
-                                .copy_from_slice(src);
+                            unsafe { out.slice_mut(row..row + nn) }.copy_from_slice(src);
                         } else {
                             for (i, v) in src.iter().enumerate() {
                                 // Safety: as above.
-                                unsafe { *out.at(row + i * s.c[1]) = *v };
+                                let at = row + i * s.c[1];
+                                let dst = unsafe { out.slice_mut(at..at + 1) };
+                                dst[0] = *v;
                             }
                         }
                     }

@@ -18,6 +18,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::view::DisjointMut;
+
 /// How long a helper spins after a job before it sleeps.
 const SPIN_FOR: Duration = Duration::from_millis(2);
 
@@ -242,24 +244,6 @@ pub fn current() -> Option<Arc<Team>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
-/// A raw pointer that parts of one job share; each part writes a disjoint range.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedMut(pub *mut f32);
-
-impl SharedMut {
-    /// The pointer `offset` floats on (a method, so that closures capture the whole wrapper).
-    ///
-    /// # Safety
-    /// As [`pointer::add`].
-    pub unsafe fn at(self, offset: usize) -> *mut f32 {
-        unsafe { self.0.add(offset) }
-    }
-}
-
-// Safety: used only to hand disjoint output ranges to the parts of one `Team::run`.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
 /// The `[start, end)` share of `total` items that part `p` of `parts` takes.
 pub fn share(total: usize, p: usize, parts: usize) -> std::ops::Range<usize> {
     total * p / parts..total * (p + 1) / parts
@@ -281,15 +265,12 @@ pub fn split_units(
         return f(data, 0);
     };
     let (units, parts, len) = (data.len().div_ceil(unit), team.threads(), data.len());
-    let base = SharedMut(data.as_mut_ptr());
+    let base = DisjointMut::new(data);
     team.run(parts, &|p| {
         let share = share(units, p, parts);
         let (start, end) = (share.start * unit, (share.end * unit).min(len));
         // Safety: the parts take disjoint ranges of `data`.
-        f(
-            unsafe { std::slice::from_raw_parts_mut(base.at(start), end - start) },
-            share.start,
-        )
+        f(unsafe { base.slice_mut(start..end) }, share.start)
     });
 }
 

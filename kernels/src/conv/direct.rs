@@ -13,8 +13,9 @@ use std::cell::RefCell;
 use crate::conv::ConvShape;
 use crate::isa::Isa;
 use crate::scratch::aligned;
-use crate::team::{share, SharedMut, Team, TEAM_MIN_MACS};
+use crate::team::{share, Team, TEAM_MIN_MACS};
 use crate::tile::{packed_tile_fn, Tile, TileGeometry, TILE_FLOATS};
+use crate::view::DisjointMut;
 
 /// Weights and bias laid out for one register tile shape: `[co / CB][ci][kh][kw][CB]`, output
 /// channels padded with zeros up to a multiple of CB.
@@ -145,16 +146,11 @@ impl PackedConv {
         let team = team.filter(|t| t.threads() > 1 && macs >= min_macs);
         let threads = team.map_or(1, Team::threads);
         if let Some(team) = team.filter(|_| n >= threads) {
-            let dst = SharedMut(out.as_mut_ptr());
+            let dst = DisjointMut::new(out);
             team.run(threads, &|p| {
                 let images = share(n, p, threads);
-                // Safety: the parts write disjoint images of `out`.
-                let o = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        dst.at(images.start * image_out),
-                        images.len() * image_out,
-                    )
-                };
+                // SAFETY: the parts write disjoint images of `out`.
+                let o = unsafe { dst.slice_mut(images.start * image_out..images.end * image_out) };
                 let b = bias.map(|b| match b.len() == s.co {
                     true => b,
                     false => &b[images.start * s.co..images.end * s.co],
@@ -180,7 +176,7 @@ impl PackedConv {
                 .enumerate()
             {
                 let bias = self.image_bias(bias, i, rest);
-                let dst = SharedMut(oi.as_mut_ptr());
+                let dst = DisjointMut::new(oi);
                 if self.is_pointwise() {
                     let tiles = (s.h * s.w).div_ceil(self.xt);
                     let part = |p: usize| {
@@ -202,7 +198,7 @@ impl PackedConv {
                     }
                 } else {
                     let (tiles, rows) = (self.tiles(), s.padded_h());
-                    let padded = SharedMut(pad.as_mut_ptr());
+                    let padded = DisjointMut::new(&mut *pad);
                     // Safety (both jobs): parts fill disjoint rows, then write disjoint
                     // (block, tile) outputs of this image.
                     let fill = |p: usize, parts: usize| unsafe {
@@ -269,7 +265,7 @@ impl PackedConv {
         &self,
         x: &[f32],
         buf: &mut [f32],
-        out: SharedMut,
+        out: DisjointMut<'_, f32>,
         relu: bool,
         bias: &[f32],
         tiles: std::ops::Range<usize>,
@@ -310,9 +306,8 @@ impl PackedConv {
                 };
                 for j in 0..cb.min(s.co - blk * cb) {
                     // Safety: inside the image (caller), and this part's.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(out.at((blk * cb + j) * positions + q0), len)
-                    };
+                    let at = (blk * cb + j) * positions + q0;
+                    let dst = unsafe { out.slice_mut(at..at + len) };
                     store(dst, &acc[j * xt..][..len], relu);
                 }
             }
@@ -341,14 +336,20 @@ impl PackedConv {
     ///
     /// # Safety
     /// `pad` points to `scratch_len()` floats; no other thread touches these rows meanwhile.
-    unsafe fn fill_padded_rows(&self, x: &[f32], pad: SharedMut, rows: std::ops::Range<usize>) {
+    unsafe fn fill_padded_rows(
+        &self,
+        x: &[f32],
+        pad: DisjointMut<'_, f32>,
+        rows: std::ops::Range<usize>,
+    ) {
         let s = &self.shape;
         let (hp, wp) = (s.padded_h(), s.padded_w());
         for c in 0..s.ci {
             let src = &x[c * s.h * s.w..][..s.h * s.w];
             for r in rows.clone() {
                 // Safety: row r of plane c, inside `pad` (caller).
-                let row = unsafe { std::slice::from_raw_parts_mut(pad.at((c * hp + r) * wp), wp) };
+                let at = (c * hp + r) * wp;
+                let row = unsafe { pad.slice_mut(at..at + wp) };
                 match r.checked_sub(s.pad[0]).filter(|&y| y < s.h) {
                     Some(y) => {
                         row[..s.pad[1]].fill(0.0);
@@ -362,8 +363,7 @@ impl PackedConv {
         if rows.end == hp {
             let planes = s.ci * hp * wp;
             // Safety: the overrun, inside `pad` (caller).
-            unsafe { std::slice::from_raw_parts_mut(pad.at(planes), self.scratch_len() - planes) }
-                .fill(0.0);
+            unsafe { pad.slice_mut(planes..self.scratch_len()) }.fill(0.0);
         }
     }
 
@@ -380,7 +380,7 @@ impl PackedConv {
     unsafe fn image_region(
         &self,
         pad: &[f32],
-        out: SharedMut,
+        out: DisjointMut<'_, f32>,
         relu: bool,
         bias: &[f32],
         tiles: std::ops::Range<usize>,
@@ -437,12 +437,8 @@ impl PackedConv {
                 if x < wo {
                     for j in 0..valid_c {
                         // Safety: inside the image (caller), and this item's.
-                        let dst = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                out.at(((co0 + j) * ho + y) * wo + x),
-                                end - q,
-                            )
-                        };
+                        let at = ((co0 + j) * ho + y) * wo + x;
+                        let dst = unsafe { out.slice_mut(at..at + end - q) };
                         store(dst, &acc[j * xt + q - q0..][..end - q], relu);
                     }
                 }

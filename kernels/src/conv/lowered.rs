@@ -18,7 +18,8 @@ use crate::conv::direct::PackedConv;
 use crate::conv::{BlockShape, ConvShape, StridedShape};
 use crate::isa::Isa;
 use crate::scratch::aligned;
-use crate::team::{share, SharedMut, Team};
+use crate::team::{share, Team};
+use crate::view::DisjointMut;
 
 /// A strided convolution: im2col, then a 1×1 [`PackedConv`].
 #[derive(Debug, Clone, PartialEq)]
@@ -75,13 +76,11 @@ impl StridedConv {
             let patches = aligned(&mut buf, n * s.ci * rows_len);
             // Input planes (image · ci + c) spread over the team: each fills its own rows.
             let planes = n * s.ci;
-            let dst = SharedMut(patches.as_mut_ptr());
+            let dst = DisjointMut::new(&mut *patches);
             let part = |p: usize, parts: usize| {
                 for plane in share(planes, p, parts) {
                     // Safety: plane `plane`'s rows, written by this part only.
-                    let rows = unsafe {
-                        std::slice::from_raw_parts_mut(dst.at(plane * rows_len), rows_len)
-                    };
+                    let rows = unsafe { dst.slice_mut(plane * rows_len..(plane + 1) * rows_len) };
                     self.gather(&x[plane * s.h * s.w..][..s.h * s.w], rows);
                 }
             };

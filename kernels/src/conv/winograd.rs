@@ -35,8 +35,9 @@ use crate::conv::shuffle::{deinterleave, store_interleaved};
 use crate::conv::ConvShape;
 use crate::isa::{dispatch, Isa};
 use crate::scratch::aligned;
-use crate::team::{share, SharedMut, Team, TEAM_MIN_MACS};
+use crate::team::{share, Team, TEAM_MIN_MACS};
 use crate::tile::{packed_tile_fn, TileGeometry, TILE_FLOATS};
+use crate::view::DisjointMut;
 
 /// Most transformed positions per tile (F(4×4, 3×3)'s 6×6 patch).
 const MAX_XI: usize = 36;
@@ -317,7 +318,7 @@ impl WinogradConv {
             let mut ph = ph.borrow_mut();
             let ph = aligned(&mut ph, ph_len);
             // Every input plane zero-bordered and split into column phases.
-            let dst = SharedMut(ph.as_mut_ptr());
+            let dst = DisjointMut::new(&mut *ph);
             let prep = |p: usize, parts: usize| {
                 // Safety: disjoint planes per part.
                 unsafe { self.split_columns(x, dst, share(planes, p, parts)) }
@@ -329,7 +330,7 @@ impl WinogradConv {
             let job = Job {
                 conv: self,
                 phases: ph,
-                out: SharedMut(out.as_mut_ptr()),
+                out: DisjointMut::new(out),
                 relu,
                 bias,
                 n,
@@ -368,15 +369,13 @@ impl WinogradConv {
                             job.transform_input(chunk, patches, share(s.ci, p, threads))
                         });
                         let v: &[f32] = v;
-                        let accs = SharedMut(acc.as_mut_ptr());
+                        let accs = DisjointMut::new(acc);
                         // Safety: disjoint channel blocks of this chunk per part, each with
                         // its own part of `acc`.
                         team.run(threads, &|p| unsafe {
                             let part = share(blocks, p, threads);
-                            let acc = std::slice::from_raw_parts_mut(
-                                accs.at(xi * part.start * self.cb * self.xt),
-                                xi * part.len() * self.cb * self.xt,
-                            );
+                            let per_block = xi * self.cb * self.xt;
+                            let acc = accs.slice_mut(per_block * part.start..per_block * part.end);
                             job.multiply(v, acc, chunk, part)
                         });
                     }
@@ -420,12 +419,12 @@ impl WinogradConv {
     ///
     /// # Safety
     /// `dst` holds every plane's; no other thread writes these planes meanwhile.
-    unsafe fn split_columns(&self, x: &[f32], dst: SharedMut, planes: Range<usize>) {
+    unsafe fn split_columns(&self, x: &[f32], dst: DisjointMut<'_, f32>, planes: Range<usize>) {
         let conv = self;
         dispatch!(
             self.kernels,
             [Avx512, Avx2],
-            (conv: &WinogradConv, x: &[f32], dst: SharedMut, planes: Range<usize>) {
+            (conv: &WinogradConv, x: &[f32], dst: DisjointMut<'_, f32>, planes: Range<usize>) {
                 // SAFETY: the caller's.
                 unsafe { conv.split_columns_impl(x, dst, planes) }
             }
@@ -433,7 +432,12 @@ impl WinogradConv {
     }
 
     #[inline(always)]
-    unsafe fn split_columns_impl(&self, x: &[f32], dst: SharedMut, planes: Range<usize>) {
+    unsafe fn split_columns_impl(
+        &self,
+        x: &[f32],
+        dst: DisjointMut<'_, f32>,
+        planes: Range<usize>,
+    ) {
         // Safety: the caller's.
         unsafe {
             match self.block {
@@ -447,7 +451,12 @@ impl WinogradConv {
     /// block and deinterleaved by vector shuffles ([`deinterleave`]), then a block of 8, the
     /// rest of a row one by one.
     #[inline(always)]
-    unsafe fn split_phases<const M: usize>(&self, x: &[f32], dst: SharedMut, planes: Range<usize>) {
+    unsafe fn split_phases<const M: usize>(
+        &self,
+        x: &[f32],
+        dst: DisjointMut<'_, f32>,
+        planes: Range<usize>,
+    ) {
         let s = &self.shape;
         let (rows, cols) = self.bordered();
         let len = rows * cols;
@@ -456,7 +465,7 @@ impl WinogradConv {
         for plane in planes {
             let src = &x[plane * s.h * s.w..][..s.h * s.w];
             // Safety: this plane's M · len floats (caller).
-            let out = unsafe { std::slice::from_raw_parts_mut(dst.at(plane * M * len), M * len) };
+            let out = unsafe { dst.slice_mut(plane * M * len..(plane + 1) * M * len) };
             out.fill(0.0);
             let mut ph: [&mut [f32]; M] = {
                 let mut rest = &mut *out;
@@ -531,7 +540,7 @@ struct Job<'a> {
     /// Every input plane bordered and split into column phases
     /// ([`WinogradConv::split_columns`]).
     phases: &'a [f32],
-    out: SharedMut,
+    out: DisjointMut<'a, f32>,
     relu: bool,
     bias: Option<&'a [f32]>,
     n: usize,
@@ -582,12 +591,12 @@ impl<'a> Job<'a> {
     ///
     /// # Safety
     /// No other thread writes these channels of `v` meanwhile.
-    unsafe fn transform_input(&self, chunk: usize, v: Patches, cs: Range<usize>) {
+    unsafe fn transform_input(&self, chunk: usize, v: Patches<'_>, cs: Range<usize>) {
         let job = self;
         dispatch!(
             self.conv.kernels,
             [Avx512, Avx2],
-            (job: &Job<'_>, chunk: usize, v: Patches, cs: Range<usize>) {
+            (job: &Job<'_>, chunk: usize, v: Patches<'_>, cs: Range<usize>) {
                 // SAFETY: the caller's.
                 unsafe { job.transform_input_impl(chunk, v, cs) }
             }
@@ -595,7 +604,7 @@ impl<'a> Job<'a> {
     }
 
     #[inline(always)]
-    unsafe fn transform_input_impl(&self, chunk: usize, v: Patches, cs: Range<usize>) {
+    unsafe fn transform_input_impl(&self, chunk: usize, v: Patches<'_>, cs: Range<usize>) {
         // Safety: the caller's.
         unsafe {
             match self.conv.block {
@@ -609,7 +618,7 @@ impl<'a> Job<'a> {
     /// its columns, run by run (`h[l][r][i]` = (Bᵀ · patch row r of tile i)[l]), then each
     /// result column down the rows for the whole chunk at once, in full vectors.
     #[inline(always)]
-    unsafe fn transform_f4(&self, chunk: usize, v: Patches, cs: Range<usize>) {
+    unsafe fn transform_f4(&self, chunk: usize, v: Patches<'_>, cs: Range<usize>) {
         let ph: &'a [f32] = self.phases;
         let conv = self.conv;
         let (ci, xt, xi_stride) = (conv.shape.ci, conv.xt, conv.xi_stride());
@@ -652,7 +661,7 @@ impl<'a> Job<'a> {
 
     /// [`Job::transform_input`] for F(2×2): tile by tile along each run, in blocks of L tiles.
     #[inline(always)]
-    unsafe fn transform_f2(&self, chunk: usize, v: Patches, cs: Range<usize>) {
+    unsafe fn transform_f2(&self, chunk: usize, v: Patches<'_>, cs: Range<usize>) {
         let ph: &'a [f32] = self.phases;
         let conv = self.conv;
         let (ci, xt, xi_stride) = (conv.shape.ci, conv.xt, conv.xi_stride());
@@ -804,9 +813,8 @@ impl<'a> Job<'a> {
                 let width = (M * run.len).min(wo - x0);
                 // Safety: row oy of output channel o of this image, columns of this run's
                 // tiles: this part's (caller).
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(self.out.at(plane + oy * wo + x0), width)
-                };
+                let at = plane + oy * wo + x0;
+                let dst = unsafe { self.out.slice_mut(at..at + width) };
                 let ya: [&[f32]; M] = std::array::from_fn(|c| &y[M * a + c][run.pos..]);
                 // Blocks of 16 outputs (16 / M tiles), then one of 8; the rest one by one.
                 let mut i = 0;
@@ -905,16 +913,14 @@ fn outputs_f4<const L: usize>(m: &[f32], stride: usize, xt: usize, y: &mut [[f32
 /// A chunk's buffer of transformed patches, written by the parts of a team, each its own
 /// channels.
 #[derive(Clone, Copy)]
-struct Patches {
-    ptr: SharedMut,
-    len: usize,
+struct Patches<'a> {
+    view: DisjointMut<'a, f32>,
 }
 
-impl Patches {
-    fn new(v: &mut [f32]) -> Patches {
+impl<'a> Patches<'a> {
+    fn new(v: &'a mut [f32]) -> Patches<'a> {
         Patches {
-            ptr: SharedMut(v.as_mut_ptr()),
-            len: v.len(),
+            view: DisjointMut::new(v),
         }
     }
 
@@ -925,16 +931,15 @@ impl Patches {
     /// floats meanwhile.
     #[inline(always)]
     unsafe fn put(self, at: usize, src: &[f32]) {
-        debug_assert!(at + src.len() <= self.len);
-        // Safety: in bounds and exclusive (caller).
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.at(at), src.len()) }
+        // SAFETY: in bounds and exclusive (caller).
+        unsafe { self.view.copy_from_unchecked(at, src) }
     }
 
     /// Checks that rows `first + r · stride ..` of `width` floats, r < `rows`, are in the
     /// buffer: [`Patches::put`]'s bounds, tested once per pass instead of at every store.
     fn check(self, first: usize, stride: usize, rows: usize, width: usize) {
         assert!(
-            first + (rows - 1) * stride + width <= self.len,
+            first + (rows - 1) * stride + width <= self.view.len(),
             "patches out of bounds"
         );
     }
@@ -979,7 +984,7 @@ impl RunList {
 unsafe fn patches_f2<const L: usize>(
     rows: &[[&[f32]; 4]; 2],
     i0: usize,
-    v: Patches,
+    v: Patches<'_>,
     first: usize,
     stride: usize,
 ) -> usize {
@@ -1071,7 +1076,7 @@ fn rows_f4<const L: usize>(
 unsafe fn columns_f4<const L: usize>(
     h: &[[[f32; MAX_XT]; 6]; 6],
     xt: usize,
-    v: Patches,
+    v: Patches<'_>,
     first: usize,
     stride: usize,
 ) {
