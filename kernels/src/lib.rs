@@ -12,6 +12,9 @@
 //! plumbing: [`scratch`] (aligned scratch buffers) and [`view`] (the disjoint mutable view
 //! that a team's parts write through).
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod conv;
 pub mod isa;
 pub mod matmul;

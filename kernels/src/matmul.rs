@@ -272,7 +272,7 @@ impl MatMul {
         // Items ordered (batch, n tile, m block): each part packs a B tile once for a run of
         // row blocks.
         let part = |p: usize| {
-            // Safety: parts write disjoint (batch, tile, block) outputs; reads are inside the
+            // SAFETY: parts write disjoint (batch, tile, block) outputs; reads are inside the
             // extents checked above.
             unsafe { self.items(a, b, out, share(items, p, parts)) }
         };
@@ -345,7 +345,7 @@ impl MatMul {
                         w_tap,
                         w_ch,
                     };
-                    // Safety: the tile reads k rows of xt floats from `input` (whole in-place
+                    // SAFETY: the tile reads k rows of xt floats from `input` (whole in-place
                     // tiles, or the packed copy) and k × cb weights at the strides given
                     // (whole row blocks, or the padded copy); `acc` holds cb × xt floats; the
                     // kernel set was checked at construction.
@@ -354,12 +354,12 @@ impl MatMul {
                         let row = oc + (m0 + j) * s.c[0] + n0 * s.c[1];
                         let src = &acc[j * xt..][..nn];
                         if s.c[1] == 1 {
-                            // Safety: inside C's extent, this item's outputs (caller).
+                            // SAFETY: inside C's extent, this item's outputs (caller).
                             unsafe { out.slice_mut(row..row + nn) }.copy_from_slice(src);
                         } else {
                             for (i, v) in src.iter().enumerate() {
-                                // Safety: as above.
                                 let at = row + i * s.c[1];
+                                // SAFETY: as above.
                                 let dst = unsafe { out.slice_mut(at..at + 1) };
                                 dst[0] = *v;
                             }

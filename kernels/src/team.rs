@@ -48,7 +48,7 @@ struct Shared {
     wake: Condvar,
 }
 
-// Safety: `job` is written only by the caller of `Team::run`, before it publishes the epoch
+// SAFETY: `job` is written only by the caller of `Team::run`, before it publishes the epoch
 // (release store of `state`) and after every claimed part has finished (acquire load of
 // `done`); helpers read it only after claiming a part of that epoch (acquire CAS of `state`).
 unsafe impl Sync for Shared {}
@@ -86,7 +86,7 @@ impl Shared {
             {
                 continue;
             }
-            // Safety: the part was claimed in `epoch`, so the job is live until `done` counts
+            // SAFETY: the part was claimed in `epoch`, so the job is live until `done` counts
             // it (see `Shared`).
             let job = unsafe { (*self.job.get()).expect("a job is posted") };
             job(part);
@@ -179,10 +179,11 @@ impl Team {
             "Team::run called from inside a job, or from two threads"
         );
         let s = &*self.shared;
-        // Safety: lifetime erased for the helpers; this function does not return before every
+        // SAFETY: lifetime erased for the helpers; this function does not return before every
         // part of this epoch has finished, and clears the job before returning.
         let erased: &'static Job =
             unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync + '_), &'static Job>(job) };
+        // SAFETY: no helper reads `job` before the epoch below is published (see `Shared`).
         unsafe { *s.job.get() = Some(erased) };
         s.parts.store(parts, Ordering::Relaxed);
         s.done.store(0, Ordering::Relaxed);
@@ -199,6 +200,7 @@ impl Team {
         while s.done.load(Ordering::Acquire) < parts {
             spin_loop();
         }
+        // SAFETY: every part of this epoch has finished: no helper reads `job` until the next.
         unsafe { *s.job.get() = None };
         self.busy.store(false, Ordering::Release);
     }
@@ -269,7 +271,7 @@ pub fn split_units(
     team.run(parts, &|p| {
         let share = share(units, p, parts);
         let (start, end) = (share.start * unit, (share.end * unit).min(len));
-        // Safety: the parts take disjoint ranges of `data`.
+        // SAFETY: the parts take disjoint ranges of `data`.
         f(unsafe { base.slice_mut(start..end) }, share.start)
     });
 }

@@ -118,7 +118,9 @@ pub(crate) unsafe fn tile_portable<const CB: usize, const XT: usize, const STRID
     bias: *const f32,
     acc: *mut f32,
 ) {
+    // SAFETY: `acc` holds CB × XT floats and `bias` CB (caller).
     let acc = unsafe { &mut *(acc as *mut [[f32; XT]; CB]) };
+    // SAFETY: as above.
     let bias = unsafe { &*(bias as *const [f32; CB]) };
     for (a, b) in acc.iter_mut().zip(bias) {
         *a = [*b; XT];
@@ -126,15 +128,19 @@ pub(crate) unsafe fn tile_portable<const CB: usize, const XT: usize, const STRID
     let mut wt = w;
     for c in 0..g.ci {
         for ky in 0..g.kh {
+            // SAFETY: the tile's reads are inside `input` (caller).
             let row = unsafe { input.add(c * g.plane + ky * g.row) };
             for kx in 0..g.kw {
+                // SAFETY: as above: XT floats from tap (ky, kx).
                 let r = unsafe { &*(row.add(kx) as *const [f32; XT]) };
                 for (j, aj) in acc.iter_mut().enumerate() {
+                    // SAFETY: this tap's weight of channel j, inside `w` (caller).
                     let wj = unsafe { *wt.add(if STRIDED { j * g.w_ch } else { j }) };
                     for (a, x) in aj.iter_mut().zip(r) {
                         *a += wj * x;
                     }
                 }
+                // SAFETY: the next tap's weights (one past the last tap's at most).
                 wt = unsafe { wt.add(if STRIDED { g.w_tap } else { CB }) };
             }
         }
@@ -174,6 +180,8 @@ mod x86 {
                         kh: usize,
                         kw: usize,
                     ) {
+                        // SAFETY: the tile's reads and writes are inside the pointers'
+                        // buffers, and the CPU has the features (caller).
                         unsafe {
                             let mut a = [[$zero(); V]; CB];
                             for (j, aj) in a.iter_mut().enumerate() {
@@ -206,6 +214,7 @@ mod x86 {
                             }
                         }
                     }
+                    // SAFETY: the caller's.
                     unsafe {
                         if g.kh == 3 && g.kw == 3 {
                             body::<CB, V, STRIDED>(input, g, w, bias, acc, 3, 3)
@@ -257,11 +266,14 @@ mod arm {
         w: float32x4_t,
         lane: usize,
     ) -> float32x4_t {
-        match lane {
-            0 => vfmaq_laneq_f32::<0>(acc, r, w),
-            1 => vfmaq_laneq_f32::<1>(acc, r, w),
-            2 => vfmaq_laneq_f32::<2>(acc, r, w),
-            _ => vfmaq_laneq_f32::<3>(acc, r, w),
+        // SAFETY: NEON is part of aarch64.
+        unsafe {
+            match lane {
+                0 => vfmaq_laneq_f32::<0>(acc, r, w),
+                1 => vfmaq_laneq_f32::<1>(acc, r, w),
+                2 => vfmaq_laneq_f32::<2>(acc, r, w),
+                _ => vfmaq_laneq_f32::<3>(acc, r, w),
+            }
         }
     }
 
@@ -275,6 +287,7 @@ mod arm {
         acc: *mut f32,
     ) {
         // 3×3 and 1×1 with the tap loops unrolled; any other kernel size with loops.
+        // SAFETY: the caller's.
         unsafe {
             if g.kh == 3 && g.kw == 3 {
                 body::<CB, Q, STRIDED>(input, g, w, bias, acc, 3, 3)
@@ -296,6 +309,8 @@ mod arm {
         kh: usize,
         kw: usize,
     ) {
+        // SAFETY: the tile's reads and writes are inside the pointers' buffers (caller);
+        // NEON is part of aarch64.
         unsafe {
             let mut a = [[vdupq_n_f32(0.0); Q]; CB];
             for (j, aj) in a.iter_mut().enumerate() {

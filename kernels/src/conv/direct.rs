@@ -188,7 +188,7 @@ impl PackedConv {
                         PACKED.with(|buf| {
                             let mut buf = buf.borrow_mut();
                             let buf = aligned(&mut buf, s.ci * self.xt);
-                            // Safety: parts write disjoint (block, tile) outputs of this image.
+                            // SAFETY: parts write disjoint (block, tile) outputs of this image.
                             unsafe { self.image_pointwise(xi, buf, dst, relu, bias, t, b) }
                         })
                     };
@@ -199,8 +199,7 @@ impl PackedConv {
                 } else {
                     let (tiles, rows) = (self.tiles(), s.padded_h());
                     let padded = DisjointMut::new(&mut *pad);
-                    // Safety (both jobs): parts fill disjoint rows, then write disjoint
-                    // (block, tile) outputs of this image.
+                    // SAFETY: parts fill disjoint rows.
                     let fill = |p: usize, parts: usize| unsafe {
                         self.fill_padded_rows(xi, padded, share(rows, p, parts))
                     };
@@ -214,6 +213,7 @@ impl PackedConv {
                         None => fill(0, 1),
                     }
                     let pad: &[f32] = pad;
+                    // SAFETY: parts write disjoint (block, tile) outputs of this image.
                     let part = |p: usize| unsafe {
                         if by_position {
                             // Items tile-major (tile · blocks + block), an even share each.
@@ -293,7 +293,7 @@ impl PackedConv {
                 dst[len..].fill(0.0);
             }
             for blk in blocks.clone() {
-                // Safety: the tile reads ci × xt packed floats, `acc` holds cb × xt, and the
+                // SAFETY: the tile reads ci × xt packed floats, `acc` holds cb × xt, and the
                 // kernels were checked to run on this CPU when packed.
                 unsafe {
                     tile(
@@ -305,8 +305,8 @@ impl PackedConv {
                     )
                 };
                 for j in 0..cb.min(s.co - blk * cb) {
-                    // Safety: inside the image (caller), and this part's.
                     let at = (blk * cb + j) * positions + q0;
+                    // SAFETY: inside the image (caller), and this part's.
                     let dst = unsafe { out.slice_mut(at..at + len) };
                     store(dst, &acc[j * xt..][..len], relu);
                 }
@@ -347,8 +347,8 @@ impl PackedConv {
         for c in 0..s.ci {
             let src = &x[c * s.h * s.w..][..s.h * s.w];
             for r in rows.clone() {
-                // Safety: row r of plane c, inside `pad` (caller).
                 let at = (c * hp + r) * wp;
+                // SAFETY: row r of plane c, inside `pad` (caller).
                 let row = unsafe { pad.slice_mut(at..at + wp) };
                 match r.checked_sub(s.pad[0]).filter(|&y| y < s.h) {
                     Some(y) => {
@@ -362,7 +362,7 @@ impl PackedConv {
         }
         if rows.end == hp {
             let planes = s.ci * hp * wp;
-            // Safety: the overrun, inside `pad` (caller).
+            // SAFETY: the overrun, inside `pad` (caller).
             unsafe { pad.slice_mut(planes..self.scratch_len()) }.fill(0.0);
         }
     }
@@ -417,7 +417,7 @@ impl PackedConv {
             debug_assert!(
                 (s.ci - 1) * geo.plane + q0 + xt - 1 + (s.kh - 1) * wp + s.kw - 1 < pad.len()
             );
-            // Safety: reads in bounds (above), `acc` holds cb × xt floats, and the
+            // SAFETY: reads in bounds (above), `acc` holds cb × xt floats, and the
             // kernels were checked to run on this CPU when packed.
             unsafe {
                 tile(
@@ -436,8 +436,8 @@ impl PackedConv {
                 let end = (y * wp + wo).min(q1);
                 if x < wo {
                     for j in 0..valid_c {
-                        // Safety: inside the image (caller), and this item's.
                         let at = ((co0 + j) * ho + y) * wo + x;
+                        // SAFETY: inside the image (caller), and this item's.
                         let dst = unsafe { out.slice_mut(at..at + end - q) };
                         store(dst, &acc[j * xt + q - q0..][..end - q], relu);
                     }

@@ -79,7 +79,7 @@ impl StridedConv {
             let dst = DisjointMut::new(&mut *patches);
             let part = |p: usize, parts: usize| {
                 for plane in share(planes, p, parts) {
-                    // Safety: plane `plane`'s rows, written by this part only.
+                    // SAFETY: plane `plane`'s rows, written by this part only.
                     let rows = unsafe { dst.slice_mut(plane * rows_len..(plane + 1) * rows_len) };
                     self.gather(&x[plane * s.h * s.w..][..s.h * s.w], rows);
                 }

@@ -320,7 +320,7 @@ impl WinogradConv {
             // Every input plane zero-bordered and split into column phases.
             let dst = DisjointMut::new(&mut *ph);
             let prep = |p: usize, parts: usize| {
-                // Safety: disjoint planes per part.
+                // SAFETY: disjoint planes per part.
                 unsafe { self.split_columns(x, dst, share(planes, p, parts)) }
             };
             match team {
@@ -350,7 +350,7 @@ impl WinogradConv {
                     team.run(threads, &|p| {
                         with_v(&mut |v, acc| {
                             for chunk in share(chunks, p, threads) {
-                                // Safety: this thread's buffers, this part's chunks only.
+                                // SAFETY: this thread's buffers, this part's chunks only.
                                 unsafe {
                                     job.transform_input(chunk, Patches::new(v), 0..s.ci);
                                     job.multiply(v, acc, chunk, 0..blocks)
@@ -364,13 +364,13 @@ impl WinogradConv {
                 Some(team) => with_v(&mut |v, acc| {
                     for chunk in 0..chunks {
                         let patches = Patches::new(v);
-                        // Safety: disjoint channels of v per part.
+                        // SAFETY: disjoint channels of v per part.
                         team.run(threads, &|p| unsafe {
                             job.transform_input(chunk, patches, share(s.ci, p, threads))
                         });
                         let v: &[f32] = v;
                         let accs = DisjointMut::new(acc);
-                        // Safety: disjoint channel blocks of this chunk per part, each with
+                        // SAFETY: disjoint channel blocks of this chunk per part, each with
                         // its own part of `acc`.
                         team.run(threads, &|p| unsafe {
                             let part = share(blocks, p, threads);
@@ -382,7 +382,7 @@ impl WinogradConv {
                 }),
                 None => with_v(&mut |v, acc| {
                     for chunk in 0..chunks {
-                        // Safety: one thread writes everything.
+                        // SAFETY: one thread writes everything.
                         unsafe {
                             job.transform_input(chunk, Patches::new(v), 0..s.ci);
                             job.multiply(v, acc, chunk, 0..blocks)
@@ -438,7 +438,7 @@ impl WinogradConv {
         dst: DisjointMut<'_, f32>,
         planes: Range<usize>,
     ) {
-        // Safety: the caller's.
+        // SAFETY: the caller's.
         unsafe {
             match self.block {
                 OutputBlock::F2x2 => self.split_phases::<2>(x, dst, planes),
@@ -464,7 +464,7 @@ impl WinogradConv {
         let whole = s.w / 16 * 16;
         for plane in planes {
             let src = &x[plane * s.h * s.w..][..s.h * s.w];
-            // Safety: this plane's M · len floats (caller).
+            // SAFETY: this plane's M · len floats (caller).
             let out = unsafe { dst.slice_mut(plane * M * len..(plane + 1) * M * len) };
             out.fill(0.0);
             let mut ph: [&mut [f32]; M] = {
@@ -605,7 +605,7 @@ impl<'a> Job<'a> {
 
     #[inline(always)]
     unsafe fn transform_input_impl(&self, chunk: usize, v: Patches<'_>, cs: Range<usize>) {
-        // Safety: the caller's.
+        // SAFETY: the caller's.
         unsafe {
             match self.conv.block {
                 OutputBlock::F2x2 => self.transform_f2(chunk, v, cs),
@@ -648,7 +648,7 @@ impl<'a> Job<'a> {
                 }
             }
             let first = c * xt;
-            // Safety: channel c's rows of v (caller).
+            // SAFETY: channel c's rows of v (caller).
             unsafe {
                 if conv.kernels.wide() && xt.is_multiple_of(16) {
                     columns_f4::<16>(&h, xt, v, first, xi_stride);
@@ -681,8 +681,8 @@ impl<'a> Job<'a> {
                 // Blocks of 16, 8, 4 and 1 tiles: fixed-size arrays the compiler turns into
                 // whole vectors (runs are 2–16 tiles long, too short for a vectorised loop).
                 let mut i = 0;
-                // Safety: channel c's rows of v (caller).
                 while i < run.len {
+                    // SAFETY: channel c's rows of v (caller).
                     i += unsafe {
                         match run.len - i {
                             16.. => patches_f2::<16>(&rows, i, v, at + i, xi_stride),
@@ -742,7 +742,7 @@ impl<'a> Job<'a> {
         debug_assert!(acc.len() >= xis * nb * cb * xt);
         for xi in 0..xis {
             for (b, blk) in blocks.clone().enumerate() {
-                // Safety: reads ci × xt floats of v at ξ and ci × cb weights, writes cb × xt
+                // SAFETY: reads ci × xt floats of v at ξ and ci × cb weights, writes cb × xt
                 // floats of acc; the kernels were checked to run on this CPU at load.
                 unsafe {
                     tile(
@@ -811,9 +811,9 @@ impl<'a> Job<'a> {
                 }
                 let x0 = M * run.tx0;
                 let width = (M * run.len).min(wo - x0);
-                // Safety: row oy of output channel o of this image, columns of this run's
-                // tiles: this part's (caller).
                 let at = plane + oy * wo + x0;
+                // SAFETY: row oy of output channel o of this image, columns of this run's
+                // tiles: this part's (caller).
                 let dst = unsafe { self.out.slice_mut(at..at + width) };
                 let ya: [&[f32]; M] = std::array::from_fn(|c| &y[M * a + c][run.pos..]);
                 // Blocks of 16 outputs (16 / M tiles), then one of 8; the rest one by one.
@@ -1018,7 +1018,7 @@ unsafe fn patches_f2<const L: usize>(
             u[3][j] = tk[1][j] - tk[3][j];
         }
         for (l, ul) in u.iter().enumerate() {
-            // Safety: the caller's.
+            // SAFETY: the caller's.
             unsafe { v.put(first + (4 * k + l) * stride, ul) };
         }
     }
@@ -1091,7 +1091,7 @@ unsafe fn columns_f4<const L: usize>(
             }
             bt6(&d, &mut u);
             for (k, uk) in u.iter().enumerate() {
-                // Safety: the caller's.
+                // SAFETY: the caller's.
                 unsafe { v.put((6 * k + l) * stride + first + i, uk) };
             }
         }
