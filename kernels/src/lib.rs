@@ -22,7 +22,7 @@ pub mod norm;
 pub mod scratch;
 pub mod softmax;
 pub mod team;
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tile;
 pub mod view;

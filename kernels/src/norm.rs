@@ -163,7 +163,7 @@ pub fn layer_norm_reference(x: &[f32], scale: &[f32], bias: Option<&[f32]>, eps:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::values;
+    use crate::testing::{isas, values};
 
     /// Max |fast − reference| for layer norm outputs of unit scale (f32 statistics).
     const LN_ABS_TOL: f32 = 2e-5;
@@ -176,7 +176,7 @@ mod tests {
             let bias = values(inner, 8);
             for bias in [Some(&bias[..]), None] {
                 let want = layer_norm_reference(&x, &scale, bias, 1e-5);
-                for k in [Isa::Portable, Isa::best()] {
+                for k in isas() {
                     let mut got = x.clone();
                     layer_norm(&mut got, &scale, bias, 1e-5, k);
                     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -206,7 +206,7 @@ mod tests {
                 1e-5,
             ));
         }
-        for k in Isa::all_supported() {
+        for k in isas() {
             let mut got = x.clone();
             instance_norm(&mut got, inner, &scale, &bias, 1e-5, k);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -224,11 +224,13 @@ mod tests {
     #[test]
     fn layer_norm_closed_form() {
         // Row [1, 2, 3, 4]: mean 2.5, variance 1.25; with eps 0 each value is (v − 2.5)/√1.25.
-        let mut x = [1.0f32, 2.0, 3.0, 4.0];
-        layer_norm(&mut x, &[1.0; 4], Some(&[0.0; 4]), 0.0, Isa::best());
-        let s = 1.25f32.sqrt();
-        for (v, want) in x.iter().zip([-1.5 / s, -0.5 / s, 0.5 / s, 1.5 / s]) {
-            assert!((v - want).abs() <= LN_ABS_TOL, "{v} vs {want}");
+        for k in isas() {
+            let mut x = [1.0f32, 2.0, 3.0, 4.0];
+            layer_norm(&mut x, &[1.0; 4], Some(&[0.0; 4]), 0.0, k);
+            let s = 1.25f32.sqrt();
+            for (v, want) in x.iter().zip([-1.5 / s, -0.5 / s, 0.5 / s, 1.5 / s]) {
+                assert!((v - want).abs() <= LN_ABS_TOL, "{k:?}: {v} vs {want}");
+            }
         }
     }
 }

@@ -471,7 +471,7 @@ thread_local! {
 mod tests {
     use super::*;
     use crate::conv::conv_reference;
-    use crate::testing::values;
+    use crate::testing::{isas, values};
 
     /// Max |fast − reference| allowed per output, relative to the sum of |x·w| terms of that
     /// output (f32 accumulation over ≤ 720 products: a few ulps of the magnitude).
@@ -529,7 +529,7 @@ mod tests {
 
     #[test]
     fn every_tile_of_every_kernel_set_matches_the_reference() {
-        let sets = Isa::all_supported();
+        let sets = isas();
         eprintln!("kernel sets on this CPU: {sets:?}");
         for kernels in sets {
             for &tile in kernels.tiles() {
@@ -547,7 +547,7 @@ mod tests {
         let x = values(s.ci * s.h * s.w, 21);
         let w = values(s.co * s.ci * 9, 22);
         let b = values(s.co, 23);
-        for k in Isa::all_supported() {
+        for k in isas() {
             let p = PackedConv::new(s, &w, &b, k);
             let mut plain = vec![0.0; s.co * s.out_h() * s.out_w()];
             let mut relu = plain.clone();
@@ -568,7 +568,7 @@ mod tests {
         let x = values(n * s.ci * s.h * s.w, 31);
         let w = values(s.co * s.ci * 9, 32);
         let rows = values(n * s.co, 33);
-        for k in Isa::all_supported() {
+        for k in isas() {
             let p = PackedConv::new(s, &w, &[], k);
             let mut got = vec![0.0; n * s.co * s.out_h() * s.out_w()];
             p.run_with_bias(&x, &mut got, false, Some(&rows));
@@ -609,7 +609,7 @@ mod tests {
                 let x = values(n * s.ci * s.h * s.w, 41);
                 let w = values(s.co * s.ci * s.kh * s.kw, 42);
                 let rows = values(n * s.co, 43);
-                for k in Isa::all_supported() {
+                for k in isas() {
                     let p = PackedConv::new(s, &w, &[], k);
                     let len = n * s.co * s.out_h() * s.out_w();
                     for bias in [None, Some(&rows[..s.co]), Some(&rows[..])] {
@@ -673,17 +673,23 @@ mod tests {
         let mut x = vec![0.0f32; 2 * 36];
         x[36 + 2 * 6 + 3] = 1.0; // channel 1, row 2, column 3
         let mut out = vec![0.0f32; 3 * 36];
-        PackedConv::new(shape, &w, &b, Isa::best()).run(&x, &mut out, false);
-        for o in 0..3 {
-            for y in 0..6 {
-                for xo in 0..6 {
-                    let (ky, kx) = (2 + 1 - y as isize, 3 + 1 - xo as isize);
-                    let expect = if (0..3).contains(&ky) && (0..3).contains(&kx) {
-                        w[((o * 2 + 1) * 3 + ky as usize) * 3 + kx as usize] + b[o]
-                    } else {
-                        b[o]
-                    };
-                    assert_eq!(out[(o * 6 + y) * 6 + xo], expect, "o={o} y={y} x={xo}");
+        for k in isas() {
+            PackedConv::new(shape, &w, &b, k).run(&x, &mut out, false);
+            for o in 0..3 {
+                for y in 0..6 {
+                    for xo in 0..6 {
+                        let (ky, kx) = (2 + 1 - y as isize, 3 + 1 - xo as isize);
+                        let expect = if (0..3).contains(&ky) && (0..3).contains(&kx) {
+                            w[((o * 2 + 1) * 3 + ky as usize) * 3 + kx as usize] + b[o]
+                        } else {
+                            b[o]
+                        };
+                        assert_eq!(
+                            out[(o * 6 + y) * 6 + xo],
+                            expect,
+                            "{k:?} o={o} y={y} x={xo}"
+                        );
+                    }
                 }
             }
         }
@@ -693,10 +699,7 @@ mod tests {
     fn simd_kernel_sets_agree_bit_for_bit() {
         // Same fused multiply-adds in the same order: AVX2, AVX-512 and NEON give identical
         // outputs (what keeps x86-64 and ARM images the same), whatever tile each picks.
-        let fma_sets: Vec<_> = Isa::all_supported()
-            .into_iter()
-            .filter(|k| *k != Isa::Portable)
-            .collect();
+        let fma_sets: Vec<_> = isas().into_iter().filter(|k| *k != Isa::Portable).collect();
         for s in shapes() {
             let x = values(s.ci * s.h * s.w, 11);
             let w = values(s.co * s.ci * s.kh * s.kw, 12);

@@ -273,7 +273,7 @@ thread_local! {
 mod tests {
     use super::*;
     use crate::conv::{deconv_reference, strided_reference};
-    use crate::testing::values;
+    use crate::testing::{isas, values};
 
     /// Max |fast − reference| relative to Σ|x·w| + |b| (f32 sums of up to a few hundred terms).
     const CONV_REL_TOL: f64 = 1e-6;
@@ -322,7 +322,7 @@ mod tests {
     #[test]
     fn strided_convs_match_the_reference() {
         let team = Team::new(3).unwrap();
-        for kernels in Isa::all_supported() {
+        for kernels in isas() {
             for s in strided_shapes() {
                 for n in [1, 3] {
                     let x = values(n * s.ci * s.h * s.w, 1);
@@ -376,7 +376,7 @@ mod tests {
 
     #[test]
     fn block_deconvs_match_the_reference() {
-        for kernels in Isa::all_supported() {
+        for kernels in isas() {
             for s in block_shapes() {
                 for n in [1, 2] {
                     let x = values(n * s.ci * s.h * s.w, 4);
@@ -416,7 +416,7 @@ mod tests {
         let x = values(s.ci * s.h * s.w, 8);
         let w = values(s.co * s.ci, 9);
         let b = values(s.co, 10);
-        for kernels in Isa::all_supported() {
+        for kernels in isas() {
             let direct = PackedConv::new(
                 ConvShape {
                     ci: s.ci,

@@ -1111,7 +1111,7 @@ thread_local! {
 mod tests {
     use super::*;
     use crate::conv::conv_reference;
-    use crate::testing::values;
+    use crate::testing::{isas, values};
 
     /// Max |winograd − reference| per output, relative to the output's magnitude bound
     /// Σ|x||w| + |b|. For F(2×2) the transforms add up to 4 inputs (Bᵀ·d·B: |V| ≤ 4·max|d|),
@@ -1176,7 +1176,7 @@ mod tests {
 
     #[test]
     fn every_tile_of_every_kernel_set_matches_the_reference() {
-        for kernels in Isa::all_supported() {
+        for kernels in isas() {
             for block in BLOCKS {
                 let mut worst = 0.0f64;
                 for &tile in kernels.tiles() {
@@ -1237,8 +1237,8 @@ mod tests {
         let x = values(n * s.ci * s.h * s.w, 31);
         let w = values(s.co * s.ci * 9, 32);
         let b = values(n * s.co, 33);
-        for block in BLOCKS {
-            let conv = WinogradConv::new(s, &w, &[], Isa::best(), block);
+        for (k, block) in isas().into_iter().flat_map(|k| BLOCKS.map(|b| (k, b))) {
+            let conv = WinogradConv::new(s, &w, &[], k, block);
             let mut got = vec![f32::NAN; n * s.co * s.out_h() * s.out_w()];
             conv.run_with_bias(&x, &mut got, true, Some(&b));
             let bound = (s.ci * 9 + 1) as f64;
@@ -1250,7 +1250,7 @@ mod tests {
                     let w = w.max(0.0);
                     assert!(
                         ((*g - w) as f64).abs() <= WINOGRAD_REL_TOL * bound,
-                        "{block:?}: {g} vs {w}"
+                        "{k:?} {block:?}: {g} vs {w}"
                     );
                     assert!(*g >= 0.0);
                 }
@@ -1269,10 +1269,7 @@ mod tests {
                 let len = n * s.co * s.out_h() * s.out_w();
                 for block in BLOCKS {
                     let mut first: Option<Vec<f32>> = None;
-                    for k in Isa::all_supported()
-                        .into_iter()
-                        .filter(|k| *k != Isa::Portable)
-                    {
+                    for k in isas().into_iter().filter(|k| *k != Isa::Portable) {
                         for &tile in k.tiles() {
                             let conv = WinogradConv::with_tile(s, &w, &b, k, block, tile);
                             let mut one = vec![0.0; len];
