@@ -47,14 +47,15 @@ const MAX_XT: usize = 64;
 
 /// Fewest input and output channels, and output pixels, for which the transforms pay: below
 /// them the small products per tile and the transforms cost more than the 9 multiply-adds per
-/// output they replace (`cargo bench --bench denoiser -- winograd`: 20→20 on 14×14 runs 15 µs
-/// direct, 20 µs by F(2×2); 64→64 on 8×8 51 → 36 µs; 64→64 on 32×32 536 → 374 µs, AVX-512).
+/// output they replace (`cargo bench -p edge-sample-kernels --bench layers -- winograd`:
+/// 20→20 on 14×14 runs 15 µs direct, 20 µs by F(2×2); 64→64 on 8×8 51 → 36 µs; 64→64 on
+/// 32×32 536 → 374 µs, AVX-512).
 pub const MIN_CHANNELS: usize = 32;
 pub const MIN_PIXELS: usize = 64;
 
 /// Fewest output rows and columns for which [`OutputBlock::F4x4`] beats F(2×2) (measured in
-/// `cargo bench --bench denoiser -- winograd`; on 8×8 the 4 tiles per image leave most of a
-/// register tile's columns empty).
+/// `cargo bench -p edge-sample-kernels --bench layers -- winograd`; on 8×8 the 4 tiles per
+/// image leave most of a register tile's columns empty).
 pub const MIN_F4_SIDE: usize = 16;
 
 /// The block of outputs one Winograd tile computes: F(m×m, 3×3) from an (m+2)×(m+2) patch.
