@@ -21,6 +21,7 @@ impl Isa {
     pub fn is_supported(self) -> bool {
         match self {
             Isa::Portable => true,
+            // The features of `target_features!` below, one by one.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => {
                 std::arch::is_x86_feature_detected!("avx2")
@@ -75,16 +76,95 @@ impl Isa {
         }
     }
 
+    /// The target features these kernels are compiled with (comma-separated, as
+    /// `#[target_feature(enable = …)]` takes them; what [`Isa::is_supported`] checks):
+    /// `"avx2,fma"`, `"avx512f,fma"`, `"neon"` (part of aarch64), `""` (portable).
+    pub const fn target_features(self) -> &'static str {
+        match self {
+            Isa::Portable => "",
+            Isa::Avx2 => "avx2,fma",
+            Isa::Avx512 => "avx512f,fma",
+            Isa::Neon => "neon",
+        }
+    }
+
     /// Whether the vectors are 16 floats wide (AVX-512).
     pub fn wide(self) -> bool {
         self == Isa::Avx512
     }
 
     /// The register tiles (output channels × positions) these kernels have.
+    /// From the one table of tiles ([`crate::tile`]), whatever this CPU runs.
     pub fn tiles(self) -> &'static [(usize, usize)] {
+        crate::tile::shapes(self)
+    }
+
+    /// Whether this build has these kernels (for this architecture), whether or not this CPU
+    /// runs them.
+    pub const fn is_compiled(self) -> bool {
         match self {
-            Isa::Avx512 => &[(4, 64), (8, 32), (16, 16)],
-            _ => &[(4, 16), (8, 8)],
+            Isa::Portable => true,
+            Isa::Avx2 | Isa::Avx512 => cfg!(target_arch = "x86_64"),
+            Isa::Neon => cfg!(target_arch = "aarch64"),
         }
     }
 }
+
+/// `$item` compiled for kernel set `$set` (`Avx2`, `Avx512`, `Neon`): the one place the
+/// `#[target_feature]` strings are written, the same as [`Isa::target_features`]. On another
+/// architecture the item is plain Rust (never called: [`Isa::is_supported`] is false there).
+macro_rules! target_features {
+    (Avx2, $item:item) => {
+        #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+        $item
+    };
+    (Avx512, $item:item) => {
+        #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f,fma"))]
+        $item
+    };
+    (Neon, $item:item) => {
+        #[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
+        $item
+    };
+}
+pub(crate) use target_features;
+
+/// Per-ISA entry points and their dispatch, in one expression:
+///
+/// ```text
+/// dispatch!(isa, [Avx512, Avx2], (x: &mut [f32], inner: usize) { softmax_impl(x, inner) })
+/// ```
+///
+/// compiles the body (normally a call of an `#[inline(always)]` function, which it inlines)
+/// once per listed set with that set's [`target_features!`], and once without, and runs the
+/// build of `isa` when `isa` is listed and this CPU supports it, otherwise the plain one. The
+/// arguments are passed by name: the caller has locals of those names. Sets not listed run
+/// the plain build (NEON is part of aarch64's baseline: plain Rust there already uses it).
+macro_rules! dispatch {
+    ($isa:expr, [$($set:ident),+], ($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $crate::isa::dispatch!(@go $isa, [$($set),+], ($($arg: $ty),*), ($($arg),*), (), $body)
+    };
+    ($isa:expr, [$($set:ident),+], ($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+        $crate::isa::dispatch!(@go $isa, [$($set),+], ($($arg: $ty),*), ($($arg),*), $ret, $body)
+    };
+    (@go $isa:expr, [$($set:ident),+], $params:tt, $args:tt, $ret:ty, $body:block) => {{
+        $(
+            $crate::isa::target_features! { $set,
+                #[allow(non_snake_case)]
+                unsafe fn $set $params -> $ret $body
+            }
+        )+
+        #[inline(always)]
+        fn portable $params -> $ret $body
+        match $isa {
+            $(
+                isa @ $crate::isa::Isa::$set if isa.is_supported() => {
+                    // SAFETY: this CPU has the set's target features (checked just above).
+                    unsafe { $set $args }
+                }
+            )+
+            _ => portable $args,
+        }
+    }};
+}
+pub(crate) use dispatch;

@@ -5,25 +5,35 @@
 //! No inference engine here, no environment variables, no printing: the caller picks an
 //! [`Isa`] (see [`Isa::best`]) and an algorithm, and runs layers on plain `f32` slices, on one
 //! thread or split between the threads of a [`Team`].
+//!
+//! Modules: [`isa`] (the kernel sets), [`tile`] (the register tiles and their table),
+//! [`conv`] (shapes, references, and the direct, lowered and Winograd convolutions),
+//! [`matmul`], [`norm`], [`softmax`], [`team`] (the spinning thread team), and the crate's
+//! plumbing: [`scratch`] (aligned scratch buffers) and [`view`] (the disjoint mutable view
+//! that a team's parts write through).
 
-pub mod convolution;
-pub mod direct;
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod conv;
 pub mod isa;
-pub mod lowered;
 pub mod matmul;
-pub mod shuffle;
+pub mod norm;
+pub mod scratch;
+pub mod softmax;
 pub mod team;
-pub mod winograd;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod tile;
+pub mod view;
 
-pub use convolution::{ConvKind, Convolution};
-pub use direct::{
-    conv_reference, exp_approx, instance_norm, instance_norm_rows, layer_norm,
-    layer_norm_reference, softmax, ConvShape, PackedConv, EXP_REL_TOL,
+pub use conv::{
+    conv_reference, deconv_reference, strided_reference, BlockDeconv, BlockShape, ConvAlgorithm,
+    ConvKind, ConvShape, Convolution, OutputBlock, PackedConv, StridedConv, StridedShape,
+    WinogradConv,
 };
 pub use isa::Isa;
-pub use lowered::{
-    deconv_reference, strided_reference, BlockDeconv, BlockShape, StridedConv, StridedShape,
-};
 pub use matmul::{matmul_reference, MatMul, MatMulShape};
+pub use norm::{instance_norm, instance_norm_rows, layer_norm, layer_norm_reference};
+pub use softmax::{exp_approx, softmax, EXP_REL_TOL};
 pub use team::{share, split_units, with_team, Team};
-pub use winograd::{ConvAlgorithm, OutputBlock, WinogradConv};

@@ -16,9 +16,11 @@
 
 use std::cell::RefCell;
 
-use crate::direct::{aligned, strided_tile_fn, TileGeometry, TEAM_MIN_MACS, TILE_FLOATS};
 use crate::isa::Isa;
-use crate::team::{share, SharedMut, Team};
+use crate::scratch::aligned;
+use crate::team::{share, Team, TEAM_MIN_MACS};
+use crate::tile::{strided_tile_fn, TileGeometry, TILE_FLOATS};
+use crate::view::DisjointMut;
 
 /// A batched matrix product's sizes and strides (in elements).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -266,11 +268,11 @@ impl MatMul {
         let macs = s.batches() * s.m * s.k * s.n;
         let team = team.filter(|t| t.threads() > 1 && macs >= min_macs);
         let parts = team.map_or(1, Team::threads);
-        let out = SharedMut(c.as_mut_ptr());
+        let out = DisjointMut::new(c);
         // Items ordered (batch, n tile, m block): each part packs a B tile once for a run of
         // row blocks.
         let part = |p: usize| {
-            // Safety: parts write disjoint (batch, tile, block) outputs; reads are inside the
+            // SAFETY: parts write disjoint (batch, tile, block) outputs; reads are inside the
             // extents checked above.
             unsafe { self.items(a, b, out, share(items, p, parts)) }
         };
@@ -283,7 +285,13 @@ impl MatMul {
     /// # Safety
     /// `a`, `b` and `out` cover the shape's extents; no other thread writes these items'
     /// outputs meanwhile.
-    unsafe fn items(&self, a: &[f32], b: &[f32], out: SharedMut, items: std::ops::Range<usize>) {
+    unsafe fn items(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        out: DisjointMut<'_, f32>,
+        items: std::ops::Range<usize>,
+    ) {
         let s = &self.shape;
         let (cb, xt) = (self.cb, self.xt);
         let (mblocks, ntiles) = (s.m.div_ceil(cb), s.n.div_ceil(xt));
@@ -337,7 +345,7 @@ impl MatMul {
                         w_tap,
                         w_ch,
                     };
-                    // Safety: the tile reads k rows of xt floats from `input` (whole in-place
+                    // SAFETY: the tile reads k rows of xt floats from `input` (whole in-place
                     // tiles, or the packed copy) and k × cb weights at the strides given
                     // (whole row blocks, or the padded copy); `acc` holds cb × xt floats; the
                     // kernel set was checked at construction.
@@ -346,13 +354,14 @@ impl MatMul {
                         let row = oc + (m0 + j) * s.c[0] + n0 * s.c[1];
                         let src = &acc[j * xt..][..nn];
                         if s.c[1] == 1 {
-                            // Safety: inside C's extent, this item's outputs (caller).
-                            unsafe { std::slice::from_raw_parts_mut(out.at(row), nn) }
-                                .copy_from_slice(src);
+                            // SAFETY: inside C's extent, this item's outputs (caller).
+                            unsafe { out.slice_mut(row..row + nn) }.copy_from_slice(src);
                         } else {
                             for (i, v) in src.iter().enumerate() {
-                                // Safety: as above.
-                                unsafe { *out.at(row + i * s.c[1]) = *v };
+                                let at = row + i * s.c[1];
+                                // SAFETY: as above.
+                                let dst = unsafe { out.slice_mut(at..at + 1) };
+                                dst[0] = *v;
                             }
                         }
                     }
@@ -384,7 +393,7 @@ pub fn matmul_reference(s: &MatMulShape, a: &[f32], b: &[f32], c: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::direct::tests::values;
+    use crate::testing::{isas, values};
 
     /// f32 sums over k ≤ 256 of products of values in [−1, 1], relative to Σ|a·b|.
     const MATMUL_REL_TOL: f64 = 1e-5;
@@ -400,7 +409,7 @@ mod tests {
         matmul_reference(shape, &abs_a, &abs_b, &mut scale);
         let team = Team::new(3).unwrap();
         let mut first: Option<Vec<f32>> = None;
-        for kernels in Isa::all_supported() {
+        for kernels in isas() {
             let plain = MatMul::new(shape.clone(), kernels);
             let constant = match plain.positions_input() {
                 0 => &a,

@@ -18,6 +18,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::view::DisjointMut;
+
 /// How long a helper spins after a job before it sleeps.
 const SPIN_FOR: Duration = Duration::from_millis(2);
 
@@ -46,12 +48,15 @@ struct Shared {
     wake: Condvar,
 }
 
-// Safety: `job` is written only by the caller of `Team::run`, before it publishes the epoch
+// SAFETY: `job` is written only by the caller of `Team::run`, before it publishes the epoch
 // (release store of `state`) and after every claimed part has finished (acquire load of
 // `done`); helpers read it only after claiming a part of that epoch (acquire CAS of `state`).
 unsafe impl Sync for Shared {}
 
 const PART_MASK: u64 = 0xffff_ffff;
+
+/// Layers with fewer multiply-adds run on one thread even when a team is given.
+pub(crate) const TEAM_MIN_MACS: usize = 1 << 20;
 
 /// Aborts the process if dropped while its thread unwinds: a panicking part must neither leave
 /// the caller waiting forever nor let the caller return while helpers still run its job.
@@ -81,7 +86,7 @@ impl Shared {
             {
                 continue;
             }
-            // Safety: the part was claimed in `epoch`, so the job is live until `done` counts
+            // SAFETY: the part was claimed in `epoch`, so the job is live until `done` counts
             // it (see `Shared`).
             let job = unsafe { (*self.job.get()).expect("a job is posted") };
             job(part);
@@ -174,10 +179,11 @@ impl Team {
             "Team::run called from inside a job, or from two threads"
         );
         let s = &*self.shared;
-        // Safety: lifetime erased for the helpers; this function does not return before every
+        // SAFETY: lifetime erased for the helpers; this function does not return before every
         // part of this epoch has finished, and clears the job before returning.
         let erased: &'static Job =
             unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync + '_), &'static Job>(job) };
+        // SAFETY: no helper reads `job` before the epoch below is published (see `Shared`).
         unsafe { *s.job.get() = Some(erased) };
         s.parts.store(parts, Ordering::Relaxed);
         s.done.store(0, Ordering::Relaxed);
@@ -194,6 +200,7 @@ impl Team {
         while s.done.load(Ordering::Acquire) < parts {
             spin_loop();
         }
+        // SAFETY: every part of this epoch has finished: no helper reads `job` until the next.
         unsafe { *s.job.get() = None };
         self.busy.store(false, Ordering::Release);
     }
@@ -239,24 +246,6 @@ pub fn current() -> Option<Arc<Team>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
-/// A raw pointer that parts of one job share; each part writes a disjoint range.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedMut(pub *mut f32);
-
-impl SharedMut {
-    /// The pointer `offset` floats on (a method, so that closures capture the whole wrapper).
-    ///
-    /// # Safety
-    /// As [`pointer::add`].
-    pub unsafe fn at(self, offset: usize) -> *mut f32 {
-        unsafe { self.0.add(offset) }
-    }
-}
-
-// Safety: used only to hand disjoint output ranges to the parts of one `Team::run`.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
 /// The `[start, end)` share of `total` items that part `p` of `parts` takes.
 pub fn share(total: usize, p: usize, parts: usize) -> std::ops::Range<usize> {
     total * p / parts..total * (p + 1) / parts
@@ -278,15 +267,12 @@ pub fn split_units(
         return f(data, 0);
     };
     let (units, parts, len) = (data.len().div_ceil(unit), team.threads(), data.len());
-    let base = SharedMut(data.as_mut_ptr());
+    let base = DisjointMut::new(data);
     team.run(parts, &|p| {
         let share = share(units, p, parts);
         let (start, end) = (share.start * unit, (share.end * unit).min(len));
-        // Safety: the parts take disjoint ranges of `data`.
-        f(
-            unsafe { std::slice::from_raw_parts_mut(base.at(start), end - start) },
-            share.start,
-        )
+        // SAFETY: the parts take disjoint ranges of `data`.
+        f(unsafe { base.slice_mut(start..end) }, share.start)
     });
 }
 

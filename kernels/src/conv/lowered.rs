@@ -14,62 +14,12 @@
 
 use std::cell::RefCell;
 
-use crate::direct::{aligned, ConvShape, PackedConv};
+use crate::conv::direct::PackedConv;
+use crate::conv::{BlockShape, ConvShape, StridedShape};
 use crate::isa::Isa;
-use crate::team::{share, SharedMut, Team};
-
-/// Geometry of a strided (or stride-1) convolution on NCHW data, single group, no dilation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct StridedShape {
-    pub ci: usize,
-    pub co: usize,
-    pub h: usize,
-    pub w: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: [usize; 2],
-    /// Zero padding: top, left, bottom, right.
-    pub pad: [usize; 4],
-}
-
-impl StridedShape {
-    pub fn out_h(&self) -> usize {
-        (self.h + self.pad[0] + self.pad[2] - self.kh) / self.stride[0] + 1
-    }
-    pub fn out_w(&self) -> usize {
-        (self.w + self.pad[1] + self.pad[3] - self.kw) / self.stride[1] + 1
-    }
-    pub fn is_valid(&self) -> bool {
-        self.ci > 0
-            && self.co > 0
-            && self.kh > 0
-            && self.kw > 0
-            && self.stride.iter().all(|&s| s > 0)
-            && self.h + self.pad[0] + self.pad[2] >= self.kh
-            && self.w + self.pad[1] + self.pad[3] >= self.kw
-    }
-}
-
-/// Geometry of a transposed convolution whose kernel equals its stride, without padding,
-/// output padding or groups: output `co × h·kh × w·kw`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BlockShape {
-    pub ci: usize,
-    pub co: usize,
-    pub h: usize,
-    pub w: usize,
-    pub kh: usize,
-    pub kw: usize,
-}
-
-impl BlockShape {
-    pub fn out_h(&self) -> usize {
-        self.h * self.kh
-    }
-    pub fn out_w(&self) -> usize {
-        self.w * self.kw
-    }
-}
+use crate::scratch::aligned;
+use crate::team::{share, Team};
+use crate::view::DisjointMut;
 
 /// A strided convolution: im2col, then a 1×1 [`PackedConv`].
 #[derive(Debug, Clone, PartialEq)]
@@ -126,13 +76,11 @@ impl StridedConv {
             let patches = aligned(&mut buf, n * s.ci * rows_len);
             // Input planes (image · ci + c) spread over the team: each fills its own rows.
             let planes = n * s.ci;
-            let dst = SharedMut(patches.as_mut_ptr());
+            let dst = DisjointMut::new(&mut *patches);
             let part = |p: usize, parts: usize| {
                 for plane in share(planes, p, parts) {
-                    // Safety: plane `plane`'s rows, written by this part only.
-                    let rows = unsafe {
-                        std::slice::from_raw_parts_mut(dst.at(plane * rows_len), rows_len)
-                    };
+                    // SAFETY: plane `plane`'s rows, written by this part only.
+                    let rows = unsafe { dst.slice_mut(plane * rows_len..(plane + 1) * rows_len) };
                     self.gather(&x[plane * s.h * s.w..][..s.h * s.w], rows);
                 }
             };
@@ -321,78 +269,11 @@ thread_local! {
     static BORDERED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Reference strided convolution: plain loops, f64 sums.
-pub fn strided_reference(s: &StridedShape, x: &[f32], weights: &[f32], bias: &[f32]) -> Vec<f32> {
-    let (ho, wo) = (s.out_h(), s.out_w());
-    let n = x.len() / (s.ci * s.h * s.w);
-    let mut out = vec![0.0f32; n * s.co * ho * wo];
-    for b in 0..n {
-        for o in 0..s.co {
-            for y in 0..ho {
-                for xo in 0..wo {
-                    let mut sum = bias.get(o).copied().unwrap_or(0.0) as f64;
-                    for c in 0..s.ci {
-                        for ky in 0..s.kh {
-                            for kx in 0..s.kw {
-                                let iy = (y * s.stride[0] + ky) as isize - s.pad[0] as isize;
-                                let ix = (xo * s.stride[1] + kx) as isize - s.pad[1] as isize;
-                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
-                                    continue;
-                                }
-                                let xv =
-                                    x[((b * s.ci + c) * s.h + iy as usize) * s.w + ix as usize];
-                                let wv = weights[((o * s.ci + c) * s.kh + ky) * s.kw + kx];
-                                sum += xv as f64 * wv as f64;
-                            }
-                        }
-                    }
-                    out[((b * s.co + o) * ho + y) * wo + xo] = sum as f32;
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Reference transposed convolution (any stride, no padding), from its definition: every
-/// input pixel scatters `x · w[c][o]` onto the outputs its kernel covers.
-pub fn deconv_reference(
-    s: &BlockShape,
-    stride: [usize; 2],
-    x: &[f32],
-    weights: &[f32],
-    bias: &[f32],
-) -> Vec<f32> {
-    let ho = (s.h - 1) * stride[0] + s.kh;
-    let wo = (s.w - 1) * stride[1] + s.kw;
-    let n = x.len() / (s.ci * s.h * s.w);
-    let mut acc = vec![0.0f64; n * s.co * ho * wo];
-    for b in 0..n {
-        for o in 0..s.co {
-            let plane = &mut acc[(b * s.co + o) * ho * wo..][..ho * wo];
-            plane.fill(bias.get(o).copied().unwrap_or(0.0) as f64);
-            for c in 0..s.ci {
-                for y in 0..s.h {
-                    for xi in 0..s.w {
-                        let xv = x[((b * s.ci + c) * s.h + y) * s.w + xi] as f64;
-                        for ky in 0..s.kh {
-                            for kx in 0..s.kw {
-                                let wv = weights[((c * s.co + o) * s.kh + ky) * s.kw + kx] as f64;
-                                plane[(y * stride[0] + ky) * wo + xi * stride[1] + kx] += xv * wv;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    acc.into_iter().map(|v| v as f32).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::direct::tests::values;
+    use crate::conv::{deconv_reference, strided_reference};
+    use crate::testing::{isas, values};
 
     /// Max |fast − reference| relative to Σ|x·w| + |b| (f32 sums of up to a few hundred terms).
     const CONV_REL_TOL: f64 = 1e-6;
@@ -441,7 +322,7 @@ mod tests {
     #[test]
     fn strided_convs_match_the_reference() {
         let team = Team::new(3).unwrap();
-        for kernels in Isa::all_supported() {
+        for kernels in isas() {
             for s in strided_shapes() {
                 for n in [1, 3] {
                     let x = values(n * s.ci * s.h * s.w, 1);
@@ -495,7 +376,7 @@ mod tests {
 
     #[test]
     fn block_deconvs_match_the_reference() {
-        for kernels in Isa::all_supported() {
+        for kernels in isas() {
             for s in block_shapes() {
                 for n in [1, 2] {
                     let x = values(n * s.ci * s.h * s.w, 4);
@@ -535,7 +416,7 @@ mod tests {
         let x = values(s.ci * s.h * s.w, 8);
         let w = values(s.co * s.ci, 9);
         let b = values(s.co, 10);
-        for kernels in Isa::all_supported() {
+        for kernels in isas() {
             let direct = PackedConv::new(
                 ConvShape {
                     ci: s.ci,

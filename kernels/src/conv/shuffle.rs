@@ -16,7 +16,7 @@ use core::arch::x86_64::*;
 pub fn transpose4(r: [[f32; 4]; 4]) -> [[f32; 4]; 4] {
     let mut out = [[0.0f32; 4]; 4];
     #[cfg(target_arch = "x86_64")]
-    // Safety: SSE is part of x86-64; loads and stores of whole arrays.
+    // SAFETY: SSE is part of x86-64; loads and stores of whole arrays.
     unsafe {
         let ld = |v: &[f32; 4]| _mm_loadu_ps(v.as_ptr());
         let (r0, r1, r2, r3) = (ld(&r[0]), ld(&r[1]), ld(&r[2]), ld(&r[3]));
@@ -28,7 +28,7 @@ pub fn transpose4(r: [[f32; 4]; 4]) -> [[f32; 4]; 4] {
         _mm_storeu_ps(out[3].as_mut_ptr(), _mm_movehl_ps(t3, t2));
     }
     #[cfg(target_arch = "aarch64")]
-    // Safety: NEON is part of aarch64; loads and stores of whole arrays.
+    // SAFETY: NEON is part of aarch64; loads and stores of whole arrays.
     unsafe {
         let ld = |v: &[f32; 4]| vld1q_f32(v.as_ptr());
         let (r0, r1, r2, r3) = (ld(&r[0]), ld(&r[1]), ld(&r[2]), ld(&r[3]));
@@ -56,14 +56,14 @@ pub fn transpose4(r: [[f32; 4]; 4]) -> [[f32; 4]; 4] {
 pub fn unzip2(a: [f32; 4], b: [f32; 4]) -> [[f32; 4]; 2] {
     let mut out = [[0.0f32; 4]; 2];
     #[cfg(target_arch = "x86_64")]
-    // Safety: as in `transpose4`.
+    // SAFETY: as in `transpose4`.
     unsafe {
         let (a, b) = (_mm_loadu_ps(a.as_ptr()), _mm_loadu_ps(b.as_ptr()));
         _mm_storeu_ps(out[0].as_mut_ptr(), _mm_shuffle_ps::<0x88>(a, b));
         _mm_storeu_ps(out[1].as_mut_ptr(), _mm_shuffle_ps::<0xdd>(a, b));
     }
     #[cfg(target_arch = "aarch64")]
-    // Safety: as in `transpose4`.
+    // SAFETY: as in `transpose4`.
     unsafe {
         let (a, b) = (vld1q_f32(a.as_ptr()), vld1q_f32(b.as_ptr()));
         vst1q_f32(out[0].as_mut_ptr(), vuzp1q_f32(a, b));
@@ -128,7 +128,7 @@ pub fn store_interleaved<const M: usize, const N: usize>(
     let src: [*const f32; M] = std::array::from_fn(|e| src[e][i..].as_ptr());
     let out = dst.as_mut_ptr();
     #[cfg(target_arch = "x86_64")]
-    // Safety: SSE2 is part of x86-64; every load reads N / M values of a source (checked) and
+    // SAFETY: SSE2 is part of x86-64; every load reads N / M values of a source (checked) and
     // every store writes within `dst`.
     unsafe {
         let (bv, zero) = (_mm_set1_ps(b), _mm_setzero_ps());
@@ -167,7 +167,7 @@ pub fn store_interleaved<const M: usize, const N: usize>(
         }
     }
     #[cfg(target_arch = "aarch64")]
-    // Safety: NEON is part of aarch64; loads and stores as on x86-64.
+    // SAFETY: NEON is part of aarch64; loads and stores as on x86-64.
     unsafe {
         let bv = vdupq_n_f32(b);
         // vmaxnm: the number when one side is NaN, as f32::max.
@@ -207,7 +207,7 @@ pub fn store_interleaved<const M: usize, const N: usize>(
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     for g in 0..N / M {
         for e in 0..M {
-            // Safety: within the checked sources.
+            // SAFETY: within the checked sources.
             let v = unsafe { *src[e].add(g) } + b;
             dst[M * g + e] = if relu { v.max(0.0) } else { v };
         }

@@ -31,10 +31,13 @@
 use std::cell::RefCell;
 use std::ops::Range;
 
-use crate::direct::{aligned, packed_tile_fn, ConvShape, TileGeometry, TEAM_MIN_MACS, TILE_FLOATS};
-use crate::isa::Isa;
-use crate::shuffle::{deinterleave, store_interleaved};
-use crate::team::{share, SharedMut, Team};
+use crate::conv::shuffle::{deinterleave, store_interleaved};
+use crate::conv::ConvShape;
+use crate::isa::{dispatch, Isa};
+use crate::scratch::aligned;
+use crate::team::{share, Team, TEAM_MIN_MACS};
+use crate::tile::{packed_tile_fn, TileGeometry, TILE_FLOATS};
+use crate::view::DisjointMut;
 
 /// Most transformed positions per tile (F(4×4, 3×3)'s 6×6 patch).
 const MAX_XI: usize = 36;
@@ -44,14 +47,15 @@ const MAX_XT: usize = 64;
 
 /// Fewest input and output channels, and output pixels, for which the transforms pay: below
 /// them the small products per tile and the transforms cost more than the 9 multiply-adds per
-/// output they replace (`cargo bench --bench denoiser -- winograd`: 20→20 on 14×14 runs 15 µs
-/// direct, 20 µs by F(2×2); 64→64 on 8×8 51 → 36 µs; 64→64 on 32×32 536 → 374 µs, AVX-512).
+/// output they replace (`cargo bench -p edge-sample-kernels --bench layers -- winograd`:
+/// 20→20 on 14×14 runs 15 µs direct, 20 µs by F(2×2); 64→64 on 8×8 51 → 36 µs; 64→64 on
+/// 32×32 536 → 374 µs, AVX-512).
 pub const MIN_CHANNELS: usize = 32;
 pub const MIN_PIXELS: usize = 64;
 
 /// Fewest output rows and columns for which [`OutputBlock::F4x4`] beats F(2×2) (measured in
-/// `cargo bench --bench denoiser -- winograd`; on 8×8 the 4 tiles per image leave most of a
-/// register tile's columns empty).
+/// `cargo bench -p edge-sample-kernels --bench layers -- winograd`; on 8×8 the 4 tiles per
+/// image leave most of a register tile's columns empty).
 pub const MIN_F4_SIDE: usize = 16;
 
 /// The block of outputs one Winograd tile computes: F(m×m, 3×3) from an (m+2)×(m+2) patch.
@@ -315,9 +319,9 @@ impl WinogradConv {
             let mut ph = ph.borrow_mut();
             let ph = aligned(&mut ph, ph_len);
             // Every input plane zero-bordered and split into column phases.
-            let dst = SharedMut(ph.as_mut_ptr());
+            let dst = DisjointMut::new(&mut *ph);
             let prep = |p: usize, parts: usize| {
-                // Safety: disjoint planes per part.
+                // SAFETY: disjoint planes per part.
                 unsafe { self.split_columns(x, dst, share(planes, p, parts)) }
             };
             match team {
@@ -327,7 +331,7 @@ impl WinogradConv {
             let job = Job {
                 conv: self,
                 phases: ph,
-                out: SharedMut(out.as_mut_ptr()),
+                out: DisjointMut::new(out),
                 relu,
                 bias,
                 n,
@@ -347,7 +351,7 @@ impl WinogradConv {
                     team.run(threads, &|p| {
                         with_v(&mut |v, acc| {
                             for chunk in share(chunks, p, threads) {
-                                // Safety: this thread's buffers, this part's chunks only.
+                                // SAFETY: this thread's buffers, this part's chunks only.
                                 unsafe {
                                     job.transform_input(chunk, Patches::new(v), 0..s.ci);
                                     job.multiply(v, acc, chunk, 0..blocks)
@@ -361,27 +365,25 @@ impl WinogradConv {
                 Some(team) => with_v(&mut |v, acc| {
                     for chunk in 0..chunks {
                         let patches = Patches::new(v);
-                        // Safety: disjoint channels of v per part.
+                        // SAFETY: disjoint channels of v per part.
                         team.run(threads, &|p| unsafe {
                             job.transform_input(chunk, patches, share(s.ci, p, threads))
                         });
                         let v: &[f32] = v;
-                        let accs = SharedMut(acc.as_mut_ptr());
-                        // Safety: disjoint channel blocks of this chunk per part, each with
+                        let accs = DisjointMut::new(acc);
+                        // SAFETY: disjoint channel blocks of this chunk per part, each with
                         // its own part of `acc`.
                         team.run(threads, &|p| unsafe {
                             let part = share(blocks, p, threads);
-                            let acc = std::slice::from_raw_parts_mut(
-                                accs.at(xi * part.start * self.cb * self.xt),
-                                xi * part.len() * self.cb * self.xt,
-                            );
+                            let per_block = xi * self.cb * self.xt;
+                            let acc = accs.slice_mut(per_block * part.start..per_block * part.end);
                             job.multiply(v, acc, chunk, part)
                         });
                     }
                 }),
                 None => with_v(&mut |v, acc| {
                     for chunk in 0..chunks {
-                        // Safety: one thread writes everything.
+                        // SAFETY: one thread writes everything.
                         unsafe {
                             job.transform_input(chunk, Patches::new(v), 0..s.ci);
                             job.multiply(v, acc, chunk, 0..blocks)
@@ -418,35 +420,26 @@ impl WinogradConv {
     ///
     /// # Safety
     /// `dst` holds every plane's; no other thread writes these planes meanwhile.
-    unsafe fn split_columns(&self, x: &[f32], dst: SharedMut, planes: Range<usize>) {
-        // Safety: the kernels were checked to run on this CPU at load; the rest is the
-        // caller's.
-        unsafe {
-            match self.kernels {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => self.split_columns_avx512(x, dst, planes),
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => self.split_columns_avx2(x, dst, planes),
-                _ => self.split_columns_impl(x, dst, planes),
+    unsafe fn split_columns(&self, x: &[f32], dst: DisjointMut<'_, f32>, planes: Range<usize>) {
+        let conv = self;
+        dispatch!(
+            self.kernels,
+            [Avx512, Avx2],
+            (conv: &WinogradConv, x: &[f32], dst: DisjointMut<'_, f32>, planes: Range<usize>) {
+                // SAFETY: the caller's.
+                unsafe { conv.split_columns_impl(x, dst, planes) }
             }
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn split_columns_avx512(&self, x: &[f32], dst: SharedMut, planes: Range<usize>) {
-        unsafe { self.split_columns_impl(x, dst, planes) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn split_columns_avx2(&self, x: &[f32], dst: SharedMut, planes: Range<usize>) {
-        unsafe { self.split_columns_impl(x, dst, planes) }
+        )
     }
 
     #[inline(always)]
-    unsafe fn split_columns_impl(&self, x: &[f32], dst: SharedMut, planes: Range<usize>) {
-        // Safety: the caller's.
+    unsafe fn split_columns_impl(
+        &self,
+        x: &[f32],
+        dst: DisjointMut<'_, f32>,
+        planes: Range<usize>,
+    ) {
+        // SAFETY: the caller's.
         unsafe {
             match self.block {
                 OutputBlock::F2x2 => self.split_phases::<2>(x, dst, planes),
@@ -459,7 +452,12 @@ impl WinogradConv {
     /// block and deinterleaved by vector shuffles ([`deinterleave`]), then a block of 8, the
     /// rest of a row one by one.
     #[inline(always)]
-    unsafe fn split_phases<const M: usize>(&self, x: &[f32], dst: SharedMut, planes: Range<usize>) {
+    unsafe fn split_phases<const M: usize>(
+        &self,
+        x: &[f32],
+        dst: DisjointMut<'_, f32>,
+        planes: Range<usize>,
+    ) {
         let s = &self.shape;
         let (rows, cols) = self.bordered();
         let len = rows * cols;
@@ -467,8 +465,8 @@ impl WinogradConv {
         let whole = s.w / 16 * 16;
         for plane in planes {
             let src = &x[plane * s.h * s.w..][..s.h * s.w];
-            // Safety: this plane's M · len floats (caller).
-            let out = unsafe { std::slice::from_raw_parts_mut(dst.at(plane * M * len), M * len) };
+            // SAFETY: this plane's M · len floats (caller).
+            let out = unsafe { dst.slice_mut(plane * M * len..(plane + 1) * M * len) };
             out.fill(0.0);
             let mut ph: [&mut [f32]; M] = {
                 let mut rest = &mut *out;
@@ -543,7 +541,7 @@ struct Job<'a> {
     /// Every input plane bordered and split into column phases
     /// ([`WinogradConv::split_columns`]).
     phases: &'a [f32],
-    out: SharedMut,
+    out: DisjointMut<'a, f32>,
     relu: bool,
     bias: Option<&'a [f32]>,
     n: usize,
@@ -594,35 +592,21 @@ impl<'a> Job<'a> {
     ///
     /// # Safety
     /// No other thread writes these channels of `v` meanwhile.
-    unsafe fn transform_input(&self, chunk: usize, v: Patches, cs: Range<usize>) {
-        // Safety: the kernels were checked to run on this CPU at load; the rest is the
-        // caller's.
-        unsafe {
-            match self.conv.kernels {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => self.transform_input_avx512(chunk, v, cs),
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => self.transform_input_avx2(chunk, v, cs),
-                _ => self.transform_input_impl(chunk, v, cs),
+    unsafe fn transform_input(&self, chunk: usize, v: Patches<'_>, cs: Range<usize>) {
+        let job = self;
+        dispatch!(
+            self.conv.kernels,
+            [Avx512, Avx2],
+            (job: &Job<'_>, chunk: usize, v: Patches<'_>, cs: Range<usize>) {
+                // SAFETY: the caller's.
+                unsafe { job.transform_input_impl(chunk, v, cs) }
             }
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn transform_input_avx512(&self, chunk: usize, v: Patches, cs: Range<usize>) {
-        unsafe { self.transform_input_impl(chunk, v, cs) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn transform_input_avx2(&self, chunk: usize, v: Patches, cs: Range<usize>) {
-        unsafe { self.transform_input_impl(chunk, v, cs) }
+        )
     }
 
     #[inline(always)]
-    unsafe fn transform_input_impl(&self, chunk: usize, v: Patches, cs: Range<usize>) {
-        // Safety: the caller's.
+    unsafe fn transform_input_impl(&self, chunk: usize, v: Patches<'_>, cs: Range<usize>) {
+        // SAFETY: the caller's.
         unsafe {
             match self.conv.block {
                 OutputBlock::F2x2 => self.transform_f2(chunk, v, cs),
@@ -635,7 +619,7 @@ impl<'a> Job<'a> {
     /// its columns, run by run (`h[l][r][i]` = (Bᵀ · patch row r of tile i)[l]), then each
     /// result column down the rows for the whole chunk at once, in full vectors.
     #[inline(always)]
-    unsafe fn transform_f4(&self, chunk: usize, v: Patches, cs: Range<usize>) {
+    unsafe fn transform_f4(&self, chunk: usize, v: Patches<'_>, cs: Range<usize>) {
         let ph: &'a [f32] = self.phases;
         let conv = self.conv;
         let (ci, xt, xi_stride) = (conv.shape.ci, conv.xt, conv.xi_stride());
@@ -665,7 +649,7 @@ impl<'a> Job<'a> {
                 }
             }
             let first = c * xt;
-            // Safety: channel c's rows of v (caller).
+            // SAFETY: channel c's rows of v (caller).
             unsafe {
                 if conv.kernels.wide() && xt.is_multiple_of(16) {
                     columns_f4::<16>(&h, xt, v, first, xi_stride);
@@ -678,7 +662,7 @@ impl<'a> Job<'a> {
 
     /// [`Job::transform_input`] for F(2×2): tile by tile along each run, in blocks of L tiles.
     #[inline(always)]
-    unsafe fn transform_f2(&self, chunk: usize, v: Patches, cs: Range<usize>) {
+    unsafe fn transform_f2(&self, chunk: usize, v: Patches<'_>, cs: Range<usize>) {
         let ph: &'a [f32] = self.phases;
         let conv = self.conv;
         let (ci, xt, xi_stride) = (conv.shape.ci, conv.xt, conv.xi_stride());
@@ -698,8 +682,8 @@ impl<'a> Job<'a> {
                 // Blocks of 16, 8, 4 and 1 tiles: fixed-size arrays the compiler turns into
                 // whole vectors (runs are 2–16 tiles long, too short for a vectorised loop).
                 let mut i = 0;
-                // Safety: channel c's rows of v (caller).
                 while i < run.len {
+                    // SAFETY: channel c's rows of v (caller).
                     i += unsafe {
                         match run.len - i {
                             16.. => patches_f2::<16>(&rows, i, v, at + i, xi_stride),
@@ -719,35 +703,15 @@ impl<'a> Job<'a> {
     /// # Safety
     /// No other thread writes these blocks' outputs of this chunk's tiles meanwhile.
     unsafe fn multiply(&self, v: &[f32], acc: &mut [f32], chunk: usize, blocks: Range<usize>) {
-        // Safety: the kernels were checked to run on this CPU at load; the rest is the
-        // caller's.
-        unsafe {
-            match self.conv.kernels {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => self.multiply_avx512(v, acc, chunk, blocks),
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => self.multiply_avx2(v, acc, chunk, blocks),
-                _ => self.multiply_impl(v, acc, chunk, blocks),
+        let job = self;
+        dispatch!(
+            self.conv.kernels,
+            [Avx512, Avx2],
+            (job: &Job<'_>, v: &[f32], acc: &mut [f32], chunk: usize, blocks: Range<usize>) {
+                // SAFETY: the caller's.
+                unsafe { job.multiply_impl(v, acc, chunk, blocks) }
             }
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn multiply_avx512(
-        &self,
-        v: &[f32],
-        acc: &mut [f32],
-        chunk: usize,
-        blocks: Range<usize>,
-    ) {
-        unsafe { self.multiply_impl(v, acc, chunk, blocks) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn multiply_avx2(&self, v: &[f32], acc: &mut [f32], chunk: usize, blocks: Range<usize>) {
-        unsafe { self.multiply_impl(v, acc, chunk, blocks) }
+        )
     }
 
     #[inline(always)]
@@ -779,7 +743,7 @@ impl<'a> Job<'a> {
         debug_assert!(acc.len() >= xis * nb * cb * xt);
         for xi in 0..xis {
             for (b, blk) in blocks.clone().enumerate() {
-                // Safety: reads ci × xt floats of v at ξ and ci × cb weights, writes cb × xt
+                // SAFETY: reads ci × xt floats of v at ξ and ci × cb weights, writes cb × xt
                 // floats of acc; the kernels were checked to run on this CPU at load.
                 unsafe {
                     tile(
@@ -848,11 +812,10 @@ impl<'a> Job<'a> {
                 }
                 let x0 = M * run.tx0;
                 let width = (M * run.len).min(wo - x0);
-                // Safety: row oy of output channel o of this image, columns of this run's
+                let at = plane + oy * wo + x0;
+                // SAFETY: row oy of output channel o of this image, columns of this run's
                 // tiles: this part's (caller).
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(self.out.at(plane + oy * wo + x0), width)
-                };
+                let dst = unsafe { self.out.slice_mut(at..at + width) };
                 let ya: [&[f32]; M] = std::array::from_fn(|c| &y[M * a + c][run.pos..]);
                 // Blocks of 16 outputs (16 / M tiles), then one of 8; the rest one by one.
                 let mut i = 0;
@@ -951,16 +914,14 @@ fn outputs_f4<const L: usize>(m: &[f32], stride: usize, xt: usize, y: &mut [[f32
 /// A chunk's buffer of transformed patches, written by the parts of a team, each its own
 /// channels.
 #[derive(Clone, Copy)]
-struct Patches {
-    ptr: SharedMut,
-    len: usize,
+struct Patches<'a> {
+    view: DisjointMut<'a, f32>,
 }
 
-impl Patches {
-    fn new(v: &mut [f32]) -> Patches {
+impl<'a> Patches<'a> {
+    fn new(v: &'a mut [f32]) -> Patches<'a> {
         Patches {
-            ptr: SharedMut(v.as_mut_ptr()),
-            len: v.len(),
+            view: DisjointMut::new(v),
         }
     }
 
@@ -971,16 +932,15 @@ impl Patches {
     /// floats meanwhile.
     #[inline(always)]
     unsafe fn put(self, at: usize, src: &[f32]) {
-        debug_assert!(at + src.len() <= self.len);
-        // Safety: in bounds and exclusive (caller).
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.at(at), src.len()) }
+        // SAFETY: in bounds and exclusive (caller).
+        unsafe { self.view.copy_from_unchecked(at, src) }
     }
 
     /// Checks that rows `first + r · stride ..` of `width` floats, r < `rows`, are in the
     /// buffer: [`Patches::put`]'s bounds, tested once per pass instead of at every store.
     fn check(self, first: usize, stride: usize, rows: usize, width: usize) {
         assert!(
-            first + (rows - 1) * stride + width <= self.len,
+            first + (rows - 1) * stride + width <= self.view.len(),
             "patches out of bounds"
         );
     }
@@ -1025,7 +985,7 @@ impl RunList {
 unsafe fn patches_f2<const L: usize>(
     rows: &[[&[f32]; 4]; 2],
     i0: usize,
-    v: Patches,
+    v: Patches<'_>,
     first: usize,
     stride: usize,
 ) -> usize {
@@ -1059,7 +1019,7 @@ unsafe fn patches_f2<const L: usize>(
             u[3][j] = tk[1][j] - tk[3][j];
         }
         for (l, ul) in u.iter().enumerate() {
-            // Safety: the caller's.
+            // SAFETY: the caller's.
             unsafe { v.put(first + (4 * k + l) * stride, ul) };
         }
     }
@@ -1117,7 +1077,7 @@ fn rows_f4<const L: usize>(
 unsafe fn columns_f4<const L: usize>(
     h: &[[[f32; MAX_XT]; 6]; 6],
     xt: usize,
-    v: Patches,
+    v: Patches<'_>,
     first: usize,
     stride: usize,
 ) {
@@ -1132,7 +1092,7 @@ unsafe fn columns_f4<const L: usize>(
             }
             bt6(&d, &mut u);
             for (k, uk) in u.iter().enumerate() {
-                // Safety: the caller's.
+                // SAFETY: the caller's.
                 unsafe { v.put((6 * k + l) * stride + first + i, uk) };
             }
         }
@@ -1151,8 +1111,8 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::direct::conv_reference;
-    use crate::direct::tests::values;
+    use crate::conv::conv_reference;
+    use crate::testing::{isas, values};
 
     /// Max |winograd − reference| per output, relative to the output's magnitude bound
     /// Σ|x||w| + |b|. For F(2×2) the transforms add up to 4 inputs (Bᵀ·d·B: |V| ≤ 4·max|d|),
@@ -1217,7 +1177,7 @@ mod tests {
 
     #[test]
     fn every_tile_of_every_kernel_set_matches_the_reference() {
-        for kernels in Isa::all_supported() {
+        for kernels in isas() {
             for block in BLOCKS {
                 let mut worst = 0.0f64;
                 for &tile in kernels.tiles() {
@@ -1278,8 +1238,8 @@ mod tests {
         let x = values(n * s.ci * s.h * s.w, 31);
         let w = values(s.co * s.ci * 9, 32);
         let b = values(n * s.co, 33);
-        for block in BLOCKS {
-            let conv = WinogradConv::new(s, &w, &[], Isa::best(), block);
+        for (k, block) in isas().into_iter().flat_map(|k| BLOCKS.map(|b| (k, b))) {
+            let conv = WinogradConv::new(s, &w, &[], k, block);
             let mut got = vec![f32::NAN; n * s.co * s.out_h() * s.out_w()];
             conv.run_with_bias(&x, &mut got, true, Some(&b));
             let bound = (s.ci * 9 + 1) as f64;
@@ -1291,7 +1251,7 @@ mod tests {
                     let w = w.max(0.0);
                     assert!(
                         ((*g - w) as f64).abs() <= WINOGRAD_REL_TOL * bound,
-                        "{block:?}: {g} vs {w}"
+                        "{k:?} {block:?}: {g} vs {w}"
                     );
                     assert!(*g >= 0.0);
                 }
@@ -1310,10 +1270,7 @@ mod tests {
                 let len = n * s.co * s.out_h() * s.out_w();
                 for block in BLOCKS {
                     let mut first: Option<Vec<f32>> = None;
-                    for k in Isa::all_supported()
-                        .into_iter()
-                        .filter(|k| *k != Isa::Portable)
-                    {
+                    for k in isas().into_iter().filter(|k| *k != Isa::Portable) {
                         for &tile in k.tiles() {
                             let conv = WinogradConv::with_tile(s, &w, &b, k, block, tile);
                             let mut one = vec![0.0; len];

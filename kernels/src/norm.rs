@@ -1,0 +1,236 @@
+//! Layer and instance normalisation: tract expands ONNX `LayerNormalization` into ~9 nodes
+//! (two reductions, a broadcast chain); here it is two passes over the data, with statistics
+//! in f32 summed in 8 fixed lanes (the same bits whatever the vector unit), and an f64
+//! reference.
+
+use crate::isa::{dispatch, Isa};
+
+/// Layer normalisation in place over rows of `inner` values: `(x − mean) / √(var + eps) ·
+/// scale + bias`, statistics in f32 with 8 running sums per pass.
+pub fn layer_norm(x: &mut [f32], scale: &[f32], bias: Option<&[f32]>, eps: f32, kernels: Isa) {
+    dispatch!(
+        build(kernels),
+        [Avx2],
+        (x: &mut [f32], scale: &[f32], bias: Option<&[f32]>, eps: f32) {
+            layer_norm_impl(x, scale, bias, eps)
+        }
+    )
+}
+
+/// The build the norms run for `kernels`: their 8 running sums fill one 256-bit vector, so
+/// AVX-512 runs the AVX2 build (as it always has: the same bits either way).
+fn build(kernels: Isa) -> Isa {
+    match kernels {
+        Isa::Avx512 => Isa::Avx2,
+        k => k,
+    }
+}
+
+#[inline(always)]
+fn layer_norm_impl(x: &mut [f32], scale: &[f32], bias: Option<&[f32]>, eps: f32) {
+    let inner = scale.len();
+    assert!(
+        inner > 0 && x.len().is_multiple_of(inner),
+        "layer norm rows"
+    );
+    if let Some(b) = bias {
+        assert_eq!(b.len(), inner, "layer norm bias");
+    }
+    for row in x.chunks_exact_mut(inner) {
+        let mean = lane_sum(row, |v| v) / inner as f32;
+        let var = lane_sum(row, |v| (v - mean) * (v - mean)) / inner as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        match bias {
+            Some(b) => {
+                for ((v, s), b) in row.iter_mut().zip(scale).zip(b) {
+                    *v = (*v - mean) * inv * s + b;
+                }
+            }
+            None => {
+                for (v, s) in row.iter_mut().zip(scale) {
+                    *v = (*v - mean) * inv * s;
+                }
+            }
+        }
+    }
+}
+
+/// Instance normalisation in place (GroupNorm as exported by PyTorch): `x` is rows of
+/// `inner` values (one per batch item and channel, channels cycling); row r is normalised over
+/// itself, then scaled by `scale[r % c]` and shifted by `bias[r % c]`. Statistics as in
+/// [`layer_norm`].
+pub fn instance_norm(
+    x: &mut [f32],
+    inner: usize,
+    scale: &[f32],
+    bias: &[f32],
+    eps: f32,
+    kernels: Isa,
+) {
+    assert!(
+        inner > 0 && x.len().is_multiple_of(inner * scale.len().max(1)),
+        "instance norm rows"
+    );
+    instance_norm_rows(x, 0, inner, scale, bias, eps, kernels)
+}
+
+/// [`instance_norm`] of whole rows `first_row`, `first_row + 1`, … of a larger tensor (row r
+/// takes scale and bias of channel r mod c): a share of the rows for one thread.
+pub fn instance_norm_rows(
+    x: &mut [f32],
+    first_row: usize,
+    inner: usize,
+    scale: &[f32],
+    bias: &[f32],
+    eps: f32,
+    kernels: Isa,
+) {
+    dispatch!(
+        build(kernels),
+        [Avx2],
+        (
+            x: &mut [f32],
+            first_row: usize,
+            inner: usize,
+            scale: &[f32],
+            bias: &[f32],
+            eps: f32,
+        ) {
+            instance_norm_impl(x, first_row, inner, scale, bias, eps)
+        }
+    )
+}
+
+#[inline(always)]
+fn instance_norm_impl(
+    x: &mut [f32],
+    first_row: usize,
+    inner: usize,
+    scale: &[f32],
+    bias: &[f32],
+    eps: f32,
+) {
+    let c = scale.len();
+    assert!(c > 0 && bias.len() == c, "instance norm scale and bias");
+    assert!(
+        inner > 0 && x.len().is_multiple_of(inner),
+        "instance norm rows"
+    );
+    for (r, row) in x.chunks_exact_mut(inner).enumerate() {
+        let mean = lane_sum(row, |v| v) / inner as f32;
+        let var = lane_sum(row, |v| (v - mean) * (v - mean)) / inner as f32;
+        let k = scale[(first_row + r) % c] / (var + eps).sqrt();
+        let b = bias[(first_row + r) % c];
+        for v in row.iter_mut() {
+            *v = (*v - mean) * k + b;
+        }
+    }
+}
+
+/// Sum of `f(v)` with 8 independent running sums (vectorisable; order fixed by the index).
+#[inline(always)]
+fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            lanes[i] += f(c[i]);
+        }
+    }
+    for (i, &v) in chunks.remainder().iter().enumerate() {
+        lanes[i] += f(v);
+    }
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+}
+
+/// Reference layer normalisation: f64 statistics.
+pub fn layer_norm_reference(x: &[f32], scale: &[f32], bias: Option<&[f32]>, eps: f32) -> Vec<f32> {
+    let inner = scale.len();
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks_exact(inner) {
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / inner as f64;
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / inner as f64;
+        let inv = 1.0 / (var + eps as f64).sqrt();
+        for (i, &v) in row.iter().enumerate() {
+            let b = bias.map_or(0.0, |b| b[i] as f64);
+            out.push(((v as f64 - mean) * inv * scale[i] as f64 + b) as f32);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{isas, values};
+
+    /// Max |fast − reference| for layer norm outputs of unit scale (f32 statistics).
+    const LN_ABS_TOL: f32 = 2e-5;
+
+    #[test]
+    fn layer_norm_matches_reference() {
+        for (rows, inner) in [(1, 10 * 28 * 28), (3, 80 * 7 * 7), (2, 13), (1, 1)] {
+            let x = values(rows * inner, 5);
+            let scale = values(inner, 6);
+            let bias = values(inner, 8);
+            for bias in [Some(&bias[..]), None] {
+                let want = layer_norm_reference(&x, &scale, bias, 1e-5);
+                for k in isas() {
+                    let mut got = x.clone();
+                    layer_norm(&mut got, &scale, bias, 1e-5, k);
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= LN_ABS_TOL,
+                            "rows={rows} inner={inner} {k:?}: {i}: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn instance_norm_matches_reference() {
+        // n = 2, c = 3, 5×7 planes: each plane is a layer-norm row with a scalar affine.
+        let (n, c, inner) = (2, 3, 35);
+        let x = values(n * c * inner, 51);
+        let scale = values(c, 52);
+        let bias = values(c, 53);
+        let mut want = Vec::new();
+        for (r, row) in x.chunks(inner).enumerate() {
+            want.extend(layer_norm_reference(
+                row,
+                &vec![scale[r % c]; inner],
+                Some(&vec![bias[r % c]; inner]),
+                1e-5,
+            ));
+        }
+        for k in isas() {
+            let mut got = x.clone();
+            instance_norm(&mut got, inner, &scale, &bias, 1e-5, k);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() <= LN_ABS_TOL, "{k:?}: {i}: {g} vs {w}");
+            }
+            // A thread's share of rows (starting mid-image, at channel 1) gives the same bits.
+            let mut parts = x.clone();
+            let (head, tail) = parts.split_at_mut(4 * inner);
+            instance_norm_rows(head, 0, inner, &scale, &bias, 1e-5, k);
+            instance_norm_rows(tail, 4, inner, &scale, &bias, 1e-5, k);
+            assert!(parts == got, "{k:?}: rows in two shares");
+        }
+    }
+
+    #[test]
+    fn layer_norm_closed_form() {
+        // Row [1, 2, 3, 4]: mean 2.5, variance 1.25; with eps 0 each value is (v − 2.5)/√1.25.
+        for k in isas() {
+            let mut x = [1.0f32, 2.0, 3.0, 4.0];
+            layer_norm(&mut x, &[1.0; 4], Some(&[0.0; 4]), 0.0, k);
+            let s = 1.25f32.sqrt();
+            for (v, want) in x.iter().zip([-1.5 / s, -0.5 / s, 0.5 / s, 1.5 / s]) {
+                assert!((v - want).abs() <= LN_ABS_TOL, "{k:?}: {v} vs {want}");
+            }
+        }
+    }
+}

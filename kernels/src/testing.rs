@@ -1,0 +1,140 @@
+//! Helpers for the kernel tests (this crate's, and a caller's with the `testing` feature):
+//! deterministic inputs, and the kernel sets a test must cover.
+//!
+//! A per-ISA test runs [`isas`] (or [`for_each_isa`]): every kernel set compiled for this
+//! architecture that this CPU runs. A set the CPU lacks is reported on stderr as
+//! `skipped: this CPU lacks avx512f` rather than passing silently, and fails the test instead
+//! when the comma-separated list in `EDGE_SAMPLE_REQUIRE_KERNELS` names it (a CI runner that
+//! must exercise AVX-512 sets `avx512,avx2,portable`; an ARM one `neon,portable`).
+
+use crate::isa::Isa;
+
+/// The environment variable naming the kernel sets the tests must run (see the module docs).
+pub const REQUIRE_VAR: &str = "EDGE_SAMPLE_REQUIRE_KERNELS";
+
+/// Deterministic values in [-1, 1) (xorshift), so failures reproduce.
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// The kernel sets `EDGE_SAMPLE_REQUIRE_KERNELS` names (none when unset or empty). Panics on
+/// a name that is no kernel set's.
+pub fn required_isas() -> Vec<Isa> {
+    let list = std::env::var(REQUIRE_VAR).unwrap_or_default();
+    list.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            Isa::from_name(n).unwrap_or_else(|| {
+                panic!(
+                    "{REQUIRE_VAR}: unknown kernel set {n:?} (known: {:?})",
+                    Isa::ALL.map(Isa::name)
+                )
+            })
+        })
+        .collect()
+}
+
+/// The target features of `isa` this CPU lacks (all of them for a set of another
+/// architecture).
+pub fn missing_features(isa: Isa) -> Vec<&'static str> {
+    let features = isa.target_features().split(',').filter(|f| !f.is_empty());
+    if !isa.is_compiled() {
+        return features.collect();
+    }
+    features.filter(|f| !detected(f)).collect()
+}
+
+/// Whether this CPU has target feature `f` (one of [`Isa::target_features`]').
+fn detected(f: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match f {
+            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+            "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+            "fma" => std::arch::is_x86_feature_detected!("fma"),
+            _ => panic!("no detection for feature {f:?}"),
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        match f {
+            "neon" => std::arch::is_aarch64_feature_detected!("neon"),
+            _ => panic!("no detection for feature {f:?}"),
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        panic!("no detection for feature {f:?}")
+    }
+}
+
+/// Every kernel set compiled for this architecture that this CPU runs, in [`Isa::ALL`]'s
+/// order. For each one it lacks: `skipped: this CPU lacks …` on stderr, or a panic when
+/// `EDGE_SAMPLE_REQUIRE_KERNELS` names it. A required set of another architecture panics too.
+pub fn isas() -> Vec<Isa> {
+    let required = required_isas();
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("kernel test")
+        .to_string();
+    for &isa in &required {
+        assert!(
+            isa.is_compiled(),
+            "{test}: {REQUIRE_VAR} requires {} kernels, which this architecture does not build",
+            isa.name()
+        );
+    }
+    let mut run = Vec::new();
+    for isa in Isa::ALL.into_iter().filter(|i| i.is_compiled()) {
+        if isa.is_supported() {
+            run.push(isa);
+            continue;
+        }
+        let lacks = missing_features(isa).join(", ");
+        assert!(
+            !required.contains(&isa),
+            "{test}: {REQUIRE_VAR} requires {} kernels, but this CPU lacks {lacks}",
+            isa.name()
+        );
+        eprintln!("{test}: {} skipped: this CPU lacks {lacks}", isa.name());
+    }
+    run
+}
+
+/// `f(isa)` for every set of [`isas`].
+pub fn for_each_isa(mut f: impl FnMut(Isa)) {
+    for isa in isas() {
+        f(isa)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_supported_is_the_target_features_detected() {
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_compiled()) {
+            assert_eq!(
+                isa.is_supported(),
+                missing_features(isa).is_empty(),
+                "{isa:?}: {:?}",
+                isa.target_features()
+            );
+        }
+    }
+
+    #[test]
+    fn the_sets_run_are_the_supported_ones() {
+        assert_eq!(isas(), Isa::all_supported());
+    }
+}
