@@ -2,7 +2,7 @@
 use std::path::Path;
 
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
-use tract_onnx::prelude::tract_ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
