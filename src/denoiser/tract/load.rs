@@ -212,9 +212,9 @@ fn fix_inputs(
         };
         model.set_input_fact(pos, fact).map_err(engine)?;
     }
-    image_pos.zip(time_pos).ok_or_else(|| {
-        Error::model(origin, "tract did not expose the image and timestep inputs")
-    })
+    image_pos
+        .zip(time_pos)
+        .ok_or_else(|| Error::model(origin, "tract did not expose the image and timestep inputs"))
 }
 
 /// Brings f16 weights and data to f32 unless the plan computes in f16, then folds constant

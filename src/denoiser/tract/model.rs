@@ -96,8 +96,8 @@ impl Model {
         let state = TypedSimpleState::new(&self.plan).map_err(engine)?;
         let [c, h, w] = self.io.image_shape;
         let x = Tensor::zero_dt(self.image_dt, &[self.batch, c, h, w]).map_err(engine)?;
-        let t = Tensor::zero_dt(self.time_dt, &self.io.time_shape.dims(self.batch))
-            .map_err(engine)?;
+        let t =
+            Tensor::zero_dt(self.time_dt, &self.io.time_shape.dims(self.batch)).map_err(engine)?;
         let team = match threads > 1 {
             true => Some(Arc::new(Team::new(threads).map_err(|e| {
                 Error::runtime(format!("cannot start {threads} threads: {e}"))

@@ -346,7 +346,9 @@ fn fuse_relus(model: &mut TypedModel) -> TractResult<()> {
         let Some(conv) = node.op_as::<DirectConv>() else {
             continue;
         };
-        if conv.relu() || node.outputs[0].successors.len() != 1 || model.outputs.contains(&id.into())
+        if conv.relu()
+            || node.outputs[0].successors.len() != 1
+            || model.outputs.contains(&id.into())
         {
             continue;
         }

@@ -11,7 +11,7 @@ pub fn in_f32(x: TValue, f: impl FnOnce(&mut [f32])) -> TractResult<TVec<TValue>
     let mut y = match dt {
         DatumType::F32 => x.into_tensor(),
         DatumType::F16 => x.cast_to::<f32>()?.into_owned(),
-        dt => bail!("normalisation of {dt:?} data"),
+        dt => anyhow::bail!("normalisation of {dt:?} data"),
     };
     f(y.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?);
     if dt == DatumType::F16 {

@@ -339,8 +339,7 @@ impl EvalOp for DirectConv {
         let (x, out) = (x.as_slice::<f32>()?, &mut y.try_as_plain_ram_mut()?);
         let out = out.as_slice_mut::<f32>()?;
         let team = team::current();
-        self.conv
-            .run_on(team.as_deref(), x, out, self.relu, bias);
+        self.conv.run_on(team.as_deref(), x, out, self.relu, bias);
         Ok(tvec![y.into_tvalue()])
     }
 }

@@ -16,7 +16,11 @@ impl Eq for FusedMatMul {}
 
 impl FusedMatMul {
     /// The product `node` computes, when it is one we take.
-    pub fn for_einsum(model: &TypedModel, node: &TypedNode, kernels: Isa) -> TractResult<Option<Self>> {
+    pub fn for_einsum(
+        model: &TypedModel,
+        node: &TypedNode,
+        kernels: Isa,
+    ) -> TractResult<Option<Self>> {
         let Some(op) = node.op_as::<EinSum>() else {
             return Ok(None);
         };
@@ -174,4 +178,3 @@ impl TypedOp for FusedMatMul {
     }
     as_op!();
 }
-
