@@ -92,8 +92,11 @@ impl Model {
     }
 }
 
+/// Settings by name (ONNX metadata, sidecar).
+type Settings = BTreeMap<String, String>;
+
 /// The file's bytes and its sidecar's settings (none for a built-in model).
-fn read_source(source: &ModelSource) -> Result<(Cow<'static, [u8]>, BTreeMap<String, String>)> {
+fn read_source(source: &ModelSource) -> Result<(Cow<'static, [u8]>, Settings)> {
     match source {
         ModelSource::Path(p) => {
             let bytes = std::fs::read(p)
