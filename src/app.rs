@@ -455,7 +455,7 @@ pub fn info(model: &str, precision: Precision) -> Result<()> {
     println!(
         "image input:  {} {} [{},{},{},{}]",
         io.image_input,
-        io.image_type,
+        io.image_type_name(),
         io.fixed_batch.map_or("N".to_string(), |b| b.to_string()),
         io.image_shape[0],
         io.image_shape[1],
@@ -463,7 +463,9 @@ pub fn info(model: &str, precision: Precision) -> Result<()> {
     );
     println!(
         "timestep:     {} {} {}",
-        io.time_input, io.time_type, io.time_shape
+        io.time_input,
+        io.time_type_name(),
+        io.time_shape
     );
     println!("output:       {}", io.output);
     println!(

@@ -1,8 +1,8 @@
 //! float32 NCHW tensors in NumPy's .npy format (`--init-noise`, `--save-npy`, fixtures).
 use std::path::Path;
 
+use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
-use tract_onnx::prelude::tract_ndarray::{ArrayD, IxDyn};
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;

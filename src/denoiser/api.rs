@@ -1,0 +1,89 @@
+//! What the rest of the crate sees of any engine: the [`Denoiser`] trait the samplers call,
+//! and the engine policy a caller picks ([`Precision`], [`Kernels`]). No engine here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use edge_sample_kernels::Isa;
+
+use crate::error::Result;
+
+/// Who runs the convolutions, matrix products, norms and softmax: tract's own lowering, or our
+/// kernels compiled for one instruction set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    Tract,
+    Ours(Isa),
+}
+
+impl Kernels {
+    /// Our kernels with the best instruction set this CPU runs.
+    pub fn best() -> Kernels {
+        Kernels::Ours(Isa::best())
+    }
+
+    /// Every kernel set of ours this CPU runs (tests, A/B runs).
+    pub fn all_supported() -> Vec<Kernels> {
+        Isa::all_supported()
+            .into_iter()
+            .map(Kernels::Ours)
+            .collect()
+    }
+
+    /// A short description for logs and `bench`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kernels::Tract => "tract",
+            Kernels::Ours(isa) => isa.describe(),
+        }
+    }
+
+    /// The name `EDGE_SAMPLE_KERNELS` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Tract => "tract",
+            Kernels::Ours(isa) => isa.name(),
+        }
+    }
+}
+
+/// A network `(x_t, t) → output of x_t's shape` run on a fixed batch of images.
+pub trait Denoiser: Send {
+    /// (C, H, W) of one image.
+    fn image_shape(&self) -> [usize; 3];
+    /// Images per call; `x` and `out` hold `batch() · C·H·W` values.
+    fn batch(&self) -> usize;
+    /// Runs the network on `x` at training timestep `t`, writing its output to `out`.
+    fn run(&mut self, x: &[f32], t: usize, out: &mut [f32]) -> Result<()>;
+}
+
+/// Arithmetic precision of the denoiser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// f16 arithmetic for an fp16 model where the CPU has FEAT_FP16, else f32.
+    Auto,
+    F32,
+    F16,
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Precision::Auto),
+            "f32" | "fp32" => Ok(Precision::F32),
+            "f16" | "fp16" => Ok(Precision::F16),
+            _ => Err(format!("unknown precision '{s}' (valid: auto, f32, f16)")),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::Auto => "auto",
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        })
+    }
+}

@@ -1,0 +1,269 @@
+//! `Model::load`, one step per function: read the bytes and the sidecar, parse the protobuf,
+//! find the interface and the model's settings, choose the precision, parse with our
+//! operators, fix every input shape, translate the precision, put our kernels in, optimize.
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
+use tract_onnx::tract_core::optim::Optimizer;
+use tract_onnx::tract_core::transform::ModelTransform;
+
+use super::io::IoSpec;
+use super::model::{LoadOptions, Model, ModelSource};
+use super::onnx_fix;
+use super::rewrite::{self, Rewritten};
+use crate::denoiser::api::{Kernels, Precision};
+use crate::denoiser::info::{parse_sidecar, ModelInfo};
+use crate::error::{one_line, Error, Result};
+
+/// True when the CPU has native f16 arithmetic (FEAT_FP16), honouring `TRACT_CPU_ISA`.
+pub fn cpu_has_fp16() -> bool {
+    tract_linalg::has_fp16()
+}
+
+impl Model {
+    pub fn load(source: &ModelSource, opts: &LoadOptions) -> Result<Model> {
+        let origin = source.display();
+        let engine = |e: anyhow::Error| Error::model(&origin, format!("tract: {}", one_line(&e)));
+        let (bytes, sidecar) = read_source(source)?;
+        let file_size = bytes.len();
+        let mut proto = parse_proto(&origin, &bytes)?;
+        let io = IoSpec::find(&origin, graph(&origin, &proto)?)?;
+        let info = model_info(&origin, source, &proto, &sidecar)?;
+        let rewrites = onnx_fix::apply(&mut proto);
+
+        let batch = io.fixed_batch.unwrap_or(opts.batch.max(1));
+        let compute_f16 = computes_f16(opts, &io);
+        let kernels = opts.kernels;
+        let mut model = parse_graph(&proto, kernels).map_err(engine)?;
+        // The parsed protobuf and the file's bytes hold a copy of every weight each: gone
+        // before tract optimizes (peak memory of the main job).
+        drop(proto);
+        drop(bytes);
+        let (image_pos, time_pos) = fix_inputs(&origin, &mut model, &io, batch)?;
+        let mut typed = model.into_typed().map_err(engine)?;
+        to_f32(&mut typed, compute_f16).map_err(engine)?;
+        // 1×1 and transposed convolutions are taken before tract's declutter turns them into
+        // matrix products (ours are f32: f16 arithmetic leaves every convolution to tract).
+        if let (Kernels::Ours(isa), false) = (kernels, compute_f16) {
+            rewrite::rewrite_before_declutter(&mut typed, isa).map_err(engine)?;
+        }
+        typed = typed.into_decluttered().map_err(engine)?;
+        check_output(&origin, &typed, &io, batch)?;
+        if compute_f16 {
+            FloatPrecisionTranslator::new(DatumType::F32, DatumType::F16)
+                .transform(&mut typed)
+                .map_err(engine)?;
+            typed = typed.into_decluttered().map_err(engine)?;
+        }
+        let ours = match kernels {
+            Kernels::Ours(isa) => rewrite::rewrite(&mut typed, isa, opts.conv).map_err(engine)?,
+            Kernels::Tract => Rewritten::default(),
+        };
+        let plan = typed
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(engine)?;
+        // The plan's own input types after translation decide the tensors we feed.
+        let input_dt = |pos| -> Result<DatumType> {
+            Ok(plan.model().input_fact(pos).map_err(engine)?.datum_type)
+        };
+        let (image_dt, time_dt) = (input_dt(image_pos)?, input_dt(time_pos)?);
+        Ok(Model {
+            source: origin,
+            info,
+            io,
+            batch,
+            compute: if compute_f16 { "f16" } else { "f32" },
+            rewrites,
+            kernels: describe_kernels(kernels, &ours),
+            direct_convs: ours.convs,
+            winograd_convs: ours.winograd,
+            matmuls: ours.matmuls,
+            file_size,
+            plan,
+            image_pos,
+            image_dt,
+            time_dt,
+        })
+    }
+}
+
+/// Settings by name (ONNX metadata, sidecar).
+type Settings = BTreeMap<String, String>;
+
+/// The file's bytes and its sidecar's settings (none for a built-in model).
+fn read_source(source: &ModelSource) -> Result<(Cow<'static, [u8]>, Settings)> {
+    match source {
+        ModelSource::Path(p) => {
+            let bytes = std::fs::read(p)
+                .map_err(|e| Error::input(format!("cannot read model {}: {e}", p.display())))?;
+            Ok((bytes.into(), read_sidecar(p)?))
+        }
+        ModelSource::Embedded { bytes, .. } => Ok(((*bytes).into(), BTreeMap::new())),
+    }
+}
+
+/// `<model>.json` beside the model, when there is one.
+fn read_sidecar(model: &Path) -> Result<BTreeMap<String, String>> {
+    let path = model.with_extension("json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_sidecar(&path, &text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(Error::input(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+fn parse_proto(origin: &str, bytes: &[u8]) -> Result<pb::ModelProto> {
+    tract_onnx::onnx()
+        .proto_model_for_read(&mut &*bytes)
+        .map_err(|e| {
+            Error::model(
+                origin,
+                format!(
+                    "not a valid ONNX file (truncated or another format?): {}",
+                    one_line(&e)
+                ),
+            )
+        })
+}
+
+fn graph<'p>(origin: &str, proto: &'p pb::ModelProto) -> Result<&'p pb::GraphProto> {
+    proto
+        .graph
+        .as_ref()
+        .filter(|g| !g.node.is_empty())
+        .ok_or_else(|| Error::model(origin, "not a valid ONNX model: it holds no graph"))
+}
+
+/// The model's settings: its ONNX metadata, then its sidecar, then the seed's defaults.
+fn model_info(
+    origin: &str,
+    source: &ModelSource,
+    proto: &pb::ModelProto,
+    sidecar: &BTreeMap<String, String>,
+) -> Result<ModelInfo> {
+    let metadata: BTreeMap<String, String> = proto
+        .metadata_props
+        .iter()
+        .map(|e| (e.key.clone(), e.value.clone()))
+        .collect();
+    let default_name = match source {
+        ModelSource::Path(p) => p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        ModelSource::Embedded { name, .. } => name.to_string(),
+    };
+    ModelInfo::resolve(origin, &default_name, &metadata, sidecar)
+}
+
+/// Whether the plan computes in f16.
+fn computes_f16(opts: &LoadOptions, io: &IoSpec) -> bool {
+    match opts.precision {
+        Precision::F32 => false,
+        Precision::F16 => true,
+        // fp16 models compute in f16 where the CPU has FEAT_FP16, unless our kernels run
+        // the convolutions: they are f32 only and beat tract's f16 ones (README, "ARM,
+        // without a board": 12.0 M vs 15.2 M instructions per step on Cortex-A76).
+        Precision::Auto => {
+            (io.fp16_weights || io.image_type == DatumType::F16)
+                && cpu_has_fp16()
+                && opts.kernels == Kernels::Tract
+        }
+    }
+}
+
+/// The ONNX graph as tract's inference model; with our kernels, ONNX `LayerNormalization`
+/// and `InstanceNormalization` are parsed into single nodes (see [`rewrite::register`]).
+fn parse_graph(proto: &pb::ModelProto, kernels: Kernels) -> TractResult<InferenceModel> {
+    let mut onnx = tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .with_ignore_output_shapes(true);
+    if let Kernels::Ours(_) = kernels {
+        rewrite::register(&mut onnx);
+    }
+    onnx.model_for_proto_model(proto)
+}
+
+/// Fixes the image input to `[batch, C, H, W]` and the timestep to its shape for `batch`;
+/// returns their positions among the model's inputs.
+fn fix_inputs(
+    origin: &str,
+    model: &mut InferenceModel,
+    io: &IoSpec,
+    batch: usize,
+) -> Result<(usize, usize)> {
+    let engine = |e: anyhow::Error| Error::model(origin, format!("tract: {}", one_line(&e)));
+    let [c, h, w] = io.image_shape;
+    let mut image_pos = None;
+    let mut time_pos = None;
+    let outlets = model.input_outlets().map_err(engine)?.to_vec();
+    for (pos, outlet) in outlets.into_iter().enumerate() {
+        let name = &model.node(outlet.node).name;
+        let fact = if *name == io.image_input {
+            image_pos = Some(pos);
+            InferenceFact::dt_shape(io.image_type, [batch, c, h, w])
+        } else if *name == io.time_input {
+            time_pos = Some(pos);
+            InferenceFact::dt_shape(io.time_type, io.time_shape.dims(batch))
+        } else {
+            continue;
+        };
+        model.set_input_fact(pos, fact).map_err(engine)?;
+    }
+    image_pos
+        .zip(time_pos)
+        .ok_or_else(|| Error::model(origin, "tract did not expose the image and timestep inputs"))
+}
+
+/// Brings f16 weights and data to f32 unless the plan computes in f16, then folds constant
+/// subgraphs (the casts the translation put on weights, the axis moves the ONNX parser puts
+/// on transposed-convolution kernels) so that weights are constants for the kernel rewrites.
+fn to_f32(typed: &mut TypedModel, compute_f16: bool) -> TractResult<()> {
+    let has_f16 = typed.nodes().iter().any(|n| {
+        n.outputs
+            .iter()
+            .any(|o| o.fact.datum_type == DatumType::F16)
+    });
+    if has_f16 && !compute_f16 {
+        FloatPrecisionTranslator::new(DatumType::F16, DatumType::F32).transform(typed)?;
+    }
+    Optimizer::prop_consts().optimize(typed)
+}
+
+/// Fails unless the output has the image's shape.
+fn check_output(origin: &str, typed: &TypedModel, io: &IoSpec, batch: usize) -> Result<()> {
+    let out_fact = typed
+        .output_fact(0)
+        .map_err(|e| Error::model(origin, format!("tract: {}", one_line(&e))))?;
+    let [c, h, w] = io.image_shape;
+    let want: TVec<TDim> = [batch, c, h, w].iter().map(|&d| d.to_dim()).collect();
+    if out_fact.shape.to_tvec() != want {
+        return Err(Error::model(
+            origin,
+            format!(
+                "not a denoiser: output {} has shape {:?}, expected the image's [{batch},{c},{h},{w}]",
+                io.output, out_fact.shape
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `Model::kernels`: who runs what, for `info` and `bench`.
+fn describe_kernels(kernels: Kernels, ours: &Rewritten) -> String {
+    match kernels {
+        Kernels::Tract => "tract".to_string(),
+        Kernels::Ours(isa) => format!(
+            "{} ({} convolutions ({} by Winograd), {} matrix products, fused norms)",
+            isa.describe(),
+            ours.convs,
+            ours.winograd,
+            ours.matmuls
+        ),
+    }
+}

@@ -1,0 +1,18 @@
+//! Our kernels (crate `edge-sample-kernels`) as tract operators, one per file. Each is
+//! created once, by the passes in [`super::rewrite`], with the kernels the loader chose;
+//! the two norms also have a kernel-less spec operator that the ONNX parser builds.
+
+pub mod common;
+pub mod conv;
+pub mod instance_norm;
+pub mod layer_norm;
+pub mod matmul;
+pub mod silu;
+pub mod softmax;
+
+pub use self::conv::DirectConv;
+pub use self::instance_norm::{FusedInstanceNorm, InstanceNormSpec};
+pub use self::layer_norm::{FusedLayerNorm, LayerNormSpec};
+pub use self::matmul::FusedMatMul;
+pub use self::silu::TeamSilu;
+pub use self::softmax::FusedSoftmax;
