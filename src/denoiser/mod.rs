@@ -17,6 +17,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::Result;
+use crate::sampler::Prediction;
+use crate::schedule::ScheduleConfig;
 
 pub use self::info::ModelInfo;
 pub use self::kernels::Kernels;
@@ -30,6 +32,32 @@ pub trait Denoiser: Send {
     fn batch(&self) -> usize;
     /// Runs the network on `x` at training timestep `t`, writing its output to `out`.
     fn run(&mut self, x: &[f32], t: usize, out: &mut [f32]) -> Result<()>;
+}
+
+/// What the sampling loop and the sinks know of a model, whatever engine runs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    /// The model's name (PNG parameters, `bench`).
+    pub name: String,
+    /// (C, H, W) of one image.
+    pub image_shape: [usize; 3],
+    /// Images per network call.
+    pub batch: usize,
+    /// The noise schedule it was trained with.
+    pub schedule: ScheduleConfig,
+    /// What its output is.
+    pub prediction: Prediction,
+    /// Model-space values that map to pixel 0 and 255.
+    pub pixel_range: (f32, f32),
+}
+
+/// What the sampling loop needs from an engine: the model's spec and a denoiser per worker.
+pub trait Engine: Sync {
+    /// The model's shape, batch, schedule, prediction type and pixel range.
+    fn spec(&self) -> ModelSpec;
+    /// A denoiser with its own state for one worker thread, running `spec().batch` images per
+    /// call; `threads` (≥ 1) is how many threads it may use inside each call.
+    fn new_denoiser(&self, threads: usize) -> Result<Box<dyn Denoiser>>;
 }
 
 /// Arithmetic precision of the denoiser.

@@ -702,3 +702,23 @@ impl TractDenoiser {
         Ok(v)
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The engine boundary: what the sampling loop sees of a tract model (see `super::Engine`).
+
+impl super::Engine for Model {
+    fn spec(&self) -> super::ModelSpec {
+        super::ModelSpec {
+            name: self.info.name.clone(),
+            image_shape: self.io.image_shape,
+            batch: self.batch,
+            schedule: self.info.schedule,
+            prediction: self.info.prediction,
+            pixel_range: self.info.pixel_range,
+        }
+    }
+
+    fn new_denoiser(&self, threads: usize) -> Result<Box<dyn Denoiser>> {
+        Ok(Box::new(self.denoiser_with_threads(threads)?))
+    }
+}
