@@ -5,60 +5,28 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::boards;
-use crate::cli::{BenchArgs, FrameArgs, ModelArgs, OnExit, SampleArgs, SamplerArgs};
 use crate::denoiser::tract::cpu_has_fp16;
-use crate::denoiser::{LoadOptions, Model, Precision};
+use crate::denoiser::{Engine, LoadOptions, Model, Precision};
 use crate::error::{Error, Result};
-use crate::fsutil::check_writable;
-use crate::image::{grid, load_image, to_pixels, upscale, write_png, Pixels};
-use crate::pipeline::{generate, InitImage, Job, Samples};
-use crate::sampler::SamplerConfig;
-use crate::show::{self, View};
+use crate::image::{grid, upscale, write_png, Pixels};
+use crate::pipeline::{generate, img2img_start, Samples};
+use crate::plan::{BenchPlan, FramePlan, ModelPlan, Plan, SamplePlan};
+use crate::show::{self, Opened, View};
 use crate::{models, npy, settings};
 
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// Runs a checked plan.
+pub fn run(plan: &Plan) -> Result<()> {
+    match plan {
+        Plan::Sample(p) => sample(p),
+        Plan::Frame(p) => frame(p),
+        Plan::Bench(p) => bench(p),
+        Plan::Info { model, precision } => info(model, *precision),
+        Plan::Models => list_models(),
+        Plan::Boards => list_boards(),
+    }
 }
 
-fn sampler_config(a: &SamplerArgs) -> Result<SamplerConfig> {
-    if !(a.eta >= 0.0 && a.eta.is_finite()) {
-        return Err(Error::usage(format!("--eta must be >= 0, found {}", a.eta)));
-    }
-    if a.steps == 0 {
-        return Err(Error::usage("--steps must be at least 1, found 0"));
-    }
-    Ok(SamplerConfig {
-        kind: a.sampler,
-        steps: a.steps,
-        eta: a.eta,
-        spacing: a.spacing,
-        variance: a.variance,
-        clip: !a.no_clip,
-        ..Default::default()
-    })
-}
-
-/// `--precision auto` takes the board profile's precision, but f16 only where the CPU has
-/// FEAT_FP16: without it tract's f16 arithmetic is emulated (30× the instructions of f32
-/// measured under qemu), so a misdetected board stays on f32.
-fn with_board(m: &ModelArgs, board: Option<&boards::Board>) -> ModelArgs {
-    let mut m = m.clone();
-    if let (Precision::Auto, Some(b)) = (m.precision, board) {
-        let p = b.precision();
-        if p != Precision::F16 || cpu_has_fp16() {
-            m.precision = p;
-        }
-    }
-    m
-}
-
-fn load(m: &ModelArgs) -> Result<Model> {
-    if m.batch == 0 {
-        return Err(Error::usage("--batch must be at least 1"));
-    }
-    if m.threads == Some(0) {
-        return Err(Error::usage("--threads must be at least 1"));
-    }
+fn load(m: &ModelPlan) -> Result<Model> {
     let source = models::resolve(m.model.as_deref())?;
     Model::load(
         &source,
@@ -69,6 +37,24 @@ fn load(m: &ModelArgs) -> Result<Model> {
             conv: settings::conv_algorithm(),
         },
     )
+}
+
+/// The screen the plan asks for; with `--display auto`, a warning for each of the profile's
+/// screens that is there but would not open.
+fn open_screen(
+    view: &show::ViewOptions,
+    board: Option<&boards::Board>,
+    quiet: bool,
+) -> Result<Option<Box<dyn crate::display::Screen>>> {
+    let Opened { screen, failures } = show::open_screen(view, board)?;
+    if !quiet {
+        for e in failures {
+            eprintln!(
+                "edge-sample: warning: {e}; not drawing on it (--display none silences this)"
+            );
+        }
+    }
+    Ok(screen)
 }
 
 /// A progress bar on stderr, drawn only on a terminal, at most every 100 ms.
@@ -119,91 +105,34 @@ impl Progress {
 }
 
 /// The main job.
-pub fn sample(a: &SampleArgs) -> Result<()> {
-    let cfg = sampler_config(&a.sampler)?;
-    if a.num == 0 {
-        return Err(Error::usage("--num must be at least 1"));
-    }
-    if a.scale == 0 || a.scale > 64 {
-        return Err(Error::usage(format!(
-            "--scale must be in 1..=64, found {}",
-            a.scale
-        )));
-    }
-    let grid_path = match (&a.output, &a.out_dir) {
-        (Some(p), _) => Some(p.clone()),
-        (None, None) => Some("edge-sample.png".into()),
-        (None, Some(_)) => None,
-    };
-    // Outputs are checked before the model loads, so a typo costs nothing.
-    if let Some(p) = &grid_path {
-        check_writable(p)?;
-    }
-    if let Some(p) = &a.save_npy {
-        check_writable(p)?;
-    }
-    if let Some(d) = &a.out_dir {
-        std::fs::create_dir_all(d).map_err(|e| Error::output(d, e))?;
-        check_writable(&d.join("0000.png"))?;
-    }
-    let board = boards::resolve(&a.display.board)?;
+pub fn sample(p: &SamplePlan) -> Result<()> {
+    let cfg = p.sampler;
     // The screen is opened before the model loads, so wiring problems show at once.
-    let screen = show::open_screen(&a.display, board.as_ref(), a.quiet)?;
+    let screen = open_screen(&p.view, p.board.as_ref(), p.quiet)?;
     let stop = match screen {
         Some(_) => Some(show::stop_flag()?),
         None => None,
     };
-    let model = load(&with_board(&a.model, board.as_ref()))?;
-    cfg.validate(model.info.schedule.num_train_timesteps)?;
-    let shape = model.io.image_shape;
-    let chw: usize = shape.iter().product();
-    let init_noise = match &a.init_noise {
-        Some(p) => {
-            let (s, v) = npy::read_f32(p)?;
-            let want = [a.num, shape[0], shape[1], shape[2]];
-            if s != want {
-                return Err(Error::input(format!(
-                    "{}: shape {s:?}, expected {want:?} (--num × the model's C, H, W)",
-                    p.display()
-                )));
-            }
-            Some(v)
+    let model = load(&p.model)?;
+    let spec = model.spec();
+    let shape = spec.image_shape;
+    let (job, notes) = p.job(&spec)?;
+    if !p.quiet {
+        for n in notes {
+            eprintln!("note: {n}");
         }
-        None => None,
-    };
-    let init_image = match &a.init_image {
-        Some(p) => {
-            let (x0, note) = load_image(p, shape, model.info.pixel_range)?;
-            if let (Some(n), false) = (note, a.quiet) {
-                eprintln!("note: {n}");
-            }
-            Some(InitImage {
-                x0,
-                strength: a.strength,
-            })
-        }
-        None => None,
-    };
-    let threads = a.model.threads.unwrap_or_else(default_threads);
-    let job = Job {
-        sampler: cfg,
-        seed: a.seed,
-        num: a.num,
-        threads,
-        init_image,
-        init_noise,
-    };
+    }
     let start = match &job.init_image {
-        Some(i) => crate::pipeline::img2img_start(cfg.steps, i.strength)?,
+        Some(i) => img2img_start(cfg.steps, i.strength)?,
         None => 0,
     };
-    let total = a.num.div_ceil(model.batch) * (cfg.steps - start);
-    let progress = Progress::new(total, a.quiet);
+    let total = p.num.div_ceil(spec.batch) * (cfg.steps - start);
+    let progress = Progress::new(total, p.quiet);
     let view = View {
-        display: &a.display,
+        options: &p.view,
         sampler: cfg.kind.name(),
         steps: cfg.steps,
-        quiet: a.quiet,
+        quiet: p.quiet,
     };
     let shown = show::run(
         &model,
@@ -214,38 +143,42 @@ pub fn sample(a: &SampleArgs) -> Result<()> {
         stop.as_deref(),
         total,
     )?;
-    let samples = shown.samples;
+    let samples = &shown.samples;
 
-    let params = parameters(&model, &cfg, a);
-    let images: Vec<Pixels> = samples
-        .data
-        .chunks(chw)
-        .map(|x| upscale(&to_pixels(x, shape, model.info.pixel_range), a.scale))
-        .collect();
+    let params = job.parameters(&spec);
+    let images: Vec<Pixels> = if p.scale > 1 {
+        shown.images.iter().map(|i| upscale(i, p.scale)).collect()
+    } else {
+        shown.images
+    };
     let mut written = vec![];
-    if let Some(p) = &a.save_npy {
-        npy::write_f32(p, &[a.num, shape[0], shape[1], shape[2]], &samples.data)?;
-        written.push(p.display().to_string());
+    if let Some(path) = &p.save_npy {
+        npy::write_f32(path, &[p.num, shape[0], shape[1], shape[2]], &samples.data)?;
+        written.push(path.display().to_string());
     }
-    if let Some(d) = &a.out_dir {
+    if let Some(d) = &p.out_dir {
         for (k, img) in images.iter().enumerate() {
-            let p = d.join(format!("{k:04}.png"));
-            write_png(&p, img, &[("parameters", format!("{params}, image: {k}"))])?;
+            let path = d.join(format!("{k:04}.png"));
+            write_png(
+                &path,
+                img,
+                &[("parameters", format!("{params}, image: {k}"))],
+            )?;
         }
         written.push(format!("{}/NNNN.png", d.display()));
     }
-    if let Some(p) = &grid_path {
+    if let Some(path) = &p.grid {
         write_png(
-            p,
-            &grid(&images, 2 * a.scale),
+            path,
+            &grid(&images, 2 * p.scale),
             &[("parameters", params.clone())],
         )?;
-        written.push(p.display().to_string());
+        written.push(path.display().to_string());
     }
-    if !a.quiet {
+    if !p.quiet {
         println!(
             "{} → {}",
-            summary(&samples, a.num, model.batch),
+            summary(samples, p.num, spec.batch),
             written.join(", ")
         );
         if let (Some(s), Some(st)) = (&shown.screen, shown.stats) {
@@ -289,57 +222,31 @@ pub fn list_boards() -> Result<()> {
 }
 
 /// `edge-sample frame`: a new picture every interval until SIGINT/SIGTERM (or --count).
-pub fn frame(f: &FrameArgs) -> Result<()> {
-    let cfg = sampler_config(&f.sampler)?;
-    if f.num == 0 {
-        return Err(Error::usage("--num must be at least 1"));
-    }
-    if let Some(p) = &f.output {
-        check_writable(p)?;
-    }
-    let board = boards::resolve(&f.display.board)?;
-    let mut screen = show::open_screen(&f.display, board.as_ref(), f.quiet)?;
-    if screen.is_none() && f.output.is_none() {
-        return Err(Error::usage(
-            "frame: no screen to show pictures on (--display auto found none):              give --display SPEC (e.g. png:frame.png, fb, st7789) or --output PNG",
-        ));
-    }
+pub fn frame(p: &FramePlan) -> Result<()> {
+    let cfg = p.sampler;
+    let mut screen = open_screen(&p.view, p.board.as_ref(), p.quiet)?;
+    p.check_screen(screen.is_some())?;
     let stop = show::stop_flag()?;
-    let model = load(&with_board(&f.model, board.as_ref()))?;
-    cfg.validate(model.info.schedule.num_train_timesteps)?;
-    let shape = model.io.image_shape;
-    let chw: usize = shape.iter().product();
-    let first_seed = f.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    });
-    let threads = f.model.threads.unwrap_or_else(default_threads);
+    let model = load(&p.model)?;
+    let spec = model.spec();
+    p.check_model(&spec)?;
     let view = View {
-        display: &f.display,
+        options: &p.view,
         sampler: cfg.kind.name(),
         steps: cfg.steps,
         quiet: true,
     };
-    if !f.quiet {
+    if !p.quiet {
         if let Some(s) = &screen {
             eprintln!("edge-sample frame: showing on {}", s.describe());
         }
     }
     let mut layout = None;
     let mut shown_count = 0u64;
-    while f.count.is_none_or(|c| shown_count < c) {
+    while p.count.is_none_or(|c| shown_count < c) {
         let t0 = Instant::now();
-        let seed = first_seed.wrapping_add(shown_count);
-        let job = Job {
-            sampler: cfg,
-            seed,
-            num: f.num,
-            threads,
-            init_image: None,
-            init_noise: None,
-        };
-        let total = f.num.div_ceil(model.batch) * cfg.steps;
+        let job = p.job(shown_count);
+        let total = p.num.div_ceil(spec.batch) * cfg.steps;
         let shown = match show::run(
             &model,
             &job,
@@ -354,65 +261,36 @@ pub fn frame(f: &FrameArgs) -> Result<()> {
         };
         screen = shown.screen;
         layout = shown.layout.or(layout);
-        if let Some(p) = &f.output {
-            let images: Vec<Pixels> = shown
-                .samples
-                .data
-                .chunks(chw)
-                .map(|x| to_pixels(x, shape, model.info.pixel_range))
-                .collect();
-            let params = format!(
-                "model: {}, sampler: {}, steps: {}, seed: {seed}, edge-sample {}",
-                model.info.name,
-                cfg.kind,
-                cfg.steps,
-                env!("CARGO_PKG_VERSION")
-            );
-            write_png(p, &grid(&images, 2), &[("parameters", params)])?;
+        if let Some(path) = &p.output {
+            // The same parameters as the main job writes.
+            write_png(
+                path,
+                &grid(&shown.images, 2),
+                &[("parameters", job.parameters(&spec))],
+            )?;
         }
         shown_count += 1;
-        if !f.quiet {
+        if !p.quiet {
             eprintln!(
-                "edge-sample frame: picture {shown_count}, seed {seed}, {:.2} s",
+                "edge-sample frame: picture {shown_count}, seed {}, {:.2} s",
+                job.seed,
                 shown.samples.elapsed.as_secs_f64()
             );
         }
-        if f.count.is_some_and(|c| shown_count >= c) {
+        if p.count.is_some_and(|c| shown_count >= c) {
             break;
         }
-        if show::sleep_unless(&stop, f.interval.saturating_sub(t0.elapsed())) {
+        if show::sleep_unless(&stop, p.interval.saturating_sub(t0.elapsed())) {
             break;
         }
     }
-    if let (OnExit::Clear, Some(s), Some(l)) = (f.on_exit, screen.as_mut(), layout.as_ref()) {
+    if let (true, Some(s), Some(l)) = (p.clear_on_exit, screen.as_mut(), layout.as_ref()) {
         show::clear(&mut **s, l)?;
     }
-    if !f.quiet {
+    if !p.quiet {
         eprintln!("edge-sample frame: stopped after {shown_count} pictures");
     }
     Ok(())
-}
-
-fn parameters(model: &Model, cfg: &SamplerConfig, a: &SampleArgs) -> String {
-    let mut s = format!(
-        "model: {}, sampler: {}, steps: {}, seed: {}, eta: {}, spacing: {}, clip: {}, prediction: {}",
-        model.info.name,
-        cfg.kind,
-        cfg.steps,
-        a.seed,
-        cfg.eta,
-        cfg.spacing(),
-        cfg.clip,
-        model.info.prediction.name()
-    );
-    if cfg.kind == crate::sampler::SamplerKind::Ddpm {
-        s.push_str(&format!(", variance: {}", cfg.variance));
-    }
-    if a.init_image.is_some() {
-        s.push_str(&format!(", strength: {}", a.strength));
-    }
-    s.push_str(&format!(", edge-sample {}", env!("CARGO_PKG_VERSION")));
-    s
 }
 
 fn summary(s: &Samples, num: usize, batch: usize) -> String {
@@ -518,21 +396,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-pub fn bench(a: &BenchArgs) -> Result<()> {
-    let cfg = sampler_config(&a.sampler)?;
-    if a.num == 0 || a.runs == 0 {
-        return Err(Error::usage("--num and --runs must be at least 1"));
-    }
+pub fn bench(a: &BenchPlan) -> Result<()> {
+    let cfg = a.sampler;
     let model = load(&a.model)?;
-    let threads = a.model.threads.unwrap_or_else(default_threads);
-    let job = Job {
-        sampler: cfg,
-        seed: 0,
-        num: a.num,
-        threads,
-        init_image: None,
-        init_noise: None,
-    };
+    a.check_model(&model.spec())?;
+    let threads = a.model.threads;
+    let job = a.job();
     generate(&model, &job, &|| {})?; // warm-up
     let mut step_times = vec![];
     let mut walls = vec![];
@@ -574,10 +443,10 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     if let Some(kib) = peak_rss_kib() {
         println!("peak memory: {:.1} MiB", kib as f64 / 1024.0);
     }
-    if a.profile {
+    if let Some(nodes) = a.profile {
         // As the pipeline splits threads: workers for batches, the rest inside each call.
         let workers = threads.clamp(1, a.num.div_ceil(model.batch));
-        profile(&model, threads / workers, a.runs * 10, a.profile_nodes)?;
+        profile(&model, threads / workers, a.runs * 10, nodes)?;
     }
     Ok(())
 }

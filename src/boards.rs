@@ -22,26 +22,41 @@ const PROFILES: &[(&str, &str)] = &[
 /// Where the kernel names the board; `EDGE_SAMPLE_DT_MODEL` points elsewhere (tests).
 pub const DT_MODEL: &str = "/proc/device-tree/model";
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A board profile.
+#[derive(Clone, Debug)]
 pub struct Board {
     pub name: String,
     pub title: String,
     /// Substrings of /proc/device-tree/model that identify the board.
-    #[serde(rename = "match")]
     pub matches: Vec<String>,
     pub target: String,
     pub cpu: String,
     pub cores: usize,
-    precision: String,
+    precision: Precision,
     /// Screens in the order `--display auto` tries them.
-    #[serde(default, rename = "screen")]
     pub screens: Vec<ScreenConfig>,
 }
 
+/// A profile file as written; [`parse`] checks it into a [`Board`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Profile {
+    name: String,
+    title: String,
+    #[serde(rename = "match")]
+    matches: Vec<String>,
+    target: String,
+    cpu: String,
+    cores: usize,
+    precision: String,
+    #[serde(default, rename = "screen")]
+    screens: Vec<ScreenConfig>,
+}
+
 impl Board {
+    /// The arithmetic the board runs best (`--precision auto` takes it).
     pub fn precision(&self) -> Precision {
-        self.precision.parse().unwrap_or(Precision::Auto)
+        self.precision
     }
 
     /// The profile's screen of `kind`, if it has one.
@@ -50,18 +65,30 @@ impl Board {
     }
 }
 
+/// Reads the profile `text` of boards/`file`.toml; errors name the file.
+pub fn parse(file: &str, text: &str) -> Result<Board> {
+    let bad = |msg: &str| Error::input(format!("boards/{file}.toml: {msg}"));
+    let p = toml::from_str::<Profile>(text)
+        .map_err(|e| bad(e.to_string().lines().next().unwrap_or("invalid")))?;
+    // Precision's own message names the bad value and the valid choices.
+    let precision = p.precision.parse::<Precision>().map_err(|e| bad(&e))?;
+    Ok(Board {
+        name: p.name,
+        title: p.title,
+        matches: p.matches,
+        target: p.target,
+        cpu: p.cpu,
+        cores: p.cores,
+        precision,
+        screens: p.screens,
+    })
+}
+
 /// Every shipped profile.
 pub fn all() -> Result<Vec<Board>> {
     PROFILES
         .iter()
-        .map(|(file, text)| {
-            toml::from_str::<Board>(text).map_err(|e| {
-                Error::input(format!(
-                    "boards/{file}.toml: {}",
-                    e.to_string().lines().next().unwrap_or("invalid")
-                ))
-            })
-        })
+        .map(|(file, text)| parse(file, text))
         .collect()
 }
 
@@ -126,6 +153,20 @@ mod tests {
                 assert!(s.dc.is_some(), "{}: a TFT needs its DC line", b.name);
             }
         }
+    }
+
+    #[test]
+    fn a_bad_precision_names_the_file_the_value_and_the_choices() {
+        let text = PROFILES[0]
+            .1
+            .replace("precision = \"f32\"", "precision = \"f8\"");
+        assert_ne!(text, PROFILES[0].1, "the profile sets its precision");
+        let e = parse("broken", &text).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(
+            e.to_string(),
+            "boards/broken.toml: unknown precision 'f8' (valid: auto, f32, f16)"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Command-line arguments → validated requests. Everything the user can get wrong is checked
-//! here or at load, before any sampling starts.
+//! The command line as clap parses it. [`crate::plan`] turns it into one checked plan per
+//! command; nothing below the plan sees these types.
 use std::path::PathBuf;
 use std::time::Duration;
 

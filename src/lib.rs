@@ -1,7 +1,8 @@
 //! edge-sample: diffusion-model image generation on small CPUs.
 //!
 //! The data flows one way: options → a [`plan::Plan`] (model, schedule, sampler, precision,
-//! threads) → the denoising loop ([`pipeline`]) → pixels ([`image`]) → sinks (PNG files, and screens through [`display`]).
+//! threads) → the denoising loop ([`pipeline`], over an engine: [`denoiser::Engine`]) → pixels
+//! ([`image`]) → sinks (PNG files, and screens through [`display`] and [`show`]).
 
 pub mod app;
 pub mod boards;
@@ -15,6 +16,7 @@ pub mod models;
 pub mod noise;
 pub mod npy;
 pub mod pipeline;
+pub mod plan;
 pub mod sampler;
 pub mod schedule;
 pub mod settings;

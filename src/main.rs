@@ -1,7 +1,8 @@
 use clap::error::ErrorKind;
 use clap::Parser;
 use edge_sample::app;
-use edge_sample::cli::{Cli, Command};
+use edge_sample::cli::Cli;
+use edge_sample::plan::Plan;
 
 fn main() {
     let cli = match Cli::try_parse() {
@@ -19,14 +20,8 @@ fn main() {
             }
         },
     };
-    let result = match &cli.command {
-        None => app::sample(&cli.sample),
-        Some(Command::Info { model, precision }) => app::info(model, *precision),
-        Some(Command::Bench(b)) => app::bench(b),
-        Some(Command::Models) => app::list_models(),
-        Some(Command::Boards) => app::list_boards(),
-        Some(Command::Frame(f)) => app::frame(f),
-    };
+    // Every option is checked into a plan before anything runs.
+    let result = Plan::from_cli(&cli).and_then(|plan| app::run(&plan));
     if let Err(edge_sample::Error::Interrupted) = result {
         std::process::exit(130);
     }

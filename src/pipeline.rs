@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::denoiser::{Denoiser, Model};
+use crate::denoiser::{Denoiser, Engine, ModelSpec};
 use crate::error::{Error, Result};
+use crate::image::{to_pixels, Pixels};
 use crate::noise::NoiseStream;
-use crate::sampler::{Sampler, SamplerConfig};
+use crate::sampler::{Sampler, SamplerConfig, SamplerKind};
 use crate::schedule::Schedule;
 
 /// img2img: start from a noised image instead of pure noise.
@@ -78,35 +79,74 @@ pub struct Samples {
     pub step_times: Vec<Duration>,
 }
 
+impl Samples {
+    /// The images as 8-bit pixels, `range` (model space) mapping to 0..=255: the one
+    /// conversion whose result feeds both the PNG files and the screen.
+    pub fn pixels(&self, range: (f32, f32)) -> Vec<Pixels> {
+        let chw: usize = self.shape.iter().product();
+        self.data
+            .chunks(chw)
+            .map(|x| to_pixels(x, self.shape, range))
+            .collect()
+    }
+}
+
+impl Job {
+    /// The run's settings as one line, the PNG "parameters" text of every picture it makes.
+    pub fn parameters(&self, spec: &ModelSpec) -> String {
+        let cfg = &self.sampler;
+        let mut s = format!(
+            "model: {}, sampler: {}, steps: {}, seed: {}, eta: {}, spacing: {}, clip: {}, prediction: {}",
+            spec.name,
+            cfg.kind,
+            cfg.steps,
+            self.seed,
+            cfg.eta,
+            cfg.spacing(),
+            cfg.clip,
+            spec.prediction.name()
+        );
+        if cfg.kind == SamplerKind::Ddpm {
+            s.push_str(&format!(", variance: {}", cfg.variance));
+        }
+        if let Some(init) = &self.init_image {
+            s.push_str(&format!(", strength: {}", init.strength));
+        }
+        s.push_str(&format!(", edge-sample {}", env!("CARGO_PKG_VERSION")));
+        s
+    }
+}
+
 /// The first step index that runs for img2img with `strength` (diffusers'
 /// `init_timestep = min(int(S·strength), S)`, `t_start = S − init_timestep`).
 pub fn img2img_start(steps: usize, strength: f64) -> Result<usize> {
     if !(strength > 0.0 && strength <= 1.0) {
         return Err(Error::usage(format!(
-            "--strength must be in (0, 1], found {strength}"
+            "img2img strength must be in (0, 1], found {strength}"
         )));
     }
     let init = ((steps as f64 * strength) as usize).min(steps);
     if init == 0 {
         return Err(Error::usage(format!(
-            "--strength {strength} with {steps} steps runs no step: raise --strength or --steps"
+            "img2img strength {strength} of {steps} steps runs no step"
         )));
     }
     Ok(steps - init)
 }
 
-/// Runs the job. `observer` hears of every network call (from any worker).
-pub fn generate(model: &Model, job: &Job, observer: &dyn Observer) -> Result<Samples> {
-    let schedule = Schedule::new(model.info.schedule)?;
+/// Runs the job on `engine`. `observer` hears of every network call (from any worker).
+pub fn generate(engine: &dyn Engine, job: &Job, observer: &dyn Observer) -> Result<Samples> {
+    let spec = engine.spec();
+    let schedule = Schedule::new(spec.schedule)?;
     let sampler_cfg = SamplerConfig {
-        prediction: model.info.prediction,
+        prediction: spec.prediction,
         ..job.sampler
     };
     sampler_cfg.validate(schedule.len())?;
     if job.num == 0 {
-        return Err(Error::usage("--num must be at least 1"));
+        return Err(Error::usage("a job needs at least one image, found 0"));
     }
-    let shape = model.io.image_shape;
+    let shape = spec.image_shape;
     let chw = shape.iter().product::<usize>();
     if let Some(n) = &job.init_noise {
         if n.len() != job.num * chw {
@@ -122,7 +162,7 @@ pub fn generate(model: &Model, job: &Job, observer: &dyn Observer) -> Result<Sam
         Some(init) => img2img_start(sampler_cfg.steps, init.strength)?,
         None => 0,
     };
-    let batch = model.batch;
+    let batch = spec.batch;
     let batches = job.num.div_ceil(batch);
     let workers = job.threads.clamp(1, batches);
     // Cores that no worker takes (fewer batches than threads) split each worker's network
@@ -141,7 +181,7 @@ pub fn generate(model: &Model, job: &Job, observer: &dyn Observer) -> Result<Sam
         for _ in 0..workers {
             scope.spawn(|| {
                 let run = || -> Result<()> {
-                    let mut den = model.denoiser_with_threads(intra_threads)?;
+                    let mut den = engine.new_denoiser(intra_threads)?;
                     let mut sampler = sampler_cfg.build(&schedule)?;
                     let mut w = Worker::new(
                         &mut *sampler,
@@ -160,7 +200,7 @@ pub fn generate(model: &Model, job: &Job, observer: &dyn Observer) -> Result<Sam
                         let first = b * batch;
                         let count = batch.min(job.num - first);
                         w.init(job, first, count, &schedule, start);
-                        w.denoise(&mut den, start, observer)?;
+                        w.denoise(&mut *den, start, observer)?;
                         let mut o = out.lock().unwrap();
                         o[first * chw..(first + count) * chw].copy_from_slice(&w.x[..count * chw]);
                     }

@@ -1,5 +1,5 @@
-//! Putting runs on screens: choosing the screen from --display and the board profile, the
-//! live view of one run, signal handling, and the photo-frame loop.
+//! Putting runs on screens: choosing the screen from the view options and the board profile,
+//! the live view of one run, signal handling, and the photo-frame loop.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use embedded_graphics::prelude::Size;
 
 use crate::boards::Board;
-use crate::cli::DisplayArgs;
+use crate::denoiser::Engine;
 use crate::display::layout::Fit;
 use crate::display::live::{DrawStats, LiveView};
-use crate::display::{self, Common, DisplaySpec, Layout, Parts, Scene, Screen};
+use crate::display::{self, Common, DisplaySpec, Layout, Parts, Rotation, Scene, Screen};
 use crate::error::{Error, Result};
 use crate::image::{grid, to_pixels, Pixels};
 use crate::pipeline::{generate, Job, Observer, Samples, StepEvent};
@@ -18,42 +18,76 @@ use crate::pipeline::{generate, Job, Observer, Samples, StepEvent};
 /// Gap between grid tiles on screens, in image pixels.
 pub const PAD: usize = 2;
 
-/// Opens the screen --display asks for. `auto` tries the board profile's screens whose
-/// device nodes exist, in order, and falls back to none with a warning; an explicit screen
-/// that cannot be opened is an error.
-pub fn open_screen(
-    d: &DisplayArgs,
-    board: Option<&Board>,
-    quiet: bool,
-) -> Result<Option<Box<dyn Screen>>> {
+/// How pictures are shown: which screen, how it is set up, and what is drawn on it.
+#[derive(Clone, Debug)]
+pub struct ViewOptions {
+    /// Which screen (`Auto`: the board profile's, if present).
+    pub display: DisplaySpec,
+    /// The screen's size, where it is not the profile's or the driver's default.
+    pub size: Option<Size>,
+    /// Clockwise rotation of the picture on the screen.
+    pub rotation: Rotation,
+    /// A caption line under the picture: sampler, steps, seed, time.
+    pub caption: bool,
+    /// While denoising, show the predicted final images every this many steps (0: never).
+    pub preview_every: usize,
+}
+
+impl Default for ViewOptions {
+    fn default() -> Self {
+        ViewOptions {
+            display: DisplaySpec::None,
+            size: None,
+            rotation: Rotation::default(),
+            caption: false,
+            preview_every: 5,
+        }
+    }
+}
+
+/// The screen opened, if any, and (`Auto` having found none) why the present ones failed.
+pub struct Opened {
+    pub screen: Option<Box<dyn Screen>>,
+    /// `Auto` finding no screen: why each of the profile's present screens failed to open.
+    pub failures: Vec<Error>,
+}
+
+/// Opens the screen the view options ask for. `Auto` tries the board profile's screens whose
+/// device nodes exist, in order, and falls back to none, reporting each failure; an explicit
+/// screen that cannot be opened is an error.
+pub fn open_screen(d: &ViewOptions, board: Option<&Board>) -> Result<Opened> {
+    let opened = |screen| Opened {
+        screen,
+        failures: vec![],
+    };
     let common = Common {
-        rotation: d.rotate,
-        size: d.screen,
+        rotation: d.rotation,
+        size: d.size,
     };
     match &d.display {
-        DisplaySpec::None => Ok(None),
+        DisplaySpec::None => Ok(opened(None)),
         DisplaySpec::Screen(cfg) => {
             let cfg = match board.and_then(|b| b.screen(cfg.kind)) {
                 Some(base) => base.merged(cfg),
                 None => cfg.clone(),
             };
-            display::open(&cfg, common).map(Some)
+            display::open(&cfg, common).map(|s| opened(Some(s)))
         }
         DisplaySpec::Auto => {
-            let Some(board) = board else { return Ok(None) };
+            let Some(board) = board else {
+                return Ok(opened(None));
+            };
             let mut failures = vec![];
             for cfg in board.screens.iter().filter(|c| display::present(c)) {
                 match display::open(cfg, common) {
-                    Ok(s) => return Ok(Some(s)),
+                    Ok(s) => return Ok(opened(Some(s))),
                     Err(e) => failures.push(e),
                 }
             }
-            if !quiet {
-                for e in failures {
-                    eprintln!("edge-sample: warning: {e}; not drawing on it (--display none silences this)");
-                }
-            }
-            Ok(None)
+            Ok(Opened {
+                screen: None,
+                failures,
+            })
         }
     }
 }
@@ -86,7 +120,7 @@ pub fn captions(sampler: &str, steps: usize, seed: u64, secs: Option<f64>) -> (S
 
 /// What the screen shows of one run and how.
 pub struct View<'a> {
-    pub display: &'a DisplayArgs,
+    pub options: &'a ViewOptions,
     pub sampler: &'a str,
     pub steps: usize,
     pub quiet: bool,
@@ -123,6 +157,8 @@ impl Observer for Watch<'_> {
 /// A finished run and what its screen did.
 pub struct Shown {
     pub samples: Samples,
+    /// The samples as 8-bit images (converted once, for the screen and the PNG files alike).
+    pub images: Vec<Pixels>,
     pub screen: Option<Box<dyn Screen>>,
     pub stats: Option<DrawStats>,
     pub layout: Option<Layout>,
@@ -149,7 +185,7 @@ pub fn layout_for(
         let s = screen.size();
         eprintln!(
             "edge-sample: note: the {}x{} screen is smaller than the {}x{} picture of {num} images: \
-             shown shrunk to {}x{} (fewer --num fits better)",
+             shown shrunk to {}x{} (fewer images fit better)",
             s.width, s.height, source.width, source.height, layout.image.size.width, layout.image.size.height
         );
     }
@@ -159,7 +195,7 @@ pub fn layout_for(
 /// Runs `job`, keeping `screen` (if any) live, and draws the finished picture on it.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
-    model: &crate::denoiser::Model,
+    engine: &dyn Engine,
     job: &Job,
     screen: Option<Box<dyn Screen>>,
     view: &View,
@@ -167,8 +203,9 @@ pub fn run(
     stop: Option<&AtomicBool>,
     total_steps: usize,
 ) -> Result<Shown> {
-    let shape = model.io.image_shape;
-    let range = model.info.pixel_range;
+    let spec = engine.spec();
+    let shape = spec.image_shape;
+    let range = spec.pixel_range;
     let Some(screen) = screen else {
         let watch = Watch {
             tick,
@@ -178,16 +215,18 @@ pub fn run(
             shape,
             range,
         };
-        let samples = generate(model, job, &watch)?;
+        let samples = generate(engine, job, &watch)?;
+        let images = samples.pixels(range);
         return Ok(Shown {
             samples,
+            images,
             screen: None,
             stats: None,
             layout: None,
         });
     };
-    let (layout, tile) = layout_for(&*screen, shape, job.num, view.display.caption, view.quiet);
-    let caption = (view.display.caption && layout.caption.is_some()).then(|| {
+    let (layout, tile) = layout_for(&*screen, shape, job.num, view.options.caption, view.quiet);
+    let caption = (view.options.caption && layout.caption.is_some()).then(|| {
         let (l, s) = captions(view.sampler, view.steps, job.seed, None);
         layout.fit_caption(&l, &s).to_string()
     });
@@ -204,11 +243,11 @@ pub fn run(
         tick,
         live: Some(&live),
         stop,
-        every: view.display.preview_every,
+        every: view.options.preview_every,
         shape,
         range,
     };
-    let result = generate(model, job, &watch);
+    let result = generate(engine, job, &watch);
     let samples = match result {
         Ok(s) => s,
         Err(e) => {
@@ -216,12 +255,7 @@ pub fn run(
             return Err(e);
         }
     };
-    let chw: usize = shape.iter().product();
-    let images: Vec<Pixels> = samples
-        .data
-        .chunks(chw)
-        .map(|x| to_pixels(x, shape, range))
-        .collect();
+    let images = samples.pixels(range);
     let picture = grid(&images, PAD);
     let (l, s) = captions(
         view.sampler,
@@ -230,9 +264,10 @@ pub fn run(
         Some(samples.elapsed.as_secs_f64()),
     );
     let caption = layout.fit_caption(&l, &s).to_string();
-    let (screen, stats) = live.finish(&picture, view.display.caption.then_some(caption.as_str()));
+    let (screen, stats) = live.finish(&picture, view.options.caption.then_some(caption.as_str()));
     Ok(Shown {
         samples,
+        images,
         screen: Some(screen),
         stats: Some(stats?),
         layout: Some(layout),

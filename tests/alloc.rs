@@ -66,7 +66,7 @@ fn sampling_loop_allocates_nothing_outside_the_engine() {
         },
     )
     .unwrap();
-    let schedule = Schedule::seed();
+    let schedule = Schedule::tutorial();
     for (kind, eta, steps) in [
         (SamplerKind::Ddpm, 0.0, 20),
         (

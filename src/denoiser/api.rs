@@ -1,5 +1,6 @@
-//! What the rest of the crate sees of any engine: the [`Denoiser`] trait the samplers call,
-//! and the engine policy a caller picks ([`Precision`], [`Kernels`]). No engine here.
+//! What the rest of the crate sees of any engine: the [`Engine`] the sampling loop drives (a
+//! model's [`ModelSpec`] and a [`Denoiser`] per worker), and the engine policy a caller picks
+//! ([`Precision`], [`Kernels`]). No engine here.
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,6 +8,8 @@ use std::str::FromStr;
 use edge_sample_kernels::Isa;
 
 use crate::error::Result;
+use crate::sampler::Prediction;
+use crate::schedule::ScheduleConfig;
 
 /// Who runs the convolutions, matrix products, norms and softmax: tract's own lowering, or our
 /// kernels compiled for one instruction set.
@@ -86,4 +89,30 @@ impl fmt::Display for Precision {
             Precision::F16 => "f16",
         })
     }
+}
+
+/// What the sampling loop and the sinks know of a model, whatever engine runs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    /// The model's name (PNG parameters, `bench`).
+    pub name: String,
+    /// (C, H, W) of one image.
+    pub image_shape: [usize; 3],
+    /// Images per network call.
+    pub batch: usize,
+    /// The noise schedule it was trained with.
+    pub schedule: ScheduleConfig,
+    /// What its output is.
+    pub prediction: Prediction,
+    /// Model-space values that map to pixel 0 and 255.
+    pub pixel_range: (f32, f32),
+}
+
+/// What the sampling loop needs from an engine: the model's spec and a denoiser per worker.
+pub trait Engine: Sync {
+    /// The model's shape, batch, schedule, prediction type and pixel range.
+    fn spec(&self) -> ModelSpec;
+    /// A denoiser with its own state for one worker thread, running `spec().batch` images per
+    /// call; `threads` (≥ 1) is how many threads it may use inside each call.
+    fn new_denoiser(&self, threads: usize) -> Result<Box<dyn Denoiser>>;
 }

@@ -1,8 +1,8 @@
 //! The noise-prediction network behind a small trait, so that samplers and the sampling loop
 //! never see the engine.
 //!
-//! - [`api`]: the [`Denoiser`] trait and the engine policy a caller picks ([`Precision`],
-//!   [`Kernels`]).
+//! - [`api`]: the [`Engine`] boundary (a model's [`ModelSpec`], a [`Denoiser`] per worker)
+//!   and the engine policy a caller picks ([`Precision`], [`Kernels`]).
 //! - [`info`]: what a model says about itself ([`ModelInfo`]).
 //! - [`tract`]: the tract engine, the only folder that imports tract: loading, graph
 //!   rewrites that put our kernels (crate `edge-sample-kernels`) into tract's graph as
@@ -14,7 +14,7 @@ pub mod api;
 pub mod info;
 pub mod tract;
 
-pub use self::api::{Denoiser, Kernels, Precision};
+pub use self::api::{Denoiser, Engine, Kernels, ModelSpec, Precision};
 pub use self::info::ModelInfo;
 pub use self::tract::{
     cpu_has_fp16, IoSpec, LoadOptions, Model, ModelSource, NodeTime, TimeShape, TractDenoiser,

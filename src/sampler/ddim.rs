@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn eta_zero_draws_no_noise_and_last_step_lands_on_x0() {
-        let s = Schedule::seed();
+        let s = Schedule::tutorial();
         let cfg = SamplerConfig {
             kind: SamplerKind::Ddim,
             clip: false,
@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn eta_one_is_ancestral_until_the_last_step() {
-        let s = Schedule::seed();
+        let s = Schedule::tutorial();
         let cfg = SamplerConfig {
             kind: SamplerKind::Ddim,
             eta: 1.0,

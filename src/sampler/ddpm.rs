@@ -147,7 +147,7 @@ mod tests {
     /// The seed's step, transcribed literally in f64, against ours for one element.
     #[test]
     fn full_chain_step_is_the_seeds_formula() {
-        let s = Schedule::seed();
+        let s = Schedule::tutorial();
         for (variance, clip) in [
             (Variance::Beta, true),
             (Variance::Posterior, true),
@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn respaced_last_step_adds_no_noise() {
-        let d = Ddpm::new(&cfg(20, Variance::Beta, true), &Schedule::seed());
+        let d = Ddpm::new(&cfg(20, Variance::Beta, true), &Schedule::tutorial());
         assert!(d.noise_std(18) > 0.0);
         assert_eq!(d.noise_std(19), 0.0);
     }

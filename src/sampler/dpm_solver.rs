@@ -138,7 +138,7 @@ mod tests {
 
     #[test]
     fn last_step_returns_x0() {
-        let s = Schedule::seed();
+        let s = Schedule::tutorial();
         let cfg = SamplerConfig {
             kind: SamplerKind::DpmPp2m,
             steps: 10,
@@ -159,7 +159,7 @@ mod tests {
     /// updates both satisfy this exactly, since D1 = 0 and the exponential integrator is exact.
     #[test]
     fn exact_for_a_perfect_denoiser() {
-        let s = Schedule::seed();
+        let s = Schedule::tutorial();
         let cfg = SamplerConfig {
             kind: SamplerKind::DpmPp2m,
             steps: 20,

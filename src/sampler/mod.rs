@@ -220,17 +220,18 @@ impl SamplerConfig {
         self.spacing.unwrap_or(self.kind.default_spacing())
     }
 
-    /// Checks the configuration against a schedule of T training steps.
+    /// Checks the configuration against a schedule of T training steps. (The CLI's plan checks
+    /// the same with the flags' names before anything runs; this guards the library's callers.)
     pub fn validate(&self, t_max: usize) -> Result<(), Error> {
         if self.steps == 0 || self.steps > t_max {
             return Err(Error::usage(format!(
-                "--steps must be between 1 and the model's {t_max} training timesteps, found {}",
+                "a sampler takes between 1 and the schedule's {t_max} training timesteps as steps, found {}",
                 self.steps
             )));
         }
         if !(self.eta >= 0.0 && self.eta.is_finite()) {
             return Err(Error::usage(format!(
-                "--eta must be >= 0, found {}",
+                "the DDIM stochasticity eta must be finite and >= 0, found {}",
                 self.eta
             )));
         }

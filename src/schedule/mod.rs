@@ -98,8 +98,9 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// The seed's schedule, borrowed from static memory: no computation, no allocation.
-    pub fn seed() -> Schedule {
+    /// The tutorial's schedule (the seed project's: linear β 1e-4 → 0.02, T = 1000), borrowed
+    /// from static memory: no computation, no allocation.
+    pub fn tutorial() -> Schedule {
         Schedule {
             config: ScheduleConfig::default(),
             betas: Cow::Borrowed(&tables::BETAS),
@@ -116,7 +117,7 @@ impl Schedule {
     /// Builds the schedule for `config`: the static tables for the seed's, else computed once.
     pub fn new(config: ScheduleConfig) -> Result<Schedule, Error> {
         if config.is_seed() {
-            return Ok(Schedule::seed());
+            return Ok(Schedule::tutorial());
         }
         let t = config.num_train_timesteps;
         if !(2..=100_000).contains(&t) {
@@ -195,7 +196,7 @@ mod tests {
 
     #[test]
     fn static_tables_match_an_independent_f64_recomputation() {
-        let s = Schedule::seed();
+        let s = Schedule::tutorial();
         assert!(s.is_static());
         assert_eq!(s.len(), 1000);
         for t in 0..1000 {
@@ -226,7 +227,7 @@ mod tests {
     fn static_tables_equal_the_runtime_computation() {
         let runtime = math::linear_betas(1000, 1e-4, 0.02);
         let d = math::derive(&runtime);
-        let s = Schedule::seed();
+        let s = Schedule::tutorial();
         assert_eq!(&s.betas[..], &runtime[..]);
         assert_eq!(&s.alpha_bars[..], &d.alpha_bars[..]);
         assert_eq!(&s.coef1[..], &d.coef1[..]);

@@ -7,7 +7,7 @@ use tract_onnx::prelude::*;
 
 use super::io::IoSpec;
 use super::run::TractDenoiser;
-use crate::denoiser::api::{Kernels, Precision};
+use crate::denoiser::api::{Denoiser, Engine, Kernels, ModelSpec, Precision};
 use crate::denoiser::info::ModelInfo;
 use crate::error::{one_line, Error, Result};
 use edge_sample_kernels::{ConvAlgorithm, Team};
@@ -113,5 +113,23 @@ impl Model {
             shape: self.io.image_shape,
             batch: self.batch,
         })
+    }
+}
+
+/// The engine boundary: what the sampling loop sees of a tract model.
+impl Engine for Model {
+    fn spec(&self) -> ModelSpec {
+        ModelSpec {
+            name: self.info.name.clone(),
+            image_shape: self.io.image_shape,
+            batch: self.batch,
+            schedule: self.info.schedule,
+            prediction: self.info.prediction,
+            pixel_range: self.info.pixel_range,
+        }
+    }
+
+    fn new_denoiser(&self, threads: usize) -> Result<Box<dyn Denoiser>> {
+        Ok(Box::new(self.denoiser_with_threads(threads)?))
     }
 }

@@ -1,0 +1,526 @@
+//! The command line → one validated plan per command. Every check of what the user typed is
+//! made here, once, in the flags' own words; the layers below (pipeline, samplers, screens)
+//! take the plan's plain values and never name a flag. The checks that need the loaded model
+//! (steps against its T, the shape of `--init-noise`) are here too, run right after it loads.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::boards::{self, Board};
+use crate::cli::{
+    BenchArgs, Cli, Command, DisplayArgs, FrameArgs, ModelArgs, OnExit, SampleArgs, SamplerArgs,
+};
+use crate::denoiser::tract::cpu_has_fp16;
+use crate::denoiser::{ModelSpec, Precision};
+use crate::error::{Error, Result};
+use crate::fsutil::check_writable;
+use crate::image::load_image;
+use crate::npy;
+use crate::pipeline::{InitImage, Job};
+use crate::sampler::SamplerConfig;
+use crate::show::ViewOptions;
+
+/// What one invocation does, every option checked.
+#[derive(Debug)]
+pub enum Plan {
+    /// The main job: generate images and write them (and show them).
+    Sample(Box<SamplePlan>),
+    /// The photo frame.
+    Frame(Box<FramePlan>),
+    /// Time the denoiser.
+    Bench(BenchPlan),
+    /// Print what is detected in a model.
+    Info { model: String, precision: Precision },
+    /// List the bundled models.
+    Models,
+    /// List the board profiles.
+    Boards,
+}
+
+impl Plan {
+    pub fn from_cli(cli: &Cli) -> Result<Plan> {
+        Ok(match &cli.command {
+            None => Plan::Sample(Box::new(SamplePlan::from_args(&cli.sample)?)),
+            Some(Command::Info { model, precision }) => Plan::Info {
+                model: model.clone(),
+                precision: *precision,
+            },
+            Some(Command::Bench(b)) => Plan::Bench(BenchPlan::from_args(b)?),
+            Some(Command::Models) => Plan::Models,
+            Some(Command::Boards) => Plan::Boards,
+            Some(Command::Frame(f)) => Plan::Frame(Box::new(FramePlan::from_args(f)?)),
+        })
+    }
+}
+
+/// All the cores this process may use.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Which model, and how to run it.
+#[derive(Clone, Debug)]
+pub struct ModelPlan {
+    /// A model file or a bundled model's name; `None`: the default bundled model.
+    pub model: Option<String>,
+    pub precision: Precision,
+    /// Images per network call (≥ 1).
+    pub batch: usize,
+    /// Threads for the whole run (≥ 1).
+    pub threads: usize,
+}
+
+impl ModelPlan {
+    pub fn from_args(m: &ModelArgs) -> Result<ModelPlan> {
+        if m.batch == 0 {
+            return Err(Error::usage("--batch must be at least 1"));
+        }
+        if m.threads == Some(0) {
+            return Err(Error::usage("--threads must be at least 1"));
+        }
+        Ok(ModelPlan {
+            model: m.model.clone(),
+            precision: m.precision,
+            batch: m.batch,
+            threads: m.threads.unwrap_or_else(default_threads),
+        })
+    }
+
+    /// `--precision auto` takes the board profile's precision, but f16 only where the CPU has
+    /// FEAT_FP16: without it tract's f16 arithmetic is emulated (30× the instructions of f32
+    /// measured under qemu), so a misdetected board stays on f32.
+    pub fn with_board(mut self, board: Option<&Board>) -> ModelPlan {
+        if let (Precision::Auto, Some(b)) = (self.precision, board) {
+            let p = b.precision();
+            if p != Precision::F16 || cpu_has_fp16() {
+                self.precision = p;
+            }
+        }
+        self
+    }
+}
+
+/// `--sampler`, `--steps`, `--eta`, … as far as they can be checked before the model loads.
+pub fn sampler_config(a: &SamplerArgs) -> Result<SamplerConfig> {
+    if !(a.eta >= 0.0 && a.eta.is_finite()) {
+        return Err(Error::usage(format!("--eta must be >= 0, found {}", a.eta)));
+    }
+    if a.steps == 0 {
+        return Err(Error::usage("--steps must be at least 1, found 0"));
+    }
+    Ok(SamplerConfig {
+        kind: a.sampler,
+        steps: a.steps,
+        eta: a.eta,
+        spacing: a.spacing,
+        variance: a.variance,
+        clip: !a.no_clip,
+        ..Default::default()
+    })
+}
+
+/// `--steps` against the loaded model's number of training timesteps.
+pub fn check_steps(cfg: &SamplerConfig, spec: &ModelSpec) -> Result<()> {
+    let t_max = spec.schedule.num_train_timesteps;
+    if cfg.steps == 0 || cfg.steps > t_max {
+        return Err(Error::usage(format!(
+            "--steps must be between 1 and the model's {t_max} training timesteps, found {}",
+            cfg.steps
+        )));
+    }
+    Ok(())
+}
+
+/// `--display`, `--screen`, `--rotate`, `--caption`, `--preview-every` as the screen layer
+/// takes them.
+pub fn view_options(d: &DisplayArgs) -> ViewOptions {
+    ViewOptions {
+        display: d.display.clone(),
+        size: d.screen,
+        rotation: d.rotate,
+        caption: d.caption,
+        preview_every: d.preview_every,
+    }
+}
+
+/// `--strength` with `--steps`: diffusers' img2img runs `int(steps · strength)` of the steps.
+fn check_strength(strength: f64, steps: usize) -> Result<()> {
+    if !(strength > 0.0 && strength <= 1.0) {
+        return Err(Error::usage(format!(
+            "--strength must be in (0, 1], found {strength}"
+        )));
+    }
+    if ((steps as f64 * strength) as usize).min(steps) == 0 {
+        return Err(Error::usage(format!(
+            "--strength {strength} with {steps} steps runs no step: raise --strength or --steps"
+        )));
+    }
+    Ok(())
+}
+
+/// The main job, checked.
+#[derive(Debug)]
+pub struct SamplePlan {
+    /// The board profile's precision already applied.
+    pub model: ModelPlan,
+    pub sampler: SamplerConfig,
+    pub seed: u64,
+    /// Images (≥ 1).
+    pub num: usize,
+    /// Upscaling of the written PNGs, 1..=64.
+    pub scale: usize,
+    /// The contact sheet, writable.
+    pub grid: Option<PathBuf>,
+    /// The folder of one PNG per image, created.
+    pub out_dir: Option<PathBuf>,
+    /// The raw samples, writable.
+    pub save_npy: Option<PathBuf>,
+    /// x_T from a file (its shape is checked once the model is known).
+    pub init_noise: Option<PathBuf>,
+    /// img2img: the image and its strength (checked against the steps).
+    pub init_image: Option<(PathBuf, f64)>,
+    pub board: Option<Board>,
+    pub view: ViewOptions,
+    pub quiet: bool,
+}
+
+impl SamplePlan {
+    pub fn from_args(a: &SampleArgs) -> Result<SamplePlan> {
+        let sampler = sampler_config(&a.sampler)?;
+        if a.num == 0 {
+            return Err(Error::usage("--num must be at least 1"));
+        }
+        if a.scale == 0 || a.scale > 64 {
+            return Err(Error::usage(format!(
+                "--scale must be in 1..=64, found {}",
+                a.scale
+            )));
+        }
+        if a.init_image.is_some() {
+            check_strength(a.strength, sampler.steps)?;
+        }
+        let model = ModelPlan::from_args(&a.model)?;
+        let grid = match (&a.output, &a.out_dir) {
+            (Some(p), _) => Some(p.clone()),
+            (None, None) => Some("edge-sample.png".into()),
+            (None, Some(_)) => None,
+        };
+        // Outputs are checked before the model loads, so a typo costs nothing.
+        if let Some(p) = &grid {
+            check_writable(p)?;
+        }
+        if let Some(p) = &a.save_npy {
+            check_writable(p)?;
+        }
+        if let Some(d) = &a.out_dir {
+            std::fs::create_dir_all(d).map_err(|e| Error::output(d, e))?;
+            check_writable(&d.join("0000.png"))?;
+        }
+        let board = boards::resolve(&a.display.board)?;
+        Ok(SamplePlan {
+            model: model.with_board(board.as_ref()),
+            sampler,
+            seed: a.seed,
+            num: a.num,
+            scale: a.scale,
+            grid,
+            out_dir: a.out_dir.clone(),
+            save_npy: a.save_npy.clone(),
+            init_noise: a.init_noise.clone(),
+            init_image: a.init_image.clone().map(|p| (p, a.strength)),
+            board,
+            view: view_options(&a.display),
+            quiet: a.quiet,
+        })
+    }
+
+    /// The job for the loaded model: `--steps` checked against its T, `--init-noise` read and
+    /// its shape checked, `--init-image` read into model space. Also returns notes for the
+    /// user (an init image resized).
+    pub fn job(&self, spec: &ModelSpec) -> Result<(Job, Vec<String>)> {
+        check_steps(&self.sampler, spec)?;
+        let shape = spec.image_shape;
+        let init_noise = match &self.init_noise {
+            Some(p) => {
+                let (s, v) = npy::read_f32(p)?;
+                let want = [self.num, shape[0], shape[1], shape[2]];
+                if s != want {
+                    return Err(Error::input(format!(
+                        "{}: shape {s:?}, expected {want:?} (--num × the model's C, H, W)",
+                        p.display()
+                    )));
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        let mut notes = vec![];
+        let init_image = match &self.init_image {
+            Some((p, strength)) => {
+                let (x0, note) = load_image(p, shape, spec.pixel_range)?;
+                notes.extend(note);
+                Some(InitImage {
+                    x0,
+                    strength: *strength,
+                })
+            }
+            None => None,
+        };
+        Ok((
+            Job {
+                sampler: self.sampler,
+                seed: self.seed,
+                num: self.num,
+                threads: self.model.threads,
+                init_image,
+                init_noise,
+            },
+            notes,
+        ))
+    }
+}
+
+/// The photo frame, checked.
+#[derive(Debug)]
+pub struct FramePlan {
+    /// The board profile's precision already applied.
+    pub model: ModelPlan,
+    pub sampler: SamplerConfig,
+    pub board: Option<Board>,
+    pub view: ViewOptions,
+    /// From one picture to the next.
+    pub interval: Duration,
+    /// The first picture's seed (`--seed`, else the clock); picture k takes `first_seed + k`.
+    pub first_seed: u64,
+    /// Images per picture (≥ 1).
+    pub num: usize,
+    /// Each picture also saved here, writable.
+    pub output: Option<PathBuf>,
+    /// Stop after this many pictures.
+    pub count: Option<u64>,
+    /// Clear the screen when stopped (else keep the last picture).
+    pub clear_on_exit: bool,
+    pub quiet: bool,
+}
+
+impl FramePlan {
+    pub fn from_args(f: &FrameArgs) -> Result<FramePlan> {
+        let sampler = sampler_config(&f.sampler)?;
+        if f.num == 0 {
+            return Err(Error::usage("--num must be at least 1"));
+        }
+        let model = ModelPlan::from_args(&f.model)?;
+        if let Some(p) = &f.output {
+            check_writable(p)?;
+        }
+        let board = boards::resolve(&f.display.board)?;
+        let first_seed = f.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+        Ok(FramePlan {
+            model: model.with_board(board.as_ref()),
+            sampler,
+            board,
+            view: view_options(&f.display),
+            interval: f.interval,
+            first_seed,
+            num: f.num,
+            output: f.output.clone(),
+            count: f.count,
+            clear_on_exit: f.on_exit == OnExit::Clear,
+            quiet: f.quiet,
+        })
+    }
+
+    /// A frame with neither a screen (none asked for, or `auto` found none) nor `--output`
+    /// would show nothing.
+    pub fn check_screen(&self, has_screen: bool) -> Result<()> {
+        if !has_screen && self.output.is_none() {
+            return Err(Error::usage(
+                "frame: no screen to show pictures on (--display auto found none): give \
+                 --display SPEC (e.g. png:frame.png, fb, st7789) or --output PNG",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `--steps` against the loaded model.
+    pub fn check_model(&self, spec: &ModelSpec) -> Result<()> {
+        check_steps(&self.sampler, spec)
+    }
+
+    /// The job of picture number `k` (0-based).
+    pub fn job(&self, k: u64) -> Job {
+        Job {
+            sampler: self.sampler,
+            seed: self.first_seed.wrapping_add(k),
+            num: self.num,
+            threads: self.model.threads,
+            init_image: None,
+            init_noise: None,
+        }
+    }
+}
+
+/// `edge-sample bench`, checked.
+#[derive(Debug)]
+pub struct BenchPlan {
+    pub model: ModelPlan,
+    pub sampler: SamplerConfig,
+    /// Images per timed run (≥ 1).
+    pub num: usize,
+    /// Timed runs (≥ 1).
+    pub runs: usize,
+    /// `--profile`: how many of the costliest nodes to list.
+    pub profile: Option<usize>,
+}
+
+impl BenchPlan {
+    pub fn from_args(a: &BenchArgs) -> Result<BenchPlan> {
+        let sampler = sampler_config(&a.sampler)?;
+        if a.num == 0 || a.runs == 0 {
+            return Err(Error::usage("--num and --runs must be at least 1"));
+        }
+        Ok(BenchPlan {
+            model: ModelPlan::from_args(&a.model)?,
+            sampler,
+            num: a.num,
+            runs: a.runs,
+            profile: a.profile.then_some(a.profile_nodes),
+        })
+    }
+
+    /// `--steps` against the loaded model.
+    pub fn check_model(&self, spec: &ModelSpec) -> Result<()> {
+        check_steps(&self.sampler, spec)
+    }
+
+    /// The timed job (seed 0).
+    pub fn job(&self) -> Job {
+        Job {
+            sampler: self.sampler,
+            seed: 0,
+            num: self.num,
+            threads: self.model.threads,
+            init_image: None,
+            init_noise: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::Parser;
+
+    use super::*;
+
+    fn plan(args: &[&str]) -> Result<Plan> {
+        let mut full = vec!["edge-sample"];
+        full.extend_from_slice(args);
+        Plan::from_cli(&Cli::try_parse_from(full).expect("clap accepts the arguments"))
+    }
+
+    fn usage(args: &[&str]) -> String {
+        match plan(args) {
+            Err(e @ Error::Usage(_)) => e.to_string(),
+            Err(e) => panic!("{args:?}: not a usage error: {e}"),
+            Ok(p) => panic!("{args:?}: accepted: {p:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_numbers_are_refused_in_the_flags_words() {
+        let out = tempfile::tempdir().unwrap();
+        let o = out.path().join("x.png");
+        let o = o.to_str().unwrap();
+        for (args, want) in [
+            (vec!["--num", "0"], "--num must be at least 1"),
+            (vec!["--steps", "0"], "--steps must be at least 1, found 0"),
+            (vec!["--eta", "-0.5"], "--eta must be >= 0, found -0.5"),
+            (vec!["--eta", "inf"], "--eta must be >= 0, found inf"),
+            (vec!["--scale", "65"], "--scale must be in 1..=64, found 65"),
+            (vec!["--batch", "0"], "--batch must be at least 1"),
+            (vec!["-j", "0"], "--threads must be at least 1"),
+            (
+                vec!["--init-image", "x.png", "--strength", "1.5"],
+                "--strength must be in (0, 1], found 1.5",
+            ),
+            (
+                vec![
+                    "--init-image",
+                    "x.png",
+                    "--strength",
+                    "0.01",
+                    "--steps",
+                    "20",
+                ],
+                "--strength 0.01 with 20 steps runs no step: raise --strength or --steps",
+            ),
+            (
+                vec!["bench", "--runs", "0"],
+                "--num and --runs must be at least 1",
+            ),
+            (vec!["frame", "-n", "0"], "--num must be at least 1"),
+            (vec!["frame", "--steps", "0"], "--steps must be at least 1"),
+        ] {
+            let mut full = args.clone();
+            full.extend(["--board", "none", "-o", o]);
+            if full[0] == "bench" {
+                full.truncate(full.len() - 4); // bench has neither --board nor -o
+            }
+            let e = usage(&full);
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+        assert!(!Path::new(o).exists());
+    }
+
+    #[test]
+    fn defaults_resolve_threads_and_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = dir.path().join("g.png");
+        let Plan::Sample(p) = plan(&["--board", "none", "-o", o.to_str().unwrap()]).unwrap() else {
+            panic!("the main job")
+        };
+        assert_eq!(p.model.threads, default_threads());
+        assert_eq!(p.grid.as_deref(), Some(o.as_path()));
+        assert_eq!((p.num, p.sampler.steps, p.seed), (16, 20, 42));
+        assert!(p.init_image.is_none());
+        let Plan::Frame(f) = plan(&[
+            "frame",
+            "--board",
+            "none",
+            "--seed",
+            "7",
+            "--on-exit",
+            "clear",
+        ])
+        .unwrap() else {
+            panic!("the frame")
+        };
+        assert_eq!((f.job(3).seed, f.clear_on_exit), (10, true));
+        assert!(f.check_screen(false).is_err() && f.check_screen(true).is_ok());
+    }
+
+    #[test]
+    fn steps_are_checked_against_the_model() {
+        let spec = ModelSpec {
+            name: "test".into(),
+            image_shape: [1, 4, 4],
+            batch: 1,
+            schedule: Default::default(),
+            prediction: crate::sampler::Prediction::Epsilon,
+            pixel_range: (-1.0, 1.0),
+        };
+        let Plan::Bench(b) = plan(&["bench", "--steps", "1001"]).unwrap() else {
+            panic!("bench")
+        };
+        let e = b.check_model(&spec).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--steps must be between 1 and the model's 1000 training timesteps, found 1001"
+        );
+    }
+}
