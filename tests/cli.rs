@@ -224,6 +224,26 @@ fn every_model_variant_samples() {
     }
 }
 
+/// tract 0.23.9's AMX int8 kernel read past its packed operand and crashed (SIGSEGV) on this
+/// model with one image on one thread, on CPUs with AMX (the loader now turns AMX off).
+#[test]
+fn int8_qoperator_model_samples_one_image_on_one_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    for threads in ["1", "2"] {
+        let m = fx("models/tiny_unet_int8_qop.onnx");
+        let args = [
+            "-q", "-m", &m, "-n", "1", "-j", threads, "--steps", "3", "-o", "g.png",
+        ];
+        let o = run(dir.path(), &args);
+        assert!(
+            o.status.success(),
+            "-j {threads}: {:?} {}",
+            o.status,
+            stderr(&o)
+        );
+    }
+}
+
 #[test]
 fn info_reports_what_was_detected() {
     let dir = tempfile::tempdir().unwrap();

@@ -21,11 +21,33 @@ use crate::error::{one_line, Error, Result};
 
 /// True when the CPU has native f16 arithmetic (FEAT_FP16), honouring `TRACT_CPU_ISA`.
 pub fn cpu_has_fp16() -> bool {
+    configure_tract();
     tract_linalg::has_fp16()
+}
+
+/// Settles tract's CPU features before its first detection (which it caches for the process).
+///
+/// tract 0.23.9's AMX int8 matrix kernel (`avx512amx_mmm_i32_8x8`, picked on Sapphire Rapids
+/// and later Xeons for QOperator int8 models) reads its packed B operand past the end of the
+/// buffer: `tests/fixtures/models/tiny_unet_int8_qop.onnx` with one image and one thread
+/// crashed with SIGSEGV at a `tileloadd` every time here (and now and then with other image and
+/// thread counts). Its AVX-512 VNNI kernels give the same integer results, so AMX is turned off,
+/// unless `TRACT_CPU_ISA` is set by the user, which tract then obeys as given.
+fn configure_tract() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            if std::env::var_os("TRACT_CPU_ISA").is_none() {
+                tract_linalg::knobs::TRACT_CPU_ISA.set(Some("-amx-int8,-amx-bf16".to_string()));
+            }
+        });
+    }
 }
 
 impl Model {
     pub fn load(source: &ModelSource, opts: &LoadOptions) -> Result<Model> {
+        configure_tract();
         let origin = source.display();
         let engine = |e: anyhow::Error| Error::model(&origin, format!("tract: {}", one_line(&e)));
         let (bytes, sidecar) = read_source(source)?;
