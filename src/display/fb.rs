@@ -15,7 +15,7 @@ use embedded_graphics::primitives::Rectangle;
 
 use super::adapt::{Rotated, Rotation};
 use super::layout::{draw_scene, Layout, Parts, Scene};
-use super::{device_error, Kind, Screen};
+use super::screen::{device_error, Kind, Screen};
 use crate::error::{Error, Result};
 
 /// One colour channel's place in a pixel.

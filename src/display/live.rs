@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::layout::{Layout, Parts, Scene};
-use super::Screen;
+use super::screen::Screen;
 use crate::error::Result;
 use crate::image::{grid, Pixels};
 use crate::pipeline::StepEvent;

@@ -9,7 +9,7 @@ use ssd1306::Ssd1306;
 
 use super::adapt::{Dithered, Rotation};
 use super::layout::{draw_scene, Layout, Parts, Scene};
-use super::Screen;
+use super::screen::{probe, Common, Screen, ScreenConfig};
 use crate::error::{Error, Result};
 
 type Panel<I> =
@@ -68,9 +68,9 @@ impl<I: I2c + Send> Screen for Oled<I> {
 }
 
 #[cfg(target_os = "linux")]
-pub fn open_linux(cfg: &super::ScreenConfig, common: super::Common) -> Result<Box<dyn Screen>> {
+pub fn open_linux(cfg: &ScreenConfig, common: Common) -> Result<Box<dyn Screen>> {
     let dev = cfg.device().to_string();
-    super::probe(cfg.kind, &dev)?;
+    probe(cfg.kind, &dev)?;
     let i2c = linux_embedded_hal::I2cdev::new(&dev)
         .map_err(|e| Error::display(format!("ssd1306: {dev}: {e}")))?;
     let address = cfg.address.unwrap_or(0x3c);

@@ -8,7 +8,7 @@ use embedded_graphics_simulator::{OutputSettingsBuilder, SimulatorDisplay};
 
 use super::adapt::{Rotated, Rotation};
 use super::layout::{draw_scene, Layout, Parts, Scene};
-use super::Screen;
+use super::screen::Screen;
 use crate::error::{Error, Result};
 use crate::fsutil::check_writable;
 use crate::image::{write_png, Pixels};

@@ -13,7 +13,7 @@ use mipidsi::options::{ColorInversion, ColorOrder, Orientation};
 
 use super::adapt::Rotation;
 use super::layout::{draw_scene, Layout, Parts, Scene};
-use super::{Kind, Screen, ScreenConfig};
+use super::screen::{Kind, Screen, ScreenConfig};
 use crate::error::{Error, Result};
 
 /// Bytes gathered per SPI transfer (spidev's default limit is 4096).

@@ -5,7 +5,7 @@
 //! The previous timestep is t − T/S (integer division) whatever the spacing, ᾱ_prev = 1 below
 //! zero — diffusers' convention, kept for parity. Clipping clamps x̂0 and keeps ε
 //! (`use_clipped_model_output=False`).
-use super::{a_s, x0_into, Prediction, Sampler, SamplerConfig};
+use super::common::{a_s, x0_into, Prediction, Sampler, SamplerConfig};
 use crate::schedule::Schedule;
 
 #[derive(Clone, Copy, Debug)]

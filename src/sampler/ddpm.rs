@@ -8,7 +8,7 @@
 //! With S < T the chain is respaced (Nichol & Dhariwal 2021, §4): over the kept timesteps
 //! S_0 > … > S_{n−1}, β'_i = 1 − ᾱ_{S_i}/ᾱ_{S_{i+1}} (ᾱ after the last = 1) and the same
 //! formulas apply with β', α' = 1 − β'. The network still gets the original t.
-use super::{a_s, x0_into, Prediction, Sampler, SamplerConfig, Spacing};
+use super::common::{a_s, x0_into, Prediction, Sampler, SamplerConfig, Spacing};
 use crate::schedule::Schedule;
 
 #[derive(Clone, Copy, Debug)]

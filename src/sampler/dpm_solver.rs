@@ -9,7 +9,7 @@
 //!   x_next = (s_next/s_cur)·x − a_next·(e^{−h} − 1)·(x̂0 + D1/2).
 //!
 //! Without the final first-order step to σ = 0 the huge last λ-step overshoots.
-use super::{a_s, x0_into, Prediction, Sampler, SamplerConfig};
+use super::common::{a_s, x0_into, Prediction, Sampler, SamplerConfig};
 use crate::schedule::Schedule;
 
 #[derive(Clone, Copy, Debug)]

@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 
-use crate::conv::ConvShape;
+use crate::conv::shape::ConvShape;
 use crate::isa::Isa;
 use crate::scratch::aligned;
 use crate::team::{share, Team, TEAM_MIN_MACS};
@@ -470,7 +470,7 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv::conv_reference;
+    use crate::conv::reference::conv_reference;
     use crate::testing::{isas, values};
 
     /// Max |fast − reference| allowed per output, relative to the sum of |x·w| terms of that

@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 
 use crate::conv::direct::PackedConv;
-use crate::conv::{BlockShape, ConvShape, StridedShape};
+use crate::conv::shape::{BlockShape, ConvShape, StridedShape};
 use crate::isa::Isa;
 use crate::scratch::aligned;
 use crate::team::{share, Team};
@@ -272,7 +272,7 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv::{deconv_reference, strided_reference};
+    use crate::conv::reference::{deconv_reference, strided_reference};
     use crate::testing::{isas, values};
 
     /// Max |fast − reference| relative to Σ|x·w| + |b| (f32 sums of up to a few hundred terms).

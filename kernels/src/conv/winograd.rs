@@ -31,8 +31,8 @@
 use std::cell::RefCell;
 use std::ops::Range;
 
+use crate::conv::shape::ConvShape;
 use crate::conv::shuffle::{deinterleave, store_interleaved};
-use crate::conv::ConvShape;
 use crate::isa::{dispatch, Isa};
 use crate::scratch::aligned;
 use crate::team::{share, Team, TEAM_MIN_MACS};
@@ -1111,7 +1111,7 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv::conv_reference;
+    use crate::conv::reference::conv_reference;
     use crate::testing::{isas, values};
 
     /// Max |winograd − reference| per output, relative to the output's magnitude bound

@@ -1,0 +1,323 @@
+//! What every sampler shares: its configuration, timestep spacings, the conversion of a
+//! model's output to (x̂0, ε), and the [`Sampler`] trait.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::Error;
+use crate::schedule::Schedule;
+
+/// Which sampler runs the reverse process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplerKind {
+    /// Ancestral DDPM: the seed's exact step at S = T, respaced (Nichol & Dhariwal) below.
+    Ddpm,
+    /// DDIM (Song et al. 2021) with stochasticity η.
+    Ddim,
+    /// DPM-Solver++(2M) (Lu et al. 2022), diffusers' multistep defaults.
+    DpmPp2m,
+}
+
+impl SamplerKind {
+    pub const NAMES: &'static str = "ddpm, ddim, dpmpp-2m";
+    pub fn name(self) -> &'static str {
+        match self {
+            SamplerKind::Ddpm => "ddpm",
+            SamplerKind::Ddim => "ddim",
+            SamplerKind::DpmPp2m => "dpmpp-2m",
+        }
+    }
+    /// diffusers' default spacing for the matching scheduler, except DDPM, where `trailing`
+    /// starts from t = T−1 (pure noise) like the seed instead of diffusers' `leading`.
+    pub fn default_spacing(self) -> Spacing {
+        match self {
+            SamplerKind::Ddpm | SamplerKind::Ddim => Spacing::Trailing,
+            SamplerKind::DpmPp2m => Spacing::Linspace,
+        }
+    }
+}
+
+impl FromStr for SamplerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "ddpm" => Ok(SamplerKind::Ddpm),
+            "ddim" => Ok(SamplerKind::Ddim),
+            "dpmpp-2m" | "dpmpp_2m" | "dpm++2m" | "dpm-solver++" | "dpmsolver++" => {
+                Ok(SamplerKind::DpmPp2m)
+            }
+            _ => Err(format!(
+                "unknown sampler '{s}' (valid: {})",
+                SamplerKind::NAMES
+            )),
+        }
+    }
+}
+
+impl fmt::Display for SamplerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How S inference timesteps are picked from T training timesteps (diffusers names;
+/// Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", table 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spacing {
+    Leading,
+    Trailing,
+    Linspace,
+}
+
+impl Spacing {
+    pub const NAMES: &'static str = "leading, trailing, linspace";
+    pub fn name(self) -> &'static str {
+        match self {
+            Spacing::Leading => "leading",
+            Spacing::Trailing => "trailing",
+            Spacing::Linspace => "linspace",
+        }
+    }
+}
+
+impl FromStr for Spacing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "leading" => Ok(Spacing::Leading),
+            "trailing" => Ok(Spacing::Trailing),
+            "linspace" => Ok(Spacing::Linspace),
+            _ => Err(format!("unknown spacing '{s}' (valid: {})", Spacing::NAMES)),
+        }
+    }
+}
+
+impl fmt::Display for Spacing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The variance of DDPM's ancestral noise (the seed's `simple_var`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variance {
+    /// σ² = β_t (the seed's simple_var = True; diffusers `fixed_large`).
+    Beta,
+    /// σ² = β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t)·β_t (simple_var = False; diffusers `fixed_small`).
+    Posterior,
+}
+
+impl FromStr for Variance {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "beta" | "fixed_large" => Ok(Variance::Beta),
+            "posterior" | "fixed_small" => Ok(Variance::Posterior),
+            _ => Err(format!("unknown variance '{s}' (valid: beta, posterior)")),
+        }
+    }
+}
+
+impl fmt::Display for Variance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Variance::Beta => "beta",
+            Variance::Posterior => "posterior",
+        })
+    }
+}
+
+/// What the network predicts (diffusers `prediction_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prediction {
+    /// ε, the added noise (DDPM; the seed).
+    Epsilon,
+    /// v = √ᾱ·ε − √(1−ᾱ)·x0 (Salimans & Ho 2022).
+    V,
+    /// x0 itself (diffusers `sample`).
+    Sample,
+}
+
+impl Prediction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Prediction::Epsilon => "epsilon",
+            Prediction::V => "v_prediction",
+            Prediction::Sample => "sample",
+        }
+    }
+
+    /// (x̂0, ε̂) from the network output `m` at a sample `x` with a = √ᾱ_t, s = √(1−ᾱ_t).
+    #[inline(always)]
+    pub fn x0_eps(self, x: f32, m: f32, a: f32, s: f32) -> (f32, f32) {
+        match self {
+            Prediction::Epsilon => ((x - s * m) / a, m),
+            Prediction::V => (a * x - s * m, a * m + s * x),
+            Prediction::Sample => (m, (x - a * m) / s),
+        }
+    }
+}
+
+impl FromStr for Prediction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "epsilon" | "eps" => Ok(Prediction::Epsilon),
+            "v_prediction" | "v" => Ok(Prediction::V),
+            "sample" | "x0" => Ok(Prediction::Sample),
+            _ => Err(format!(
+                "unknown prediction type '{s}' (valid: epsilon, v_prediction, sample)"
+            )),
+        }
+    }
+}
+
+/// Everything that selects and tunes a sampler.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SamplerConfig {
+    pub kind: SamplerKind,
+    /// S, the number of network evaluations.
+    pub steps: usize,
+    /// DDIM's η (0: deterministic).
+    pub eta: f64,
+    /// `None`: the sampler's default ([`SamplerKind::default_spacing`]).
+    pub spacing: Option<Spacing>,
+    pub variance: Variance,
+    /// Clamp x̂0 to [−1, 1] (DDPM, DDIM). DPM-Solver++ never clips, as in diffusers.
+    pub clip: bool,
+    pub prediction: Prediction,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        SamplerConfig {
+            // The best quality at 20 steps on the bundled model (models/README.md).
+            kind: SamplerKind::DpmPp2m,
+            steps: 20,
+            eta: 0.0,
+            spacing: None,
+            variance: Variance::Beta,
+            clip: true,
+            prediction: Prediction::Epsilon,
+        }
+    }
+}
+
+impl SamplerConfig {
+    pub fn spacing(&self) -> Spacing {
+        self.spacing.unwrap_or(self.kind.default_spacing())
+    }
+
+    /// Checks the configuration against a schedule of T training steps. (The CLI's plan checks
+    /// the same with the flags' names before anything runs; this guards the library's callers.)
+    pub fn validate(&self, t_max: usize) -> Result<(), Error> {
+        if self.steps == 0 || self.steps > t_max {
+            return Err(Error::usage(format!(
+                "a sampler takes between 1 and the schedule's {t_max} training timesteps as steps, found {}",
+                self.steps
+            )));
+        }
+        if !(self.eta >= 0.0 && self.eta.is_finite()) {
+            return Err(Error::usage(format!(
+                "the DDIM stochasticity eta must be finite and >= 0, found {}",
+                self.eta
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Round half to even, as NumPy's `round` (which diffusers uses for timesteps).
+fn np_round(x: f64) -> i64 {
+    x.round_ties_even() as i64
+}
+
+/// diffusers' DDPM/DDIM `set_timesteps`: S timesteps out of T, descending.
+pub fn timesteps(spacing: Spacing, t_max: usize, steps: usize) -> Vec<usize> {
+    let (t, s) = (t_max as i64, steps as i64);
+    let v: Vec<i64> = match spacing {
+        // np.linspace(0, T-1, S).round()[::-1]
+        Spacing::Linspace => (0..s)
+            .rev()
+            .map(|k| {
+                if s == 1 {
+                    0
+                } else {
+                    np_round((t - 1) as f64 * k as f64 / (s - 1) as f64)
+                }
+            })
+            .collect(),
+        // (np.arange(0, S) * (T // S)).round()[::-1] (+ steps_offset = 0)
+        Spacing::Leading => (0..s).rev().map(|k| k * (t / s)).collect(),
+        // np.round(np.arange(T, 0, -T/S)) - 1
+        Spacing::Trailing => {
+            let ratio = t as f64 / s as f64;
+            (0..s)
+                .map(|k| np_round(t as f64 - k as f64 * ratio) - 1)
+                .collect()
+        }
+    };
+    v.into_iter().map(|x| x.clamp(0, t - 1) as usize).collect()
+}
+
+/// diffusers' DPMSolverMultistepScheduler `set_timesteps`: S + 1 points, the last dropped.
+pub fn dpm_timesteps(spacing: Spacing, t_max: usize, steps: usize) -> Vec<usize> {
+    let (t, s) = (t_max as i64, steps as i64);
+    let v: Vec<i64> = match spacing {
+        // np.linspace(0, T-1, S+1).round()[::-1][:-1]
+        Spacing::Linspace => (1..=s)
+            .rev()
+            .map(|k| np_round((t - 1) as f64 * k as f64 / s as f64))
+            .collect(),
+        // (np.arange(0, S+1) * (T // (S+1))).round()[::-1][:-1]
+        Spacing::Leading => (1..=s).rev().map(|k| k * (t / (s + 1))).collect(),
+        // np.arange(T, 0, -T/S).round() - 1
+        Spacing::Trailing => {
+            let ratio = t as f64 / s as f64;
+            (0..s)
+                .map(|k| np_round(t as f64 - k as f64 * ratio) - 1)
+                .collect()
+        }
+    };
+    v.into_iter().map(|x| x.clamp(0, t - 1) as usize).collect()
+}
+
+/// A reverse-diffusion sampler over buffers of any number of images laid out contiguously
+/// (all images of a batch share the timestep).
+pub trait Sampler: Send {
+    /// The training timestep fed to the network at each step, descending.
+    fn timesteps(&self) -> &[usize];
+
+    /// Standard deviation of the noise step `i` adds; 0 when it adds none (and draws none).
+    fn noise_std(&self, i: usize) -> f32;
+
+    /// Forgets multistep history: call before each new batch of images.
+    fn reset(&mut self);
+
+    /// Advances `x` from step `i` to step `i + 1` given the network output `model_out` at
+    /// `timesteps()[i]`; `noise` holds `x.len()` standard normals iff `noise_std(i) > 0`.
+    fn step(&mut self, i: usize, x: &mut [f32], model_out: &[f32], noise: &[f32]);
+
+    /// The current x̂0 estimate (for previews), written to `out`.
+    fn predict_x0(&self, i: usize, x: &[f32], model_out: &[f32], out: &mut [f32]);
+
+    /// Sizes internal history for buffers of `len` values; call before the loop.
+    fn prepare(&mut self, len: usize) {
+        let _ = len;
+    }
+}
+
+/// √ᾱ_t and √(1−ᾱ_t) as f32, the pair every conversion needs.
+pub(crate) fn a_s(schedule: &Schedule, t: usize) -> (f32, f32) {
+    (
+        schedule.sqrt_alpha_bars[t] as f32,
+        schedule.sqrt_one_minus_alpha_bars[t] as f32,
+    )
+}
+
+/// x̂0 for previews, shared by the samplers.
+pub(crate) fn x0_into(pred: Prediction, a: f32, s: f32, x: &[f32], m: &[f32], out: &mut [f32]) {
+    for ((o, &xv), &mv) in out.iter_mut().zip(x).zip(m) {
+        *o = pred.x0_eps(xv, mv, a, s).0;
+    }
+}
