@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use edge_sample_kernels::{
     softmax, BlockDeconv, BlockShape, ConvShape, Isa, MatMul, MatMulShape, OutputBlock, PackedConv,
-    StridedConv, StridedShape, Team, WinogradConv,
+    StridedConv, Team, WinogradConv,
 };
 
 /// A 3×3 layer `ci → co` on `hw × hw` with padding 1: its shape, weights, input and output.
@@ -19,6 +19,7 @@ fn conv3x3_data(ci: usize, co: usize, hw: usize) -> (ConvShape, Vec<f32>, Vec<f3
         w: hw,
         kh: 3,
         kw: 3,
+        stride: [1, 1],
         pad: [1; 4],
     };
     let w = vec![0.01f32; co * ci * 9];
@@ -96,6 +97,7 @@ fn lowered_layers(c: &mut Criterion) {
                 w: hw,
                 kh: 1,
                 kw: 1,
+                stride: [1, 1],
                 pad: [0; 4],
             };
             let p = PackedConv::new(shape, &vec![0.01; co * ci], &[], kernels);
@@ -107,7 +109,7 @@ fn lowered_layers(c: &mut Criterion) {
             );
         }
         for (ci, hw, kk, pad) in [(10usize, 28usize, 2usize, 0usize), (32, 32, 3, 1)] {
-            let shape = StridedShape {
+            let shape = ConvShape {
                 ci,
                 co: ci,
                 h: hw,
@@ -180,6 +182,7 @@ fn products_and_team(c: &mut Criterion) {
         w: 32,
         kh: 3,
         kw: 3,
+        stride: [1, 1],
         pad: [1; 4],
     };
     let conv = PackedConv::new(shape, &vec![0.01f32; 64 * 64 * 9], &[], kernels);

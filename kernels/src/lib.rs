@@ -29,8 +29,7 @@ pub mod view;
 
 pub use conv::{
     conv_reference, deconv_reference, strided_reference, BlockDeconv, BlockShape, ConvAlgorithm,
-    ConvKind, ConvShape, Convolution, OutputBlock, PackedConv, StridedConv, StridedShape,
-    WinogradConv,
+    ConvKind, ConvShape, Convolution, OutputBlock, PackedConv, StridedConv, WinogradConv,
 };
 pub use isa::Isa;
 pub use matmul::{matmul_reference, MatMul, MatMulShape};

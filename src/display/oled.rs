@@ -40,7 +40,7 @@ where
     display.init().map_err(|e| {
         Error::display(format!(
             "{name}: no answer at I2C address 0x{address:02x} ({e:?}): check the wiring, \
-             or try --display ssd1306:addr=0x3d"
+             or try the display spec ssd1306:addr=0x3d"
         ))
     })?;
     Ok(Box::new(Oled { display, name }))

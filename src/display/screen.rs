@@ -247,21 +247,21 @@ impl std::str::FromStr for DisplaySpec {
         let mut c = ScreenConfig::new(kind);
         let Some(rest) = rest else {
             if kind == Kind::Png {
-                return Err(format!("--display png needs a path: png:PATH (got '{s}')"));
+                return Err(format!("png needs a path: png:PATH (got '{s}')"));
             }
             return Ok(DisplaySpec::Screen(c));
         };
         // png:PATH and fb:DEVICE take a bare path.
         if matches!(kind, Kind::Png | Kind::Fb) && !rest.contains('=') {
             if rest.is_empty() {
-                return Err(format!("--display {s}: empty path"));
+                return Err(format!("{s}: empty path"));
             }
             c.device = Some(rest.to_string());
             return Ok(DisplaySpec::Screen(c));
         }
         for kv in rest.split(',').filter(|kv| !kv.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            let bad = || format!("--display {s}: invalid value '{v}' for '{k}'");
+            let bad = || format!("{s}: invalid value '{v}' for '{k}'");
             let num = || parse_int(v).ok_or_else(bad);
             match k {
                 "device" | "dev" | "spi" | "i2c" | "path" => c.device = Some(v.to_string()),
@@ -289,7 +289,7 @@ impl std::str::FromStr for DisplaySpec {
                 "rotate" => c.rotate = Some(num()? as u32),
                 _ => {
                     return Err(format!(
-                        "--display {s}: unknown setting '{k}' (valid: device, gpiochip, dc, rst, \
+                        "{s}: unknown setting '{k}' (valid: device, gpiochip, dc, rst, \
                          backlight, size, width, height, offset, invert, bgr, hz, addr, rotate)"
                     ))
                 }

@@ -113,7 +113,7 @@ where
         .orientation(orientation(panel.rotation));
     let init_err = |e: &dyn std::fmt::Debug| {
         Error::display(format!(
-            "{name}: panel initialisation failed ({e:?}): check the wiring and --display size/offset"
+            "{name}: panel initialisation failed ({e:?}): check the wiring and the size/offset of the display spec"
         ))
     };
     let mut backlight = backlight;
@@ -202,7 +202,7 @@ mod linux {
             .to_string();
         let Some(dc_line) = cfg.dc else {
             return Err(Error::display(format!(
-                "{}: no DC pin: give one with --display {}:dc=N or a --board profile",
+                "{}: no DC pin: give one in the display spec ({}:dc=N) or in a board profile",
                 kind.name(),
                 kind.name()
             )));

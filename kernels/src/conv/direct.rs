@@ -67,6 +67,10 @@ impl PackedConv {
             kernels.tiles().contains(&(cb, xt)),
             "{kernels:?} has no tile {cb}×{xt}"
         );
+        assert!(
+            shape.is_valid() && shape.is_stride_1(),
+            "not a stride-1 convolution: {shape:?}"
+        );
         let ConvShape { ci, co, kh, kw, .. } = shape;
         let blocks = co.div_ceil(cb);
         let taps = ci * kh * kw;
@@ -503,6 +507,7 @@ mod tests {
             w,
             kh: k,
             kw: k,
+            stride: [1, 1],
             pad: [p; 4],
         };
         vec![
@@ -522,6 +527,7 @@ mod tests {
                 w: 11,
                 kh: 3,
                 kw: 2,
+                stride: [1, 1],
                 pad: [0, 1, 2, 0],
             }, // asymmetric
         ]
@@ -638,6 +644,7 @@ mod tests {
             w: 28,
             kh: 3,
             kw: 3,
+            stride: [1, 1],
             pad: [1; 4],
         };
         let w = vec![0.0; 10 * 10 * 9];
@@ -650,6 +657,7 @@ mod tests {
             w: 4,
             kh: 3,
             kw: 3,
+            stride: [1, 1],
             pad: [1; 4],
         };
         let w = vec![0.0; 8 * 8 * 9];
@@ -666,6 +674,7 @@ mod tests {
             w: 6,
             kh: 3,
             kw: 3,
+            stride: [1, 1],
             pad: [1; 4],
         };
         let w = values(3 * 2 * 9, 7);

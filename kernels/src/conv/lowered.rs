@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 
 use crate::conv::direct::PackedConv;
-use crate::conv::shape::{BlockShape, ConvShape, StridedShape};
+use crate::conv::shape::{BlockShape, ConvShape};
 use crate::isa::Isa;
 use crate::scratch::aligned;
 use crate::team::{share, Team};
@@ -24,13 +24,13 @@ use crate::view::DisjointMut;
 /// A strided convolution: im2col, then a 1×1 [`PackedConv`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct StridedConv {
-    pub shape: StridedShape,
+    pub shape: ConvShape,
     inner: PackedConv,
 }
 
 impl StridedConv {
     /// `weights` in OIHW order, `bias` per output channel (or empty).
-    pub fn new(shape: StridedShape, weights: &[f32], bias: &[f32], kernels: Isa) -> Self {
+    pub fn new(shape: ConvShape, weights: &[f32], bias: &[f32], kernels: Isa) -> Self {
         assert!(shape.is_valid(), "invalid convolution {shape:?}");
         let inner = ConvShape {
             ci: shape.ci * shape.kh * shape.kw,
@@ -39,6 +39,7 @@ impl StridedConv {
             w: shape.out_w(),
             kh: 1,
             kw: 1,
+            stride: [1, 1],
             pad: [0; 4],
         };
         StridedConv {
@@ -185,6 +186,7 @@ impl BlockDeconv {
             w,
             kh: 1,
             kw: 1,
+            stride: [1, 1],
             pad: [0; 4],
         };
         let mut b = vec![0.0; co];
@@ -288,8 +290,8 @@ mod tests {
         }
     }
 
-    fn strided_shapes() -> Vec<StridedShape> {
-        let s = |ci, co, h, w, k, stride, p| StridedShape {
+    fn strided_shapes() -> Vec<ConvShape> {
+        let s = |ci, co, h, w, k, stride, p| ConvShape {
             ci,
             co,
             h,
@@ -306,7 +308,7 @@ mod tests {
             s(32, 32, 32, 32, 3, 2, 1), // diffusers' Downsample2D
             s(3, 5, 9, 8, 3, 2, 1),
             s(4, 6, 10, 9, 1, 1, 0), // 1×1
-            StridedShape {
+            ConvShape {
                 ci: 2,
                 co: 7,
                 h: 11,
@@ -425,6 +427,7 @@ mod tests {
                     w: s.w,
                     kh: 1,
                     kw: 1,
+                    stride: [1, 1],
                     pad: [0; 4],
                 },
                 &w,

@@ -23,5 +23,5 @@ pub use convolution::{ConvKind, Convolution};
 pub use direct::PackedConv;
 pub use lowered::{BlockDeconv, StridedConv};
 pub use reference::{conv_reference, deconv_reference, strided_reference};
-pub use shape::{BlockShape, ConvShape, StridedShape};
+pub use shape::{BlockShape, ConvShape};
 pub use winograd::{ConvAlgorithm, OutputBlock, WinogradConv};

@@ -1,13 +1,13 @@
 //! f64 reference convolutions from their definitions (plain loops, bounds checks instead of
 //! padding), which the tests compare every algorithm against.
 
-use super::shape::{BlockShape, ConvShape, StridedShape};
+use super::shape::{BlockShape, ConvShape};
 
 /// Reference convolution: plain loops, f64 sums, bounds checks instead of padding (the
 /// strided reference at stride 1).
 pub fn conv_reference(shape: &ConvShape, x: &[f32], weights: &[f32], bias: &[f32]) -> Vec<f32> {
     let s = shape;
-    let strided = StridedShape {
+    let strided = ConvShape {
         ci: s.ci,
         co: s.co,
         h: s.h,
@@ -21,7 +21,7 @@ pub fn conv_reference(shape: &ConvShape, x: &[f32], weights: &[f32], bias: &[f32
 }
 
 /// Reference strided convolution: plain loops, f64 sums.
-pub fn strided_reference(s: &StridedShape, x: &[f32], weights: &[f32], bias: &[f32]) -> Vec<f32> {
+pub fn strided_reference(s: &ConvShape, x: &[f32], weights: &[f32], bias: &[f32]) -> Vec<f32> {
     let (ho, wo) = (s.out_h(), s.out_w());
     let n = x.len() / (s.ci * s.h * s.w);
     let mut out = vec![0.0f32; n * s.co * ho * wo];

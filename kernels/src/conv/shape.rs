@@ -1,7 +1,8 @@
-//! The geometry of the convolutions: stride 1 ([`ConvShape`]), strided ([`StridedShape`])
-//! and transposed with stride = kernel ([`BlockShape`]).
+//! The geometry of the convolutions: direct and strided ([`ConvShape`]), and transposed with
+//! stride = kernel ([`BlockShape`]).
 
-/// Geometry of a stride-1, dilation-1, single-group 2-D convolution on NCHW data.
+/// Geometry of a 2-D convolution on NCHW data: single group, no dilation, any stride. The
+/// direct and Winograd kernels take stride 1; strided ones are lowered by im2col.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConvShape {
     pub ci: usize,
@@ -10,25 +11,33 @@ pub struct ConvShape {
     pub w: usize,
     pub kh: usize,
     pub kw: usize,
+    /// Vertical, horizontal.
+    pub stride: [usize; 2],
     /// Zero padding: top, left, bottom, right.
     pub pad: [usize; 4],
 }
 
 impl ConvShape {
     pub fn out_h(&self) -> usize {
-        self.h + self.pad[0] + self.pad[2] + 1 - self.kh
+        (self.padded_h() - self.kh) / self.stride[0] + 1
     }
     pub fn out_w(&self) -> usize {
-        self.w + self.pad[1] + self.pad[3] + 1 - self.kw
+        (self.padded_w() - self.kw) / self.stride[1] + 1
     }
-    /// Whether the padded input is at least as large as the kernel.
+    /// Whether the strides are positive and the padded input at least as large as the kernel.
     pub fn is_valid(&self) -> bool {
         self.ci > 0
             && self.co > 0
             && self.kh > 0
             && self.kw > 0
-            && self.h + self.pad[0] + self.pad[2] >= self.kh
-            && self.w + self.pad[1] + self.pad[3] >= self.kw
+            && self.stride.iter().all(|&s| s > 0)
+            && self.padded_h() >= self.kh
+            && self.padded_w() >= self.kw
+    }
+    /// Whether the kernel moves one position at a time (what the direct and Winograd kernels
+    /// take).
+    pub fn is_stride_1(&self) -> bool {
+        self.stride == [1, 1]
     }
     /// Images in a call's `x` (`n × ci × h × w`), checking `out` (`n × co × out_h × out_w`)
     /// and a run-time `bias` (`co` or `n × co` values) against it.
@@ -54,38 +63,6 @@ impl ConvShape {
     }
     pub(crate) fn padded_w(&self) -> usize {
         self.w + self.pad[1] + self.pad[3]
-    }
-}
-
-/// Geometry of a strided (or stride-1) convolution on NCHW data, single group, no dilation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct StridedShape {
-    pub ci: usize,
-    pub co: usize,
-    pub h: usize,
-    pub w: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: [usize; 2],
-    /// Zero padding: top, left, bottom, right.
-    pub pad: [usize; 4],
-}
-
-impl StridedShape {
-    pub fn out_h(&self) -> usize {
-        (self.h + self.pad[0] + self.pad[2] - self.kh) / self.stride[0] + 1
-    }
-    pub fn out_w(&self) -> usize {
-        (self.w + self.pad[1] + self.pad[3] - self.kw) / self.stride[1] + 1
-    }
-    pub fn is_valid(&self) -> bool {
-        self.ci > 0
-            && self.co > 0
-            && self.kh > 0
-            && self.kw > 0
-            && self.stride.iter().all(|&s| s > 0)
-            && self.h + self.pad[0] + self.pad[2] >= self.kh
-            && self.w + self.pad[1] + self.pad[3] >= self.kw
     }
 }
 

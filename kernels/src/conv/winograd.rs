@@ -150,7 +150,7 @@ impl ConvAlgorithm {
     /// The Winograd block a stride-1 convolution of `shape` runs with, or `None` for the
     /// direct kernel.
     pub fn winograd(self, shape: &ConvShape) -> Option<OutputBlock> {
-        let applies = shape.is_valid() && shape.kh == 3 && shape.kw == 3;
+        let applies = shape.is_valid() && shape.is_stride_1() && shape.kh == 3 && shape.kw == 3;
         match self {
             _ if !applies => None,
             ConvAlgorithm::Auto => suits(shape).then(|| OutputBlock::for_shape(shape)),
@@ -222,8 +222,8 @@ impl WinogradConv {
         (cb, xt): (usize, usize),
     ) -> Self {
         assert!(
-            shape.is_valid() && shape.kh == 3 && shape.kw == 3,
-            "not a 3×3 convolution: {shape:?}"
+            shape.is_valid() && shape.is_stride_1() && shape.kh == 3 && shape.kw == 3,
+            "not a 3×3 stride-1 convolution: {shape:?}"
         );
         assert!(kernels.is_supported(), "{kernels:?}");
         assert!(
@@ -1133,6 +1133,7 @@ mod tests {
             w,
             kh: 3,
             kw: 3,
+            stride: [1, 1],
             pad: p,
         };
         vec![

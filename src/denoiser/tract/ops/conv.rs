@@ -8,7 +8,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use edge_sample_kernels::{
     team, BlockDeconv, BlockShape, ConvAlgorithm, ConvKind, ConvShape, Convolution, Isa,
-    PackedConv, StridedConv, StridedShape, WinogradConv,
+    PackedConv, StridedConv, WinogradConv,
 };
 
 /// A convolution run by our kernels (direct or Winograd tiles, or lowered to 1×1 tiles for
@@ -165,6 +165,7 @@ impl DirectConv {
                 w: hw[1],
                 kh,
                 kw,
+                stride: [1, 1],
                 pad,
             };
             if !shape.is_valid() {
@@ -175,7 +176,7 @@ impl DirectConv {
                 None => Arc::new(PackedConv::new(shape, &weights, &bias, kernels)),
             }
         } else {
-            let shape = StridedShape {
+            let shape = ConvShape {
                 ci,
                 co,
                 h: hw[0],
