@@ -1,5 +1,5 @@
 //! Graph rewrites applied to the ONNX protobuf before tract sees it, closing gaps between what
-//! real exporters write and what tract 0.23 loads (measured in ../shared/NOTES.md):
+//! real exporters write and what tract 0.23 loads (each measured on real exports):
 //! - fp16 `Gemm` (PyTorch `model.half()` Linear layers) fails tract's type check after
 //!   expansion → `Transpose` + `MatMul` + `Add`, which load and fold to the same matmul.
 //! - onnxruntime's QOperator quantizer emits Microsoft contrib ops (`com.microsoft`
