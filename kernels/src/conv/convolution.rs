@@ -40,145 +40,81 @@ pub trait Convolution: std::fmt::Debug + Send + Sync {
     );
 }
 
-impl Convolution for PackedConv {
-    fn in_chw(&self) -> [usize; 3] {
-        [self.shape.ci, self.shape.h, self.shape.w]
-    }
-    fn out_chw(&self) -> [usize; 3] {
-        [self.shape.co, self.shape.out_h(), self.shape.out_w()]
-    }
-    fn kind(&self) -> ConvKind {
-        ConvKind::Direct
-    }
-    fn describe(&self) -> String {
-        let s = &self.shape;
-        format!(
-            "{}→{} {}×{} on {}×{}, pad {:?}, tile {:?}",
-            s.ci,
-            s.co,
-            s.kh,
-            s.kw,
-            s.h,
-            s.w,
-            s.pad,
-            self.tile()
-        )
-    }
-    fn run_on(
-        &self,
-        team: Option<&Team>,
-        x: &[f32],
-        out: &mut [f32],
-        relu: bool,
-        bias: Option<&[f32]>,
-    ) {
-        PackedConv::run_on(self, team, x, out, relu, bias)
-    }
+/// The parts every kind shares: the shapes read off `self.shape`, the kind, and `run_on`
+/// forwarded to the type's own method; `describe` as given.
+macro_rules! convolution {
+    ($ty:ty, $kind:ident, |$s:ident, $this:ident| $describe:expr) => {
+        impl Convolution for $ty {
+            fn in_chw(&self) -> [usize; 3] {
+                [self.shape.ci, self.shape.h, self.shape.w]
+            }
+            fn out_chw(&self) -> [usize; 3] {
+                [self.shape.co, self.shape.out_h(), self.shape.out_w()]
+            }
+            fn kind(&self) -> ConvKind {
+                ConvKind::$kind
+            }
+            fn describe(&self) -> String {
+                let ($s, $this) = (&self.shape, self);
+                $describe
+            }
+            fn run_on(
+                &self,
+                team: Option<&Team>,
+                x: &[f32],
+                out: &mut [f32],
+                relu: bool,
+                bias: Option<&[f32]>,
+            ) {
+                <$ty>::run_on(self, team, x, out, relu, bias)
+            }
+        }
+    };
 }
 
-impl Convolution for WinogradConv {
-    fn in_chw(&self) -> [usize; 3] {
-        [self.shape.ci, self.shape.h, self.shape.w]
-    }
-    fn out_chw(&self) -> [usize; 3] {
-        [self.shape.co, self.shape.out_h(), self.shape.out_w()]
-    }
-    fn kind(&self) -> ConvKind {
-        ConvKind::Winograd
-    }
-    fn describe(&self) -> String {
-        let s = &self.shape;
-        format!(
-            "{}→{} 3×3 on {}×{}, pad {:?}, Winograd {}, tile {:?}",
-            s.ci,
-            s.co,
-            s.h,
-            s.w,
-            s.pad,
-            self.block().describe(),
-            self.tile()
-        )
-    }
-    fn run_on(
-        &self,
-        team: Option<&Team>,
-        x: &[f32],
-        out: &mut [f32],
-        relu: bool,
-        bias: Option<&[f32]>,
-    ) {
-        WinogradConv::run_on(self, team, x, out, relu, bias)
-    }
-}
+convolution!(PackedConv, Direct, |s, this| format!(
+    "{}→{} {}×{} on {}×{}, pad {:?}, tile {:?}",
+    s.ci,
+    s.co,
+    s.kh,
+    s.kw,
+    s.h,
+    s.w,
+    s.pad,
+    this.tile()
+));
 
-impl Convolution for StridedConv {
-    fn in_chw(&self) -> [usize; 3] {
-        [self.shape.ci, self.shape.h, self.shape.w]
-    }
-    fn out_chw(&self) -> [usize; 3] {
-        [self.shape.co, self.shape.out_h(), self.shape.out_w()]
-    }
-    fn kind(&self) -> ConvKind {
-        ConvKind::Strided
-    }
-    fn describe(&self) -> String {
-        let s = &self.shape;
-        format!(
-            "{}→{} {}×{} stride {:?} on {}×{}, pad {:?}, im2col + tile {:?}",
-            s.ci,
-            s.co,
-            s.kh,
-            s.kw,
-            s.stride,
-            s.h,
-            s.w,
-            s.pad,
-            self.tile()
-        )
-    }
-    fn run_on(
-        &self,
-        team: Option<&Team>,
-        x: &[f32],
-        out: &mut [f32],
-        relu: bool,
-        bias: Option<&[f32]>,
-    ) {
-        StridedConv::run_on(self, team, x, out, relu, bias)
-    }
-}
+convolution!(WinogradConv, Winograd, |s, this| format!(
+    "{}→{} 3×3 on {}×{}, pad {:?}, Winograd {}, tile {:?}",
+    s.ci,
+    s.co,
+    s.h,
+    s.w,
+    s.pad,
+    this.block().describe(),
+    this.tile()
+));
 
-impl Convolution for BlockDeconv {
-    fn in_chw(&self) -> [usize; 3] {
-        [self.shape.ci, self.shape.h, self.shape.w]
-    }
-    fn out_chw(&self) -> [usize; 3] {
-        [self.shape.co, self.shape.out_h(), self.shape.out_w()]
-    }
-    fn kind(&self) -> ConvKind {
-        ConvKind::Transposed
-    }
-    fn describe(&self) -> String {
-        let s = &self.shape;
-        format!(
-            "transposed {}→{} {}×{} stride = kernel on {}×{}, tile {:?} + depth to space",
-            s.ci,
-            s.co,
-            s.kh,
-            s.kw,
-            s.h,
-            s.w,
-            self.tile()
-        )
-    }
-    fn run_on(
-        &self,
-        team: Option<&Team>,
-        x: &[f32],
-        out: &mut [f32],
-        relu: bool,
-        bias: Option<&[f32]>,
-    ) {
-        BlockDeconv::run_on(self, team, x, out, relu, bias)
-    }
-}
+convolution!(StridedConv, Strided, |s, this| format!(
+    "{}→{} {}×{} stride {:?} on {}×{}, pad {:?}, im2col + tile {:?}",
+    s.ci,
+    s.co,
+    s.kh,
+    s.kw,
+    s.stride,
+    s.h,
+    s.w,
+    s.pad,
+    this.tile()
+));
+
+convolution!(BlockDeconv, Transposed, |s, this| format!(
+    "transposed {}→{} {}×{} stride = kernel on {}×{}, tile {:?} + depth to space",
+    s.ci,
+    s.co,
+    s.kh,
+    s.kw,
+    s.h,
+    s.w,
+    this.tile()
+));
