@@ -27,22 +27,54 @@ pub fn cpu_has_fp16() -> bool {
 
 /// Settles tract's CPU features before its first detection (which it caches for the process).
 ///
-/// tract 0.23.9's AMX int8 matrix kernel (`avx512amx_mmm_i32_8x8`, picked on Sapphire Rapids
-/// and later Xeons for QOperator int8 models) reads its packed B operand past the end of the
-/// buffer: `tests/fixtures/models/tiny_unet_int8_qop.onnx` with one image and one thread
+/// x86-64: tract 0.23.9's AMX int8 matrix kernel (`avx512amx_mmm_i32_8x8`, picked on Sapphire
+/// Rapids and later Xeons for QOperator int8 models) reads its packed B operand past the end of
+/// the buffer: `tests/fixtures/models/tiny_unet_int8_qop.onnx` with one image and one thread
 /// crashed with SIGSEGV at a `tileloadd` every time here (and now and then with other image and
 /// thread counts). Its AVX-512 VNNI kernels give the same integer results, so AMX is turned off,
 /// unless `TRACT_CPU_ISA` is set by the user, which tract then obeys as given.
+///
+/// aarch64 Linux: tract finds FEAT_FP16 in /proc/cpuinfo ("asimdhp") and the core by its "CPU
+/// part". Where /proc/cpuinfo does not describe the CPU that runs the code (qemu-user shows the
+/// host's; some containers hide it) but the kernel's HWCAP says FP16 and DotProd, tract is told
+/// the core is an ARMv8.2 one (its "a75" family, whose f32 kernel choices are the generic ones),
+/// so that the f16 and SDOT kernels the CPU has are used. A user's `TRACT_CPU_AARCH64_KIND` or
+/// `TRACT_CPU_AARCH64_OVERRIDE_CPU_PART` wins.
 fn configure_tract() {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            if std::env::var_os("TRACT_CPU_ISA").is_none() {
-                tract_linalg::knobs::TRACT_CPU_ISA.set(Some("-amx-int8,-amx-bf16".to_string()));
-            }
-        });
-    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(target_arch = "x86_64")]
+        if std::env::var_os("TRACT_CPU_ISA").is_none() {
+            tract_linalg::knobs::TRACT_CPU_ISA.set(Some("-amx-int8,-amx-bf16".to_string()));
+        }
+        #[cfg(all(target_arch = "aarch64", target_os = "linux"))]
+        if std::env::var_os("TRACT_CPU_AARCH64_KIND").is_none()
+            && std::env::var_os("TRACT_CPU_AARCH64_OVERRIDE_CPU_PART").is_none()
+            && std::arch::is_aarch64_feature_detected!("fp16")
+            && std::arch::is_aarch64_feature_detected!("dotprod")
+            && !cpuinfo_describes_this_cpu(
+                &std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default(),
+            )
+        {
+            tract_linalg::knobs::TRACT_CPU_AARCH64_KIND.set(Some("a75".to_string()));
+        }
+    });
+}
+
+/// True when /proc/cpuinfo names an ARM core tract knows by part number, or already lists
+/// FEAT_FP16: then tract's own detection is right and is left alone.
+#[cfg_attr(
+    not(all(target_arch = "aarch64", target_os = "linux")),
+    allow(dead_code)
+)]
+fn cpuinfo_describes_this_cpu(cpuinfo: &str) -> bool {
+    let has_part = cpuinfo
+        .lines()
+        .any(|l| l.starts_with("CPU part") && l.contains("0x"));
+    let has_fp16 = cpuinfo
+        .lines()
+        .any(|l| l.starts_with("Features") && l.split_whitespace().any(|f| f == "asimdhp"));
+    has_part || has_fp16
 }
 
 impl Model {
@@ -287,5 +319,26 @@ fn describe_kernels(kernels: Kernels, ours: &Rewritten) -> String {
             ours.winograd,
             ours.matmuls
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpuinfo_describes_this_cpu;
+
+    #[test]
+    fn cpuinfo_of_a_board_is_trusted_and_a_foreign_one_is_not() {
+        // A Raspberry Pi 5 (Cortex-A76), abridged from its /proc/cpuinfo.
+        let pi5 = "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm aes pmull \
+                   sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\n\
+                   CPU implementer\t: 0x41\nCPU architecture: 8\nCPU part\t: 0xd0b\n";
+        assert!(cpuinfo_describes_this_cpu(pi5));
+        // A Pi 4 (Cortex-A72): a part tract knows, no FEAT_FP16.
+        let pi4 = "Features\t: fp asimd evtstrm crc32 cpuid\nCPU part\t: 0xd08\n";
+        assert!(cpuinfo_describes_this_cpu(pi4));
+        // What qemu-user shows an aarch64 binary on an x86-64 host: the host's file.
+        let x86 = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu vme avx2 avx512f\n";
+        assert!(!cpuinfo_describes_this_cpu(x86));
+        assert!(!cpuinfo_describes_this_cpu(""));
     }
 }
