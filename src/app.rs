@@ -8,7 +8,8 @@ use crate::boards;
 use crate::denoiser::tract::cpu_has_fp16;
 use crate::denoiser::{Engine, LoadOptions, Model, Precision};
 use crate::error::{Error, Result};
-use crate::image::{grid, upscale, write_png, Pixels};
+use crate::image::{encode_png, grid, upscale, write_png, Pixels};
+use crate::output;
 use crate::pipeline::{generate, img2img_start, Samples};
 use crate::plan::{BenchPlan, FramePlan, ModelPlan, Plan, SamplePlan};
 use crate::show::{self, Opened, View};
@@ -151,30 +152,37 @@ pub fn sample(p: &SamplePlan) -> Result<()> {
     } else {
         shown.images
     };
+    // Every file is written under a temporary name and renamed into place only when all are
+    // complete; SIGINT/SIGTERM meanwhile are held until then (or the files are removed).
+    let deferred = output::Deferred::new()?;
+    show::disarm_second_interrupt();
+    let mut staged = output::Staged::new();
     let mut written = vec![];
     if let Some(path) = &p.save_npy {
-        npy::write_f32(path, &[p.num, shape[0], shape[1], shape[2]], &samples.data)?;
+        npy::stage_f32(
+            &mut staged,
+            path,
+            &[p.num, shape[0], shape[1], shape[2]],
+            &samples.data,
+        )?;
         written.push(path.display().to_string());
     }
     if let Some(d) = &p.out_dir {
         for (k, img) in images.iter().enumerate() {
-            let path = d.join(format!("{k:04}.png"));
-            write_png(
-                &path,
-                img,
-                &[("parameters", format!("{params}, image: {k}"))],
-            )?;
+            let text = [("parameters", format!("{params}, image: {k}"))];
+            staged.write(&d.join(format!("{k:04}.png")), |w| {
+                encode_png(w, img, &text)
+            })?;
         }
         written.push(format!("{}/NNNN.png", d.display()));
     }
     if let Some(path) = &p.grid {
-        write_png(
-            path,
-            &grid(&images, 2 * p.scale),
-            &[("parameters", params.clone())],
-        )?;
+        let sheet = grid(&images, 2 * p.scale);
+        let text = [("parameters", params.clone())];
+        staged.write(path, |w| encode_png(w, &sheet, &text))?;
         written.push(path.display().to_string());
     }
+    deferred.finish(staged)?;
     if !p.quiet {
         println!(
             "{} → {}",

@@ -22,9 +22,12 @@ pub enum Error {
     /// A screen could not be opened or drawn on (missing node, permission, bad wiring).
     #[error("{0}")]
     Display(String),
-    /// SIGINT or SIGTERM arrived.
+    /// SIGINT arrived.
     #[error("interrupted")]
     Interrupted,
+    /// SIGTERM arrived.
+    #[error("terminated")]
+    Terminated,
 }
 
 impl Error {
@@ -63,6 +66,7 @@ impl Error {
             | Error::Display(_) => 2,
             Error::Runtime(_) => 1,
             Error::Interrupted => 130,
+            Error::Terminated => 143,
         }
     }
 }

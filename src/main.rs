@@ -22,8 +22,8 @@ fn main() {
     };
     // Every option is checked into a plan before anything runs.
     let result = Plan::from_cli(&cli).and_then(|plan| app::run(&plan));
-    if let Err(edge_sample::Error::Interrupted) = result {
-        std::process::exit(130);
+    if let Err(e @ (edge_sample::Error::Interrupted | edge_sample::Error::Terminated)) = result {
+        std::process::exit(e.exit_code());
     }
     if let Err(e) = result {
         eprintln!("edge-sample: error: {e}");

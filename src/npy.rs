@@ -5,7 +5,7 @@ use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::output::Staged;
 
 /// Reads a float32 array: (shape, values in C order).
 pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
@@ -33,7 +33,15 @@ pub fn read_i64(path: &Path) -> Result<(Vec<usize>, Vec<i64>)> {
 
 /// Writes a float32 array atomically.
 pub fn write_f32(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
+    let mut staged = Staged::new();
+    stage_f32(&mut staged, path, shape, values)?;
+    staged.commit()
+}
+
+/// Writes a float32 array to `path` as part of `staged` (renamed into place with the run's
+/// other outputs).
+pub fn stage_f32(staged: &mut Staged, path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
     let arr = ArrayD::from_shape_vec(IxDyn(shape), values.to_vec())
         .map_err(|e| Error::runtime(format!("npy shape {shape:?}: {e}")))?;
-    write_atomic(path, |w| arr.write_npy(w).map_err(std::io::Error::other))
+    staged.write(path, |w| arr.write_npy(w).map_err(std::io::Error::other))
 }

@@ -2,7 +2,7 @@
 //! made here, once, in the flags' own words; the layers below (pipeline, samplers, screens)
 //! take the plan's plain values and never name a flag. The checks that need the loaded model
 //! (steps against its T, the shape of `--init-noise`) are here too, run right after it loads.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::boards::{self, Board};
@@ -11,10 +11,11 @@ use crate::cli::{
 };
 use crate::denoiser::tract::cpu_has_fp16;
 use crate::denoiser::{ModelSpec, Precision};
+use crate::display::{DisplaySpec, Kind as ScreenKind};
 use crate::error::{Error, Result};
-use crate::fsutil::check_writable;
 use crate::image::load_image;
 use crate::npy;
+use crate::output::{self, check_writable, Named};
 use crate::pipeline::{InitImage, Job};
 use crate::sampler::SamplerConfig;
 use crate::show::ViewOptions;
@@ -204,15 +205,39 @@ impl SamplePlan {
             (None, None) => Some("edge-sample.png".into()),
             (None, Some(_)) => None,
         };
-        // Outputs are checked before the model loads, so a typo costs nothing.
-        if let Some(p) = &grid {
-            check_writable(p)?;
-        }
-        if let Some(p) = &a.save_npy {
-            check_writable(p)?;
-        }
+        let view = view_options(&a.display);
+        // Outputs are checked before the model loads, so a typo costs nothing, and none may
+        // replace an input, another output or anything but a regular file.
         if let Some(d) = &a.out_dir {
             std::fs::create_dir_all(d).map_err(|e| Error::output(d, e))?;
+        }
+        let out_files: Vec<PathBuf> = match &a.out_dir {
+            Some(d) => out_dir_files(d, a.num)?,
+            None => vec![],
+        };
+        let screen_png = screen_png(&view);
+        let mut outputs = vec![];
+        outputs.extend(grid.as_deref().map(|p| Named::new(p, "-o")));
+        outputs.extend(a.save_npy.as_deref().map(|p| Named::new(p, "--save-npy")));
+        outputs.extend(
+            screen_png
+                .as_deref()
+                .map(|p| Named::new(p, "--display png:")),
+        );
+        outputs.extend(out_files.iter().map(|p| Named::new(p, "--out-dir")));
+        let mut inputs = model_files(model.model.as_deref());
+        inputs.extend(
+            a.init_image
+                .as_deref()
+                .map(|p| Named::new(p, "--init-image")),
+        );
+        inputs.extend(
+            a.init_noise
+                .as_deref()
+                .map(|p| Named::new(p, "--init-noise")),
+        );
+        output::check(&outputs, &inputs)?;
+        if let Some(d) = &a.out_dir {
             check_writable(&d.join("0000.png"))?;
         }
         let board = boards::resolve(&a.display.board)?;
@@ -228,7 +253,7 @@ impl SamplePlan {
             init_noise: a.init_noise.clone(),
             init_image: a.init_image.clone().map(|p| (p, a.strength)),
             board,
-            view: view_options(&a.display),
+            view,
             quiet: a.quiet,
         })
     }
@@ -309,9 +334,16 @@ impl FramePlan {
             return Err(Error::usage("--num must be at least 1"));
         }
         let model = ModelPlan::from_args(&f.model)?;
-        if let Some(p) = &f.output {
-            check_writable(p)?;
-        }
+        let view = view_options(&f.display);
+        let screen_png = screen_png(&view);
+        let mut outputs = vec![];
+        outputs.extend(f.output.as_deref().map(|p| Named::new(p, "--output")));
+        outputs.extend(
+            screen_png
+                .as_deref()
+                .map(|p| Named::new(p, "--display png:")),
+        );
+        output::check(&outputs, &model_files(model.model.as_deref()))?;
         let board = boards::resolve(&f.display.board)?;
         let first_seed = f.seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
@@ -322,7 +354,7 @@ impl FramePlan {
             model: model.with_board(board.as_ref()),
             sampler,
             board,
-            view: view_options(&f.display),
+            view,
             interval: f.interval,
             first_seed,
             num: f.num,
@@ -407,6 +439,53 @@ impl BenchPlan {
             init_noise: None,
         }
     }
+}
+
+/// The files a model argument names: the model file and its sidecar, when they exist (a
+/// bundled model's name names none).
+fn model_files(model: Option<&str>) -> Vec<Named> {
+    let Some(m) = model else { return vec![] };
+    let path = Path::new(m);
+    if !path.exists() {
+        return vec![];
+    }
+    let mut files = vec![Named::new(path, "the model (-m)")];
+    let sidecar = path.with_extension("json");
+    if sidecar.exists() {
+        files.push(Named::new(sidecar, "the model's sidecar"));
+    }
+    files
+}
+
+/// The PNG a `--display png:PATH` screen writes.
+fn screen_png(view: &ViewOptions) -> Option<PathBuf> {
+    match &view.display {
+        DisplaySpec::Screen(c) if c.kind == ScreenKind::Png => Some(PathBuf::from(c.device())),
+        _ => None,
+    }
+}
+
+/// The files of `--out-dir` that a run of `num` images would replace: `NNNN.png` for image
+/// numbers below `num` that exist now (the others are new names in a checked folder).
+fn out_dir_files(dir: &Path, num: usize) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::output(dir, e))?;
+    let mut files = vec![];
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".png")) else {
+            continue;
+        };
+        if stem.len() >= 4 && stem.bytes().all(|b| b.is_ascii_digit()) {
+            if stem
+                .parse::<usize>()
+                .is_ok_and(|k| k < num && format!("{k:04}") == stem)
+            {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 #[cfg(test)]

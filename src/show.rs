@@ -92,16 +92,31 @@ pub fn open_screen(d: &ViewOptions, board: Option<&Board>) -> Result<Opened> {
     }
 }
 
-/// A flag raised by SIGINT or SIGTERM (a second SIGINT kills at once).
+/// The action that ends the process on a second SIGINT (see [`stop_flag`]).
+static SECOND_INTERRUPT: std::sync::Mutex<Option<signal_hook::SigId>> = std::sync::Mutex::new(None);
+
+/// A flag raised by SIGINT or SIGTERM (a second SIGINT kills at once, until
+/// [`disarm_second_interrupt`]).
 pub fn stop_flag() -> Result<Arc<AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     use signal_hook::flag;
     let stop = Arc::new(AtomicBool::new(false));
     let err = |e: std::io::Error| Error::runtime(format!("cannot install signal handlers: {e}"));
-    flag::register_conditional_shutdown(SIGINT, 130, stop.clone()).map_err(err)?;
+    let id = flag::register_conditional_shutdown(SIGINT, 130, stop.clone()).map_err(err)?;
+    if let Ok(mut slot) = SECOND_INTERRUPT.lock() {
+        *slot = Some(id);
+    }
     flag::register(SIGINT, stop.clone()).map_err(err)?;
     flag::register(SIGTERM, stop.clone()).map_err(err)?;
     Ok(stop)
+}
+
+/// From here on a second SIGINT no longer kills at once (the output files are being written:
+/// it is held until they are complete or removed).
+pub fn disarm_second_interrupt() {
+    if let Some(id) = SECOND_INTERRUPT.lock().ok().and_then(|mut s| s.take()) {
+        signal_hook::low_level::unregister(id);
+    }
 }
 
 /// The caption of a finished picture, long and short forms.

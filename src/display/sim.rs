@@ -10,8 +10,8 @@ use super::adapt::{Rotated, Rotation};
 use super::layout::{draw_scene, Layout, Parts, Scene};
 use super::screen::Screen;
 use crate::error::{Error, Result};
-use crate::fsutil::check_writable;
 use crate::image::{write_png, Pixels};
+use crate::output::check_writable;
 
 pub struct SimScreen {
     path: PathBuf,

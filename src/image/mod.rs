@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::output::write_atomic;
 
 /// An 8-bit image, grayscale (1 channel) or RGB (3), rows top to bottom.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,24 +84,31 @@ pub fn upscale(p: &Pixels, k: usize) -> Pixels {
 /// Writes a PNG atomically, with `text` as tEXt chunks (e.g. the "parameters" of the run,
 /// as other diffusion tools record them).
 pub fn write_png(path: &Path, p: &Pixels, text: &[(&str, String)]) -> Result<()> {
-    write_atomic(path, |w| {
-        let mut enc = png::Encoder::new(w, p.width as u32, p.height as u32);
-        enc.set_color(if p.channels == 3 {
-            png::ColorType::Rgb
-        } else {
-            png::ColorType::Grayscale
-        });
-        enc.set_depth(png::BitDepth::Eight);
-        for (k, v) in text {
-            enc.add_text_chunk(k.to_string(), v.clone())
-                .map_err(std::io::Error::other)?;
-        }
-        let mut writer = enc.write_header().map_err(std::io::Error::other)?;
-        writer
-            .write_image_data(&p.data)
+    write_atomic(path, |w| encode_png(w, p, text))
+}
+
+/// Encodes `p` as PNG into `w`, with `text` as tEXt chunks.
+pub fn encode_png(
+    w: impl std::io::Write,
+    p: &Pixels,
+    text: &[(&str, String)],
+) -> std::io::Result<()> {
+    let mut enc = png::Encoder::new(w, p.width as u32, p.height as u32);
+    enc.set_color(if p.channels == 3 {
+        png::ColorType::Rgb
+    } else {
+        png::ColorType::Grayscale
+    });
+    enc.set_depth(png::BitDepth::Eight);
+    for (k, v) in text {
+        enc.add_text_chunk(k.to_string(), v.clone())
             .map_err(std::io::Error::other)?;
-        writer.finish().map_err(std::io::Error::other)
-    })
+    }
+    let mut writer = enc.write_header().map_err(std::io::Error::other)?;
+    writer
+        .write_image_data(&p.data)
+        .map_err(std::io::Error::other)?;
+    writer.finish().map_err(std::io::Error::other)
 }
 
 /// Reads a PNG (or any format `image` decodes) into one CHW image in model space, converting
