@@ -89,7 +89,19 @@ impl Geometry {
                 self.bits_per_pixel
             )));
         }
-        if (self.line_length as usize) < self.width as usize * self.bytes_per_pixel() {
+        for (name, c) in [
+            ("red", self.red),
+            ("green", self.green),
+            ("blue", self.blue),
+        ] {
+            if c.length > 16 || c.offset as u64 + c.length as u64 > self.bits_per_pixel as u64 {
+                return Err(Error::display(format!(
+                    "fb: {what}: {name} channel (offset {}, length {}) outside a {}-bit pixel",
+                    c.offset, c.length, self.bits_per_pixel
+                )));
+            }
+        }
+        if (self.line_length as u64) < self.width as u64 * self.bytes_per_pixel() as u64 {
             return Err(Error::display(format!(
                 "fb: {what}: line length {} is shorter than {} pixels",
                 self.line_length, self.width
@@ -101,6 +113,15 @@ impl Geometry {
     /// Bytes the visible screen spans from the origin.
     fn span(&self) -> usize {
         self.line_length as usize * self.height as usize
+    }
+
+    /// True when the visible screen (origin + span) lies within `len` bytes, computed without
+    /// overflow (a crafted XWD header can make the sum wrap a 32-bit `usize`).
+    fn fits_in(&self, len: usize) -> bool {
+        (self.line_length as u64)
+            .checked_mul(self.height as u64)
+            .and_then(|span| span.checked_add(self.origin as u64))
+            .is_some_and(|end| end <= len as u64)
     }
 
     /// The geometry of an XWD image file (the format of `Xvfb -fbdir`'s screen files and of
@@ -131,7 +152,7 @@ impl Geometry {
             green: Channel::from_mask(field(15)),
             blue: Channel::from_mask(field(16)),
             big_endian: field(7) == 1,
-            origin: header_size as usize + 12 * ncolors as usize,
+            origin: (header_size as usize).saturating_add((ncolors as usize).saturating_mul(12)),
         })
     }
 }
@@ -286,7 +307,8 @@ impl FbScreen {
                 .map_err(|e| Error::display(format!("fb: cannot map {shown}: {e}")))?;
             let g = Geometry::from_xwd(&map[..map.len().min(100)])
                 .map_err(|e| Error::display(format!("{shown}: {e}")))?;
-            if g.origin + g.span() > map.len() {
+            g.check(&shown)?;
+            if !g.fits_in(map.len()) {
                 return Err(Error::display(format!(
                     "fb: {shown} is {} bytes, shorter than its {}x{} screen",
                     map.len(),
@@ -321,14 +343,14 @@ impl FbScreen {
                 origin: v.yoffset as usize * f.line_length as usize
                     + v.xoffset as usize * v.bits_per_pixel.div_ceil(8) as usize,
             };
-            if g.origin + g.span() > fb.frame.len() {
+            g.check(&shown)?;
+            if !g.fits_in(fb.frame.len()) {
                 return Err(Error::display(format!(
                     "fb: {shown}: visible area beyond the mapped memory"
                 )));
             }
             (Memory::Device(Box::new(fb)), g, ConsoleMode::enter())
         };
-        geometry.check(&shown)?;
         Ok(FbScreen {
             target: FbTarget { memory, geometry },
             rotation,
@@ -394,6 +416,44 @@ mod tests {
             big_endian: false,
             origin: 0,
         }
+    }
+
+    /// A 100-byte XWD header: version 7, ZPixmap, the given geometry and masks.
+    fn xwd(w: u32, h: u32, bpp: u32, line: u32, ncolors: u32, masks: [u32; 3]) -> Vec<u8> {
+        let mut f = [0u32; 25];
+        f[0] = 100;
+        f[1] = 7;
+        f[2] = 2;
+        (f[4], f[5], f[11], f[12], f[19]) = (w, h, bpp, line, ncolors);
+        (f[14], f[15], f[16]) = (masks[0], masks[1], masks[2]);
+        f.iter().flat_map(|v| v.to_be_bytes()).collect()
+    }
+
+    #[test]
+    fn crafted_xwd_headers_are_refused_without_overflow() {
+        let rgb = [0xff0000, 0xff00, 0xff];
+        let ok = Geometry::from_xwd(&xwd(4, 2, 32, 16, 0, rgb)).unwrap();
+        ok.check("ok").unwrap();
+        assert!(ok.fits_in(100 + 32) && !ok.fits_in(100 + 31));
+        // line × height + origin beyond any address space, and a colour map that pushes the
+        // origin past the end.
+        let huge =
+            Geometry::from_xwd(&xwd(u32::MAX / 4, u32::MAX, 32, u32::MAX, u32::MAX, rgb)).unwrap();
+        assert!(!huge.fits_in(usize::MAX));
+        // Masks wider than the pixel, a line shorter than its pixels.
+        let wide = Geometry::from_xwd(&xwd(4, 2, 16, 8, 0, [0xffff_0000, 0xff00, 0xff])).unwrap();
+        assert!(wide
+            .check("x")
+            .unwrap_err()
+            .to_string()
+            .contains("red channel"));
+        let short = Geometry::from_xwd(&xwd(4, 2, 32, 15, 0, rgb)).unwrap();
+        assert!(short
+            .check("x")
+            .unwrap_err()
+            .to_string()
+            .contains("line length"));
+        assert!(Geometry::from_xwd(&[0u8; 99]).is_err());
     }
 
     #[test]
