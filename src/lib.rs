@@ -11,6 +11,7 @@ pub mod denoiser;
 pub mod display;
 pub mod error;
 pub mod image;
+pub mod input;
 pub mod models;
 pub mod noise;
 pub mod npy;

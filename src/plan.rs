@@ -266,12 +266,13 @@ impl SamplePlan {
         let shape = spec.image_shape;
         let init_noise = match &self.init_noise {
             Some(p) => {
-                let (s, v) = npy::read_f32(p)?;
                 let want = [self.num, shape[0], shape[1], shape[2]];
-                if s != want {
+                let v = npy::read_f32_shaped(p, &want, "--num × the model's C, H, W")?;
+                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
                     return Err(Error::input(format!(
-                        "{}: shape {s:?}, expected {want:?} (--num × the model's C, H, W)",
-                        p.display()
+                        "{}: value {i} is {} (--init-noise must be finite)",
+                        p.display(),
+                        v[i]
                     )));
                 }
                 Some(v)

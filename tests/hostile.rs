@@ -256,3 +256,232 @@ fn a_run_writes_all_its_files_or_none() {
     no_temp_files(d);
     no_temp_files(&d.join("each"));
 }
+
+// ---- Models that declare more than they hold -------------------------------------------
+// Each is crafted here as an ONNX protobuf: a denoiser-shaped graph (image x, timestep t,
+// output of x's shape) plus the hostile part.
+
+use prost::Message;
+use tract_onnx::pb;
+
+fn value_info(name: &str, elem: i32, dims: &[i64]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{dimension::Value, Dimension};
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: elem,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        name: format!("{op}_{}", outputs.join("_")),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// `out = x` (+ the extra nodes and initializers), x of `dims`, t an int64 of shape [1].
+fn onnx(dims: &[i64], init: Vec<pb::TensorProto>, extra: Vec<pb::NodeProto>) -> Vec<u8> {
+    const FLOAT: i32 = 1;
+    const INT64: i32 = 7;
+    let mut nodes = extra;
+    nodes.push(node("Identity", &["x"], &["out"]));
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "hostile".into(),
+            node: nodes,
+            initializer: init,
+            input: vec![value_info("x", FLOAT, dims), value_info("t", INT64, &[1])],
+            output: vec![value_info("out", FLOAT, dims)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn tensor(name: &str, data_type: i32, dims: &[i64], raw: &[u8]) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        data_type,
+        dims: dims.to_vec(),
+        raw_data: raw.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Runs the main job on `bytes` as a model file; expects one line naming `needle`, exit 2.
+fn refused_model(name: &str, bytes: &[u8], needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(name), bytes).unwrap();
+    let o = run_in(
+        dir.path(),
+        &[
+            "-m",
+            name,
+            "-q",
+            "-n",
+            "1",
+            "--steps",
+            "2",
+            "--display",
+            "none",
+        ],
+    );
+    assert_fails(&o, 2, needle);
+    assert!(!dir.path().join("edge-sample.png").exists());
+    no_temp_files(dir.path());
+}
+
+#[test]
+fn the_crafted_model_itself_samples() {
+    // The base graph of the cases below is a valid (if useless) denoiser: what they refuse is
+    // their hostile part, not the frame.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("m.onnx"),
+        onnx(&[1, 1, 8, 8], vec![], vec![]),
+    )
+    .unwrap();
+    run_ok(
+        dir.path(),
+        &[
+            "-m",
+            "m.onnx",
+            "-q",
+            "-n",
+            "1",
+            "--steps",
+            "2",
+            "--display",
+            "none",
+        ],
+    );
+}
+
+#[test]
+fn models_declaring_huge_tensors_are_refused_before_allocating() {
+    // The image input: 10¹⁰ and 2.7·10⁸ elements (an abort at 40 GB, a panic at 3.1 GB before).
+    refused_model(
+        "huge.onnx",
+        &onnx(&[1, 1, 100_000, 100_000], vec![], vec![]),
+        "the image input",
+    );
+    refused_model(
+        "big.onnx",
+        &onnx(&[1, 1, 16_384, 16_384], vec![], vec![]),
+        "at most 67108864",
+    );
+    // ConstantOfShape building 10¹⁰ floats from an 16-byte shape tensor.
+    let shape = tensor(
+        "s",
+        7,
+        &[2],
+        &[100_000i64, 100_000].map(i64::to_le_bytes).concat(),
+    );
+    refused_model(
+        "cos.onnx",
+        &onnx(
+            &[1, 1, 8, 8],
+            vec![shape],
+            vec![node("ConstantOfShape", &["s"], &["c"])],
+        ),
+        "ConstantOfShape node",
+    );
+    // An initializer whose dims claim 10¹² floats but holds 4 bytes.
+    let lie = tensor("w", 1, &[1_000_000, 1_000_000], &[0; 4]);
+    refused_model(
+        "lie.onnx",
+        &onnx(&[1, 1, 8, 8], vec![lie], vec![]),
+        "tensor 'w'",
+    );
+    let short = tensor("w", 1, &[4, 4], &[0; 60]);
+    refused_model(
+        "short.onnx",
+        &onnx(&[1, 1, 8, 8], vec![short], vec![]),
+        "60 bytes of data, expected 64",
+    );
+}
+
+#[test]
+fn models_with_tensors_tract_cannot_decode_are_refused() {
+    // A STRING initializer in raw_data: tract-onnx panicked ("not implemented: FIXME, raw
+    // tensor loading").
+    let s = tensor("s", 8, &[1], b"abcd");
+    refused_model(
+        "string.onnx",
+        &onnx(&[1, 1, 8, 8], vec![s], vec![]),
+        "String",
+    );
+}
+
+#[test]
+fn a_graph_of_millions_of_nodes_is_refused() {
+    // 3·10⁶ empty nodes in 6 MB peaked at 4.3 GB; 100 001 nodes are enough to trip the limit.
+    let nodes = (0..100_001).map(|_| pb::NodeProto::default()).collect();
+    refused_model(
+        "nodes.onnx",
+        &onnx(&[1, 1, 8, 8], vec![], nodes),
+        "nodes (at most 100000)",
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn models_that_are_not_regular_files_are_refused_without_reading() {
+    for dev in ["/dev/zero", "/dev/urandom"] {
+        let o = run_in(
+            Path::new("."),
+            &[
+                "-m",
+                dev,
+                "-q",
+                "-n",
+                "1",
+                "--display",
+                "none",
+                "-o",
+                "/tmp/never.png",
+            ],
+        );
+        assert_fails(&o, 2, "not a regular file");
+    }
+    // A FIFO as the model or as its sidecar would block the read forever.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for name in ["fifo.onnx", "m.json"] {
+        let c = std::ffi::CString::new(d.join(name).to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+    std::fs::write(d.join("m.onnx"), onnx(&[1, 1, 8, 8], vec![], vec![])).unwrap();
+    let o = run_in(
+        d,
+        &["-m", "fifo.onnx", "-q", "-n", "1", "--display", "none"],
+    );
+    assert_fails(&o, 2, "not a regular file");
+    let o = run_in(d, &["-m", "m.onnx", "-q", "-n", "1", "--display", "none"]);
+    assert_fails(&o, 2, "sidecar");
+}

@@ -111,6 +111,26 @@ pub fn encode_png(
     writer.finish().map_err(std::io::Error::other)
 }
 
+/// Decodes an init image: a regular file of bounded size, at most 8192×8192 pixels and
+/// 256 MiB decoded (a 1 KB PNG can declare a 4-gigapixel image).
+fn decode(path: &Path) -> Result<::image::DynamicImage> {
+    let what = "init image";
+    crate::input::regular_file(path, what, crate::input::MAX_IMAGE_BYTES)?;
+    let cannot = |e: &dyn std::fmt::Display| {
+        Error::input(format!("cannot read {what} {}: {e}", path.display()))
+    };
+    let mut reader = ::image::ImageReader::open(path)
+        .map_err(|e| cannot(&e))?
+        .with_guessed_format()
+        .map_err(|e| cannot(&e))?;
+    let mut limits = ::image::Limits::default();
+    limits.max_image_width = Some(8192);
+    limits.max_image_height = Some(8192);
+    limits.max_alloc = Some(256 << 20);
+    reader.limits(limits);
+    reader.decode().map_err(|e| cannot(&e))
+}
+
 /// Reads a PNG (or any format `image` decodes) into one CHW image in model space, converting
 /// colour to the model's channel count and resizing to its size if needed (a warning is
 /// returned in that case).
@@ -119,8 +139,7 @@ pub fn load_image(
     [c, h, w]: [usize; 3],
     (lo, hi): (f32, f32),
 ) -> Result<(Vec<f32>, Option<String>)> {
-    let img = ::image::open(path)
-        .map_err(|e| Error::input(format!("cannot read init image {}: {e}", path.display())))?;
+    let img = decode(path)?;
     let mut note = None;
     let img = if img.width() as usize != w || img.height() as usize != h {
         note = Some(format!(

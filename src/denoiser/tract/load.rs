@@ -12,12 +12,14 @@ use tract_onnx::tract_core::optim::Optimizer;
 use tract_onnx::tract_core::transform::ModelTransform;
 
 use super::io::IoSpec;
+use super::limits;
 use super::model::{LoadOptions, Model, ModelSource};
 use super::onnx_fix;
 use super::rewrite::{self, Rewritten};
 use crate::denoiser::api::{Kernels, Precision};
 use crate::denoiser::info::{parse_sidecar, ModelInfo};
 use crate::error::{one_line, Error, Result};
+use crate::input::{read_capped, MAX_MODEL_BYTES, MAX_SIDECAR_BYTES};
 
 /// True when the CPU has native f16 arithmetic (FEAT_FP16), honouring `TRACT_CPU_ISA`.
 pub fn cpu_has_fp16() -> bool {
@@ -78,18 +80,32 @@ fn cpuinfo_describes_this_cpu(cpuinfo: &str) -> bool {
 }
 
 impl Model {
+    /// Loads, checks and optimizes a model. A panic inside tract (tract-onnx leaves some tensor
+    /// encodings `unimplemented!`, its constant folding asserts) becomes a one-line model error.
     pub fn load(source: &ModelSource, opts: &LoadOptions) -> Result<Model> {
         configure_tract();
+        let origin = source.display();
+        quiet_panics(|| Model::load_unguarded(source, opts)).unwrap_or_else(|why| {
+            Err(Error::model(
+                &origin,
+                format!("tract cannot import this model ({why})"),
+            ))
+        })
+    }
+
+    fn load_unguarded(source: &ModelSource, opts: &LoadOptions) -> Result<Model> {
         let origin = source.display();
         let engine = |e: anyhow::Error| Error::model(&origin, format!("tract: {}", one_line(&e)));
         let (bytes, sidecar) = read_source(source)?;
         let file_size = bytes.len();
         let mut proto = parse_proto(&origin, &bytes)?;
+        limits::check_graph(&origin, graph(&origin, &proto)?)?;
         let io = IoSpec::find(&origin, graph(&origin, &proto)?)?;
         let info = model_info(&origin, source, &proto, &sidecar)?;
         let rewrites = onnx_fix::apply(&mut proto);
 
         let batch = io.fixed_batch.unwrap_or(opts.batch.max(1));
+        limits::check_image(&origin, io.image_shape, batch)?;
         let compute_f16 = computes_f16(opts, &io);
         let kernels = opts.kernels;
         let mut model = parse_graph(&proto, kernels).map_err(engine)?;
@@ -146,6 +162,36 @@ impl Model {
     }
 }
 
+thread_local! {
+    /// Set while [`quiet_panics`] runs on this thread.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into `Err(its message)` without the panic hook's multi-line
+/// report (other threads' panics still print as usual).
+fn quiet_panics<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    result.map_err(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string());
+        msg.replace('\n', " ")
+    })
+}
+
 /// Settings by name (ONNX metadata, sidecar).
 type Settings = BTreeMap<String, String>;
 
@@ -153,8 +199,7 @@ type Settings = BTreeMap<String, String>;
 fn read_source(source: &ModelSource) -> Result<(Cow<'static, [u8]>, Settings)> {
     match source {
         ModelSource::Path(p) => {
-            let bytes = std::fs::read(p)
-                .map_err(|e| Error::input(format!("cannot read model {}: {e}", p.display())))?;
+            let bytes = read_capped(p, "model", MAX_MODEL_BYTES)?;
             Ok((bytes.into(), read_sidecar(p)?))
         }
         ModelSource::Embedded { bytes, .. } => Ok(((*bytes).into(), BTreeMap::new())),
@@ -164,11 +209,13 @@ fn read_source(source: &ModelSource) -> Result<(Cow<'static, [u8]>, Settings)> {
 /// `<model>.json` beside the model, when there is one.
 fn read_sidecar(model: &Path) -> Result<BTreeMap<String, String>> {
     let path = model.with_extension("json");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => parse_sidecar(&path, &text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(Error::input(format!("cannot read {}: {e}", path.display()))),
+    if !path.exists() {
+        return Ok(BTreeMap::new());
     }
+    let bytes = read_capped(&path, "sidecar", MAX_SIDECAR_BYTES)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::input(format!("sidecar {}: not UTF-8 text", path.display())))?;
+    parse_sidecar(&path, &text)
 }
 
 fn parse_proto(origin: &str, bytes: &[u8]) -> Result<pb::ModelProto> {
@@ -324,7 +371,14 @@ fn describe_kernels(kernels: Kernels, ours: &Rewritten) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::cpuinfo_describes_this_cpu;
+    use super::{cpuinfo_describes_this_cpu, quiet_panics};
+
+    #[test]
+    fn a_panic_inside_the_importer_becomes_its_message() {
+        assert_eq!(quiet_panics(|| 7), Ok(7));
+        let r: Result<(), String> = quiet_panics(|| panic!("not implemented: FIXME\nsecond line"));
+        assert_eq!(r, Err("not implemented: FIXME second line".to_string()));
+    }
 
     #[test]
     fn cpuinfo_of_a_board_is_trusted_and_a_foreign_one_is_not() {

@@ -12,6 +12,7 @@
 //! - [`run`]: [`TractDenoiser`], one worker's state; [`profile`]: its per-node timing.
 
 pub mod io;
+pub mod limits;
 pub mod load;
 pub mod model;
 pub mod onnx_fix;
