@@ -78,6 +78,20 @@ impl ModelPlan {
         if m.threads == Some(0) {
             return Err(Error::usage("--threads must be at least 1"));
         }
+        if m.batch > MAX_BATCH {
+            return Err(Error::usage(format!(
+                "--batch must be at most {MAX_BATCH}, found {}",
+                m.batch
+            )));
+        }
+        let max_threads = MAX_THREADS_PER_CORE * default_threads();
+        if m.threads.is_some_and(|t| t > max_threads) {
+            return Err(Error::usage(format!(
+                "--threads must be at most {max_threads} ({MAX_THREADS_PER_CORE} × this machine's {} cores), found {}",
+                default_threads(),
+                m.threads.unwrap_or(0)
+            )));
+        }
         Ok(ModelPlan {
             model: m.model.clone(),
             precision: m.precision,
@@ -117,6 +131,45 @@ pub fn sampler_config(a: &SamplerArgs) -> Result<SamplerConfig> {
         clip: !a.no_clip,
         ..Default::default()
     })
+}
+
+/// Images per run: the samples of 65 536 digit-sized images are 200 MB.
+pub const MAX_NUM: usize = 65_536;
+/// Images per network call.
+pub const MAX_BATCH: usize = 1024;
+/// Threads beyond a few per core only add switching.
+pub const MAX_THREADS_PER_CORE: usize = 4;
+/// The samples a run keeps (num × C × H × W floats) and the pixels it writes (the grid at
+/// `--scale`), in bytes: what a 512 MB board can hold with the model beside it.
+pub const MAX_RUN_BYTES: u64 = 256 << 20;
+
+fn check_num(num: usize) -> Result<()> {
+    if num == 0 {
+        return Err(Error::usage("--num must be at least 1"));
+    }
+    if num > MAX_NUM {
+        return Err(Error::usage(format!(
+            "--num must be at most {MAX_NUM}, found {num} (split the images over several runs)"
+        )));
+    }
+    Ok(())
+}
+
+/// `--num` images of the model's C × H × W, kept as f32 and written upscaled by `--scale`.
+fn check_memory(num: usize, scale: usize, [c, h, w]: [usize; 3]) -> Result<()> {
+    let image = (c * h * w) as u64;
+    let samples = num as u64 * image * 4;
+    let pixels = num as u64 * image * (scale * scale) as u64;
+    let need = samples.max(pixels);
+    if need > MAX_RUN_BYTES {
+        return Err(Error::usage(format!(
+            "--num {num} images of {c}×{h}×{w} at --scale {scale} need {} MiB (at most {} MiB): \
+             use fewer images or a smaller scale",
+            need >> 20,
+            MAX_RUN_BYTES >> 20
+        )));
+    }
+    Ok(())
 }
 
 /// `--steps` against the loaded model's number of training timesteps.
@@ -187,9 +240,7 @@ pub struct SamplePlan {
 impl SamplePlan {
     pub fn from_args(a: &SampleArgs) -> Result<SamplePlan> {
         let sampler = sampler_config(&a.sampler)?;
-        if a.num == 0 {
-            return Err(Error::usage("--num must be at least 1"));
-        }
+        check_num(a.num)?;
         if a.scale == 0 || a.scale > 64 {
             return Err(Error::usage(format!(
                 "--scale must be in 1..=64, found {}",
@@ -264,6 +315,7 @@ impl SamplePlan {
     pub fn job(&self, spec: &ModelSpec) -> Result<(Job, Vec<String>)> {
         check_steps(&self.sampler, spec)?;
         let shape = spec.image_shape;
+        check_memory(self.num, self.scale, shape)?;
         let init_noise = match &self.init_noise {
             Some(p) => {
                 let want = [self.num, shape[0], shape[1], shape[2]];
@@ -331,9 +383,7 @@ pub struct FramePlan {
 impl FramePlan {
     pub fn from_args(f: &FrameArgs) -> Result<FramePlan> {
         let sampler = sampler_config(&f.sampler)?;
-        if f.num == 0 {
-            return Err(Error::usage("--num must be at least 1"));
-        }
+        check_num(f.num)?;
         let model = ModelPlan::from_args(&f.model)?;
         let view = view_options(&f.display);
         let screen_png = screen_png(&view);
@@ -380,7 +430,8 @@ impl FramePlan {
 
     /// `--steps` against the loaded model.
     pub fn check_model(&self, spec: &ModelSpec) -> Result<()> {
-        check_steps(&self.sampler, spec)
+        check_steps(&self.sampler, spec)?;
+        check_memory(self.num, 1, spec.image_shape)
     }
 
     /// The job of picture number `k` (0-based).
@@ -544,6 +595,9 @@ mod tests {
                 "--num and --runs must be at least 1",
             ),
             (vec!["frame", "-n", "0"], "--num must be at least 1"),
+            (vec!["--num", "1000000000"], "--num must be at most 65536"),
+            (vec!["--batch", "1000000"], "--batch must be at most 1024"),
+            (vec!["-j", "1000000"], "--threads must be at most"),
             (vec!["frame", "--steps", "0"], "--steps must be at least 1"),
         ] {
             let mut full = args.clone();
@@ -582,6 +636,16 @@ mod tests {
         };
         assert_eq!((f.job(3).seed, f.clear_on_exit), (10, true));
         assert!(f.check_screen(false).is_err() && f.check_screen(true).is_ok());
+    }
+
+    #[test]
+    fn runs_that_would_not_fit_in_memory_are_refused() {
+        check_memory(16, 1, [1, 28, 28]).unwrap();
+        check_memory(64, 8, [1, 28, 28]).unwrap();
+        // --num 256 --scale 64 took 1.7 GB: 256 × 784 × 4096 bytes of pixels.
+        let e = check_memory(256, 64, [1, 28, 28]).unwrap_err().to_string();
+        assert!(e.contains("need 784 MiB (at most 256 MiB)"), "{e}");
+        assert!(check_memory(MAX_NUM, 1, [3, 64, 64]).is_err());
     }
 
     #[test]
