@@ -18,6 +18,12 @@ pub struct ModelInfo {
     pub sources: BTreeMap<&'static str, &'static str>,
 }
 
+/// Training timesteps a model may declare (diffusers' models use 1000 to 4000).
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+/// β values that keep every schedule quantity finite in f32: ᾱ_t well below 1 after the
+/// first step and above 0 (diffusers clips its cosine schedule's β to 0.999).
+pub const BETA_RANGE: (f64, f64) = (1e-6, 0.999);
+
 pub const KEYS: [&str; 8] = [
     "name",
     "beta_schedule",
@@ -57,7 +63,11 @@ impl ModelInfo {
         let num = |key: &'static str, v: Option<String>, default: f64| -> Result<f64> {
             match v {
                 None => Ok(default),
-                Some(v) => v.parse::<f64>().map_err(|_| bad(key, &v, "not a number")),
+                Some(v) => match v.parse::<f64>() {
+                    Ok(x) if x.is_finite() && (x as f32).is_finite() => Ok(x),
+                    Ok(_) => Err(bad(key, &v, "not a finite number")),
+                    Err(_) => Err(bad(key, &v, "not a number")),
+                },
             }
         };
         let d = ScheduleConfig::default();
@@ -73,15 +83,29 @@ impl ModelInfo {
             get("num_train_timesteps"),
             d.num_train_timesteps as f64,
         )?;
-        if t.fract() != 0.0 || t < 2.0 {
+        if t.fract() != 0.0 || !(2.0..=MAX_TRAIN_TIMESTEPS as f64).contains(&t) {
             return Err(bad(
                 "num_train_timesteps",
                 &t.to_string(),
-                "not an integer >= 2",
+                &format!("not an integer in 2..={MAX_TRAIN_TIMESTEPS}"),
             ));
         }
         let beta_start = num("beta_start", get("beta_start"), d.beta_start)?;
         let beta_end = num("beta_end", get("beta_end"), d.beta_end)?;
+        if !(BETA_RANGE.0..=BETA_RANGE.1).contains(&beta_start) {
+            return Err(bad(
+                "beta_start",
+                &beta_start.to_string(),
+                &format!("outside [{}, {}]", BETA_RANGE.0, BETA_RANGE.1),
+            ));
+        }
+        if !(beta_start..=BETA_RANGE.1).contains(&beta_end) {
+            return Err(bad(
+                "beta_end",
+                &beta_end.to_string(),
+                &format!("outside [beta_start = {beta_start}, {}]", BETA_RANGE.1),
+            ));
+        }
         let prediction = match get("prediction_type") {
             None => Prediction::Epsilon,
             Some(v) => v
@@ -118,18 +142,29 @@ pub fn parse_sidecar(path: &std::path::Path, text: &str) -> Result<BTreeMap<Stri
             path.display()
         ))
     })?;
-    Ok(obj
-        .iter()
-        .filter_map(|(k, v)| {
-            let s = match v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Number(n) => n.to_string(),
-                serde_json::Value::Bool(b) => b.to_string(),
-                _ => return None,
-            };
-            Some((k.clone(), s))
-        })
-        .collect())
+    let mut settings = BTreeMap::new();
+    for (k, v) in obj {
+        let s = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            // Other tools' keys may hold anything; ours are strings or numbers.
+            _ if !KEYS.contains(&k.as_str()) => continue,
+            other => {
+                return Err(Error::input(format!(
+                    "{}: setting {k} is {}, expected a string or a number",
+                    path.display(),
+                    match other {
+                        serde_json::Value::Null => "null",
+                        serde_json::Value::Bool(_) => "a boolean",
+                        serde_json::Value::Array(_) => "an array",
+                        _ => "an object",
+                    }
+                )))
+            }
+        };
+        settings.insert(k.clone(), s);
+    }
+    Ok(settings)
 }
 
 #[cfg(test)]
@@ -157,6 +192,48 @@ mod tests {
         assert_eq!(i.prediction, Prediction::V);
         assert_eq!(i.schedule.beta_schedule, BetaSchedule::Cosine);
         assert_eq!(i.sources["beta_schedule"], "sidecar");
+    }
+
+    #[test]
+    fn non_finite_out_of_range_and_mistyped_settings_are_refused() {
+        let resolve = |k: &str, v: &str| {
+            let md: BTreeMap<_, _> = [(k.to_string(), v.to_string())].into();
+            ModelInfo::resolve("m.onnx", "m", &md, &BTreeMap::new())
+        };
+        for (k, v, why) in [
+            ("pixel_min", "NaN", "not a finite number"),
+            ("pixel_max", "inf", "not a finite number"),
+            ("pixel_max", "1e39", "not a finite number"),
+            ("beta_start", "1e-300", "outside [0.000001, 0.999]"),
+            (
+                "beta_end",
+                "0.99999",
+                "outside [beta_start = 0.0001, 0.999]",
+            ),
+            ("beta_end", "0.00001", "outside [beta_start"),
+            (
+                "num_train_timesteps",
+                "1e12",
+                "not an integer in 2..=100000",
+            ),
+        ] {
+            let e = resolve(k, v).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("setting {k} = ")) && e.contains(why),
+                "{k}={v}: {e}"
+            );
+        }
+        let path = std::path::Path::new("m.json");
+        let e = parse_sidecar(path, r#"{"beta_start": [0.1]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("setting beta_start is an array"), "{e}");
+        let e = parse_sidecar(path, r#"{"pixel_min": null}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("setting pixel_min is null"), "{e}");
+        // Keys of other tools pass whatever they hold.
+        assert!(parse_sidecar(path, r#"{"_class_name": ["DDPM"], "name": "x"}"#).is_ok());
     }
 
     #[test]
