@@ -344,6 +344,15 @@ impl<'s> Worker<'s> {
             }
             self.sampler
                 .step(i, &mut self.x, &self.model_out, &self.noise);
+            // A finite network output can still make a non-finite step (a zero step size, a
+            // schedule quantity that overflowed); the network would squash the NaN later.
+            if let Some(bad) = self.x.iter().position(|v| !v.is_finite()) {
+                return Err(Error::runtime(format!(
+                    "the sampler's state is not finite ({}) after step {} of {steps} (t = {t}), image element {bad}",
+                    self.x[bad],
+                    i + 1
+                )));
+            }
             observer.on_step(&StepEvent {
                 step: done,
                 steps: steps - start,
