@@ -125,10 +125,13 @@ pub fn check(outputs: &[Named], inputs: &[Named]) -> Result<()> {
 }
 
 /// An exclusively created temporary file beside `target`, with a short random name.
+/// Its mode is what `File::create` would give (0666 less the umask), not tempfile's 0600.
 fn temp_in(target: &Path) -> Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new()
-        .prefix(".es-")
-        .tempfile_in(folder_of(target))
+    let mut b = tempfile::Builder::new();
+    b.prefix(".es-");
+    #[cfg(unix)]
+    b.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    b.tempfile_in(folder_of(target))
         .map_err(|e| Error::output(target, e))
 }
 
@@ -308,5 +311,14 @@ mod tests {
         assert_eq!(std::fs::read(&a).unwrap(), b"1");
         assert_eq!(std::fs::read(&b).unwrap(), b"2");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        // The mode a plain File::create gives (the umask applies), not tempfile's 0600.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let plain = dir.path().join("plain");
+            std::fs::File::create(&plain).unwrap();
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&a), mode(&plain));
+        }
     }
 }

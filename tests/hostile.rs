@@ -485,3 +485,56 @@ fn models_that_are_not_regular_files_are_refused_without_reading() {
     let o = run_in(d, &["-m", "m.onnx", "-q", "-n", "1", "--display", "none"]);
     assert_fails(&o, 2, "sidecar");
 }
+
+/// A full disk during the writes: nothing of the run may appear (before, 16 complete PNGs were
+/// left and the run exited 2). Needs a 16 KiB tmpfs, so root (as in CI); elsewhere it says so.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_disk_that_fills_during_the_writes_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
+        .arg(d)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root); CI runs it as root");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(d);
+    std::fs::write(d.join("keep"), b"kept").unwrap();
+    let o = run_in(
+        d,
+        &[
+            "-q",
+            "-n",
+            "16",
+            "--steps",
+            "2",
+            "--display",
+            "none",
+            "--scale",
+            "4",
+            "--out-dir",
+            "each",
+            "--save-npy",
+            "s.npy",
+            "-o",
+            "grid.png",
+        ],
+    );
+    assert_fails(&o, 2, "No space left on device");
+    assert_eq!(std::fs::read(d.join("keep")).unwrap(), b"kept");
+    for f in ["s.npy", "grid.png", "each/0000.png"] {
+        assert!(!d.join(f).exists(), "{f} was left");
+    }
+    no_temp_files(d);
+    no_temp_files(&d.join("each"));
+}
