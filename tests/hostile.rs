@@ -423,6 +423,24 @@ fn models_declaring_huge_tensors_are_refused_before_allocating() {
         &onnx(&[1, 1, 8, 8], vec![short], vec![]),
         "60 bytes of data, expected 64",
     );
+    assert_children_peak_below(PEAK_RSS_LIMIT_KIB);
+}
+
+/// The bound: any input file under 1 MB stays under 256 MB of memory.
+const PEAK_RSS_LIMIT_KIB: i64 = 256 * 1024;
+
+/// The largest peak RSS of any child this test process has waited for (every run of the
+/// binary so far, by any test of this file), in KiB.
+#[cfg(unix)]
+fn assert_children_peak_below(kib: i64) {
+    // SAFETY: getrusage writes one rusage struct into the zeroed value it is given.
+    let peak = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_CHILDREN, &mut u), 0);
+        u.ru_maxrss
+    };
+    eprintln!("largest child peak RSS: {peak} KiB");
+    assert!(peak < kib, "a run peaked at {peak} KiB (limit {kib} KiB)");
 }
 
 #[test]
