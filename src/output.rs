@@ -259,7 +259,7 @@ mod tests {
         let e = check(
             &[
                 Named::new(&out, "-o"),
-                Named::new(&dir.path().join("./out.png"), "png:"),
+                Named::new(dir.path().join("./out.png"), "png:"),
             ],
             &inputs,
         )

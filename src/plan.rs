@@ -181,7 +181,8 @@ pub fn check_steps(cfg: &SamplerConfig, spec: &ModelSpec) -> Result<()> {
             cfg.steps
         )));
     }
-    Ok(())
+    // Timesteps the spacing repeats (named with the largest step count that has none).
+    cfg.validate(t_max)
 }
 
 /// `--display`, `--screen`, `--rotate`, `--caption`, `--preview-every` as the screen layer
@@ -527,13 +528,13 @@ fn out_dir_files(dir: &Path, num: usize) -> Result<Vec<PathBuf>> {
         let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".png")) else {
             continue;
         };
-        if stem.len() >= 4 && stem.bytes().all(|b| b.is_ascii_digit()) {
-            if stem
+        let numbered = stem.len() >= 4 && stem.bytes().all(|b| b.is_ascii_digit());
+        if numbered
+            && stem
                 .parse::<usize>()
                 .is_ok_and(|k| k < num && format!("{k:04}") == stem)
-            {
-                files.push(entry.path());
-            }
+        {
+            files.push(entry.path());
         }
     }
     files.sort();

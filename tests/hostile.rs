@@ -8,15 +8,15 @@ use std::path::Path;
 
 use common::*;
 
-const FAST: [&str; 5] = ["-q", "-n", "1", "--steps", "2"];
-
 /// `args` + a fast run's flags, expected to fail naming `needle`, with `guarded` unchanged.
 fn refused(dir: &Path, args: &[&str], needle: &str, guarded: &[&Path]) {
     let before: Vec<Option<Vec<u8>>> = guarded.iter().map(|p| std::fs::read(p).ok()).collect();
     let mut all = args.to_vec();
-    all.extend(FAST);
-    if !args.contains(&"--display") {
-        all.extend(["--display", "none"]);
+    all.push("-q");
+    for (flag, value) in [("-n", "1"), ("--steps", "2"), ("--display", "none")] {
+        if !args.contains(&flag) {
+            all.extend([flag, value]);
+        }
     }
     let o = run_in(dir, &all);
     assert_fails(&o, 2, needle);
@@ -555,4 +555,89 @@ fn a_disk_that_fills_during_the_writes_leaves_nothing() {
     }
     no_temp_files(d);
     no_temp_files(&d.join("each"));
+}
+
+#[test]
+fn settings_that_made_silent_nan_images_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // --steps 1000 with DPM-Solver++ repeated a timestep: all-NaN samples, a black PNG, exit 0.
+    for spacing in ["linspace", "leading"] {
+        refused(
+            d,
+            &["--steps", "1000", "--spacing", spacing, "-o", "x.png"],
+            "repeats timesteps of the model's 1000: at most 999 steps",
+            &[],
+        );
+    }
+    // Sidecar values that are not finite (1e39 is infinite as f32), of the wrong JSON type,
+    // or an impossible β range.
+    let (m, _) = model_in(d);
+    for (json, needle) in [
+        (
+            r#"{"pixel_min": "NaN"}"#,
+            "setting pixel_min = 'NaN' is invalid: not a finite number",
+        ),
+        (
+            r#"{"pixel_max": 1e39}"#,
+            "setting pixel_max = '1e+39' is invalid",
+        ),
+        (
+            r#"{"beta_start": 1e-300}"#,
+            "setting beta_start = '1e-300' is invalid",
+        ),
+        (r#"{"beta_end": 0.9999999}"#, "setting beta_end"),
+        (
+            r#"{"prediction_type": ["epsilon"]}"#,
+            "setting prediction_type is an array",
+        ),
+    ] {
+        std::fs::write(d.join("m.json"), json).unwrap();
+        refused(d, &["-m", "m.onnx", "-o", "x.png"], needle, &[&m]);
+    }
+    assert!(!d.join("x.png").exists());
+}
+
+#[test]
+fn init_noise_that_is_not_finite_or_lies_about_its_shape_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut x = vec![0.5f32; 28 * 28];
+    x[17] = f32::NAN;
+    edge_sample::npy::write_f32(&d.join("nan.npy"), &[1, 1, 28, 28], &x).unwrap();
+    refused(
+        d,
+        &["--init-noise", "nan.npy", "-o", "x.png"],
+        "value 17 is NaN",
+        &[],
+    );
+    // A header claiming 4e9 × 1 × 28 × 28 (12.5 TB) on a 3 KB file.
+    let mut bytes = std::fs::read(d.join("nan.npy")).unwrap();
+    let text =
+        String::from_utf8_lossy(&bytes[10..10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize])
+            .into_owned();
+    let lie = text.replace("(1, 1, 28, 28)", "(4000000000, 1, 28, 28)");
+    assert_eq!(lie.len(), text.len() + 9);
+    let lie = lie.replacen("    ", "", 1).replacen("     ", "", 1);
+    let lie = format!(
+        "{}{}\n",
+        lie.trim_end(),
+        " ".repeat(text.len() - lie.trim_end().len() - 1)
+    );
+    assert_eq!(lie.len(), text.len());
+    bytes.splice(10..10 + text.len(), lie.bytes());
+    std::fs::write(d.join("lie.npy"), &bytes).unwrap();
+    refused(
+        d,
+        &["--init-noise", "lie.npy", "-o", "x.png"],
+        "needs 12544000000000 bytes of data",
+        &[],
+    );
+    std::fs::write(d.join("junk.npy"), b"\x93NUMPY\x01\x00\x08\x00garbage!").unwrap();
+    refused(
+        d,
+        &["--init-noise", "junk.npy", "-o", "x.png"],
+        "not a valid .npy file",
+        &[],
+    );
 }

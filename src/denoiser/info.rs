@@ -90,19 +90,21 @@ impl ModelInfo {
                 &format!("not an integer in 2..={MAX_TRAIN_TIMESTEPS}"),
             ));
         }
-        let beta_start = num("beta_start", get("beta_start"), d.beta_start)?;
-        let beta_end = num("beta_end", get("beta_end"), d.beta_end)?;
+        let (start_text, end_text) = (get("beta_start"), get("beta_end"));
+        let beta_start = num("beta_start", start_text.clone(), d.beta_start)?;
+        let beta_end = num("beta_end", end_text.clone(), d.beta_end)?;
+        let shown = |text: Option<String>, v: f64| text.unwrap_or_else(|| v.to_string());
         if !(BETA_RANGE.0..=BETA_RANGE.1).contains(&beta_start) {
             return Err(bad(
                 "beta_start",
-                &beta_start.to_string(),
+                &shown(start_text, beta_start),
                 &format!("outside [{}, {}]", BETA_RANGE.0, BETA_RANGE.1),
             ));
         }
         if !(beta_start..=BETA_RANGE.1).contains(&beta_end) {
             return Err(bad(
                 "beta_end",
-                &beta_end.to_string(),
+                &shown(end_text, beta_end),
                 &format!("outside [beta_start = {beta_start}, {}]", BETA_RANGE.1),
             ));
         }

@@ -223,7 +223,44 @@ impl SamplerConfig {
                 self.eta
             )));
         }
+        // A repeated timestep is a step of size zero: DPM-Solver's h = 0 divides by zero
+        // (linspace at S = T, leading at S = T), the others would call the network twice at
+        // one t.
+        let repeats = |s: usize| {
+            let ts = self.timesteps_for(t_max, s);
+            ts.windows(2).any(|w| w[0] <= w[1])
+        };
+        if repeats(self.steps) {
+            let most = (1..self.steps).rev().find(|&s| !repeats(s)).unwrap_or(1);
+            return Err(Error::usage(format!(
+                "--steps {} with {} and {} spacing repeats timesteps of the model's {t_max}: at most {most} steps",
+                self.steps,
+                self.kind.name(),
+                self.spacing().name()
+            )));
+        }
         Ok(())
+    }
+
+    /// The timesteps this sampler visits with `steps` steps of a T = `t_max` schedule.
+    pub fn timesteps_for(&self, t_max: usize, steps: usize) -> Vec<usize> {
+        match self.kind {
+            SamplerKind::DpmPp2m => dpm_timesteps(self.spacing(), t_max, steps),
+            SamplerKind::Ddpm | SamplerKind::Ddim => timesteps(self.spacing(), t_max, steps),
+        }
+    }
+}
+
+/// NumPy's `np.linspace(0, stop, num)[k]`: `k · (stop / (num − 1))`, the step rounded first,
+/// and the last point `stop` exactly (diffusers rounds these, so the difference matters where
+/// the exact value is a half: `np.linspace(0, 999, 27)[13]` is 499.49999999999994, not 499.5).
+fn np_linspace_point(stop: f64, num: i64, k: i64) -> f64 {
+    if num <= 1 {
+        0.0
+    } else if k == num - 1 {
+        stop
+    } else {
+        k as f64 * (stop / (num - 1) as f64)
     }
 }
 
@@ -239,13 +276,7 @@ pub fn timesteps(spacing: Spacing, t_max: usize, steps: usize) -> Vec<usize> {
         // np.linspace(0, T-1, S).round()[::-1]
         Spacing::Linspace => (0..s)
             .rev()
-            .map(|k| {
-                if s == 1 {
-                    0
-                } else {
-                    np_round((t - 1) as f64 * k as f64 / (s - 1) as f64)
-                }
-            })
+            .map(|k| np_round(np_linspace_point((t - 1) as f64, s, k)))
             .collect(),
         // (np.arange(0, S) * (T // S)).round()[::-1] (+ steps_offset = 0)
         Spacing::Leading => (0..s).rev().map(|k| k * (t / s)).collect(),
@@ -267,7 +298,7 @@ pub fn dpm_timesteps(spacing: Spacing, t_max: usize, steps: usize) -> Vec<usize>
         // np.linspace(0, T-1, S+1).round()[::-1][:-1]
         Spacing::Linspace => (1..=s)
             .rev()
-            .map(|k| np_round((t - 1) as f64 * k as f64 / s as f64))
+            .map(|k| np_round(np_linspace_point((t - 1) as f64, s + 1, k)))
             .collect(),
         // (np.arange(0, S+1) * (T // (S+1))).round()[::-1][:-1]
         Spacing::Leading => (1..=s).rev().map(|k| k * (t / (s + 1))).collect(),

@@ -38,6 +38,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn linspace_rounds_numpys_points_not_the_exact_halves() {
+        // np.linspace(0, 999, 27)[13] = 499.49999999999994 → diffusers' DPM-Solver timestep
+        // 499 at S = 26 (the exact 999·13/26 = 499.5 would round to 500).
+        assert_eq!(dpm_timesteps(Spacing::Linspace, 1000, 26)[13], 499);
+        // np.linspace(0, 999, 27)[13] again, as DDIM's S = 27 list (index 26 − 13).
+        assert_eq!(timesteps(Spacing::Linspace, 1000, 27)[13], 499);
+    }
+
+    #[test]
+    fn step_counts_that_repeat_a_timestep_are_refused_with_the_largest_that_does_not() {
+        let cfg = |kind, spacing, steps| SamplerConfig {
+            kind,
+            steps,
+            spacing: Some(spacing),
+            ..Default::default()
+        };
+        // DPM-Solver++ over linspace at S = T: linspace(0, 999, 1001) rounds 0.999·k twice
+        // to one integer, h = 0 made every sample NaN.
+        let e = cfg(SamplerKind::DpmPp2m, Spacing::Linspace, 1000)
+            .validate(1000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("repeats timesteps") && e.contains("at most"),
+            "{e}"
+        );
+        let most: usize = e
+            .rsplit("at most ")
+            .next()
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        cfg(SamplerKind::DpmPp2m, Spacing::Linspace, most)
+            .validate(1000)
+            .unwrap();
+        // Leading at S = T: T // (S + 1) = 0, every timestep 0.
+        let e = cfg(SamplerKind::DpmPp2m, Spacing::Leading, 1000)
+            .validate(1000)
+            .unwrap_err();
+        assert!(e.to_string().contains("at most 999 steps"), "{e}");
+        // Every sampler's own 1000-step list (the seed's DDPM) is fine.
+        for kind in [SamplerKind::Ddpm, SamplerKind::Ddim] {
+            for spacing in [Spacing::Linspace, Spacing::Leading, Spacing::Trailing] {
+                cfg(kind, spacing, 1000).validate(1000).unwrap();
+            }
+        }
+    }
+
+    #[test]
     fn spacings_match_diffusers_for_20_steps() {
         let lead = timesteps(Spacing::Leading, 1000, 20);
         assert_eq!(lead[0], 950);
