@@ -1343,6 +1343,98 @@ mod tests {
         }
     }
 
+    /// A 3×3 layer with one pixel of padding (outputs as large as the inputs).
+    fn same(ci: usize, co: usize, h: usize, w: usize) -> ConvShape {
+        ConvShape {
+            ci,
+            co,
+            h,
+            w,
+            kh: 3,
+            kw: 3,
+            stride: [1, 1],
+            pad: [1; 4],
+        }
+    }
+
+    #[test]
+    fn the_block_and_the_algorithm_follow_the_documented_thresholds() {
+        // F(4×4) from 16 output rows and columns on (MIN_F4_SIDE), in both directions.
+        assert_eq!(
+            OutputBlock::for_shape(&same(1, 1, 16, 16)),
+            OutputBlock::F4x4
+        );
+        assert_eq!(
+            OutputBlock::for_shape(&same(1, 1, 15, 40)),
+            OutputBlock::F2x2
+        );
+        assert_eq!(
+            OutputBlock::for_shape(&same(1, 1, 40, 15)),
+            OutputBlock::F2x2
+        );
+        assert_eq!(OutputBlock::F2x2.describe(), "F(2×2, 3×3)");
+        assert_eq!(OutputBlock::F4x4.describe(), "F(4×4, 3×3)");
+        // Winograd pays from 32 input and output channels and 64 output pixels on.
+        assert!(suits(&same(32, 32, 8, 8)));
+        assert!(suits(&same(32, 32, 2, 32)));
+        assert!(!suits(&same(31, 32, 8, 8)));
+        assert!(!suits(&same(32, 31, 8, 8)));
+        assert!(!suits(&same(32, 32, 7, 9)));
+        use ConvAlgorithm::*;
+        let (big, small) = (same(32, 32, 16, 16), same(8, 8, 8, 8));
+        let cases = [
+            (Auto, big, Some(OutputBlock::F4x4)),
+            (Auto, same(32, 32, 8, 8), Some(OutputBlock::F2x2)),
+            (Auto, small, None),
+            (Direct, big, None),
+            (Winograd, big, Some(OutputBlock::F4x4)),
+            (Winograd, small, Some(OutputBlock::F2x2)),
+            (WinogradF2, big, Some(OutputBlock::F2x2)),
+            (WinogradF4, small, Some(OutputBlock::F4x4)),
+        ];
+        for (algorithm, shape, want) in cases {
+            assert_eq!(algorithm.winograd(&shape), want, "{algorithm:?} {shape:?}");
+        }
+        // Only valid 3×3 stride-1 layers, whatever the algorithm.
+        let strided = ConvShape {
+            stride: [1, 2],
+            ..big
+        };
+        let wide = ConvShape { kw: 5, ..big };
+        let tall = ConvShape { kh: 5, ..big };
+        let empty = ConvShape { ci: 0, ..big };
+        for algorithm in [Auto, Direct, Winograd, WinogradF2, WinogradF4] {
+            for shape in [strided, wide, tall, empty] {
+                assert_eq!(algorithm.winograd(&shape), None, "{algorithm:?} {shape:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_tile_chosen_wastes_least_then_makes_two_chunks() {
+        // Portable tiles 4×16 and 8×8 (channels × Winograd tiles), F(2×2) on 8×8: 16 tiles.
+        // 10 channels: 4×16 pads to 12 × 16 = 192 products, 8×8 to 16 × 16 = 256.
+        let w = vec![0.0; 10 * 16 * 9];
+        let conv = WinogradConv::new(
+            same(16, 10, 8, 8),
+            &w,
+            &[],
+            Isa::Portable,
+            OutputBlock::F2x2,
+        );
+        assert_eq!(conv.tile(), (4, 16));
+        assert_eq!(conv.block(), OutputBlock::F2x2);
+        // 8 channels: both 8 × 16; 8×8 cuts the image into two chunks, 4×16 into one.
+        let w = vec![0.0; 8 * 16 * 9];
+        let conv = WinogradConv::new(same(16, 8, 8, 8), &w, &[], Isa::Portable, OutputBlock::F2x2);
+        assert_eq!(conv.tile(), (8, 8));
+        // 4 channels on 4 tiles (4×4 F(2×2)): 4×16 pads to 4 × 16, 8×8 to 8 × 8; both one
+        // chunk: the first listed.
+        let w = vec![0.0; 4 * 16 * 9];
+        let conv = WinogradConv::new(same(16, 4, 4, 4), &w, &[], Isa::Portable, OutputBlock::F2x2);
+        assert_eq!(conv.tile(), (4, 16));
+    }
+
     #[test]
     fn simd_kernel_sets_and_teams_give_the_same_bits() {
         let team = Team::new(3).unwrap();
