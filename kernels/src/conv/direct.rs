@@ -9,6 +9,7 @@
 //! NEON give bit-identical results.
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use crate::conv::shape::ConvShape;
 use crate::isa::Isa;
@@ -222,15 +223,9 @@ impl PackedConv {
                         if by_position {
                             // Items tile-major (tile · blocks + block), an even share each.
                             let items = share(tiles * blocks, p, threads);
-                            let (t0, b0) = (items.start / blocks, items.start % blocks);
-                            let (t1, b1) = (items.end / blocks, items.end % blocks);
-                            if t0 == t1 {
-                                self.image_region(pad, dst, relu, bias, t0..t0 + 1, b0..b1);
-                                return;
+                            for (t, b) in item_regions(items, blocks) {
+                                self.image_region(pad, dst, relu, bias, t, b);
                             }
-                            self.image_region(pad, dst, relu, bias, t0..t0 + 1, b0..blocks);
-                            self.image_region(pad, dst, relu, bias, t0 + 1..t1, 0..blocks);
-                            self.image_region(pad, dst, relu, bias, t1..t1 + 1, 0..b1);
                         } else {
                             let b = share(blocks, p, threads);
                             self.image_region(pad, dst, relu, bias, 0..tiles, b);
@@ -464,6 +459,22 @@ fn store(dst: &mut [f32], src: &[f32], relu: bool) {
     }
 }
 
+/// Items `items` of a grid numbered tile-major (item = tile · blocks + block) as three
+/// rectangles (tiles, blocks), some of them empty: the first tile's blocks from the first
+/// item on, the whole tiles between, the last tile's blocks before the end.
+fn item_regions(items: Range<usize>, blocks: usize) -> [(Range<usize>, Range<usize>); 3] {
+    let (t0, b0) = (items.start / blocks, items.start % blocks);
+    let (t1, b1) = (items.end / blocks, items.end % blocks);
+    if t0 == t1 {
+        return [(t0..t0 + 1, b0..b1), (t0..t0, 0..0), (t0..t0, 0..0)];
+    }
+    [
+        (t0..t0 + 1, b0..blocks),
+        (t0 + 1..t1, 0..blocks),
+        (t1..t1 + 1, 0..b1),
+    ]
+}
+
 thread_local! {
     /// The zero-bordered input copy: grows to the largest layer once per thread, then reused.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -660,6 +671,36 @@ mod tests {
                             bias.map(|b| b.len())
                         );
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_share_of_items_is_its_tiles_and_blocks_exactly() {
+        // Every item of every thread's share once, and only its own: the regions a part runs
+        // cover its items and no other part's.
+        for blocks in 1..=5 {
+            for tiles in 0..=7 {
+                for threads in 1..=4 {
+                    let mut seen = vec![0; tiles * blocks];
+                    for p in 0..threads {
+                        let items = share(tiles * blocks, p, threads);
+                        for (t, b) in item_regions(items.clone(), blocks) {
+                            for item in t.flat_map(|t| b.clone().map(move |b| t * blocks + b)) {
+                                assert!(
+                                    items.contains(&item),
+                                    "{tiles} tiles × {blocks} blocks, part {p}/{threads}: \
+                                     item {item} outside {items:?}"
+                                );
+                                seen[item] += 1;
+                            }
+                        }
+                    }
+                    assert!(
+                        seen.iter().all(|&n| n == 1),
+                        "{tiles} tiles × {blocks} blocks, {threads} parts: {seen:?}"
+                    );
                 }
             }
         }
