@@ -555,7 +555,8 @@ mod tests {
             s(80, 40, 4, 4, 3, 1),
             s(3, 5, 9, 17, 3, 0), // no padding
             s(2, 3, 6, 5, 5, 2),  // 5×5
-            s(4, 7, 5, 33, 1, 0), // 1×1
+            s(4, 7, 5, 33, 1, 0), // 1×1: the pointwise path
+            s(4, 7, 5, 9, 1, 1),  // 1×1 with padding: not pointwise
             s(3, 3, 2, 2, 3, 1),  // output as small as the input
             ConvShape {
                 ci: 2,
@@ -567,6 +568,26 @@ mod tests {
                 stride: [1, 1],
                 pad: [0, 1, 2, 0],
             }, // asymmetric
+            ConvShape {
+                ci: 3,
+                co: 5,
+                h: 6,
+                w: 7,
+                kh: 3,
+                kw: 1,
+                stride: [1, 1],
+                pad: [0; 4],
+            }, // 3×1 without padding: not pointwise
+            ConvShape {
+                ci: 3,
+                co: 5,
+                h: 6,
+                w: 7,
+                kh: 1,
+                kw: 3,
+                stride: [1, 1],
+                pad: [0; 4],
+            }, // 1×3 without padding: not pointwise
         ]
     }
 
