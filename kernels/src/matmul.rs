@@ -438,7 +438,9 @@ mod tests {
                     if wi.is_nan() {
                         assert!(gi.is_nan(), "{what} {kernels:?}: wrote outside C at {i}");
                     } else {
-                        (g.push(gi), w.push(wi), sc.push(si));
+                        g.push(gi);
+                        w.push(wi);
+                        sc.push(si);
                     }
                 }
                 let e = Errors::of(&g, &w, &sc);
