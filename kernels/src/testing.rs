@@ -117,6 +117,72 @@ pub fn for_each_isa(mut f: impl FnMut(Isa)) {
     }
 }
 
+/// Per-element errors of a kernel's outputs, each divided by that element's own error scale
+/// (for a sum, Σ|terms|: the scale of its rounding error): the largest and the mean ratio.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Errors {
+    /// The largest |got − want| / scale (infinite for a NaN, or for an error where the scale
+    /// is 0).
+    pub max: f64,
+    /// The mean |got − want| / scale over the elements compared.
+    pub mean: f64,
+    /// The element of the largest ratio.
+    pub at: usize,
+    /// How many elements were compared.
+    pub count: usize,
+}
+
+impl Errors {
+    /// `|got[i] − want[i]| / scale[i]` over every element: `got` the kernel's outputs, `want`
+    /// the reference's, `scale` each element's error scale (all of one length).
+    pub fn of<W: Copy + Into<f64>, S: Copy + Into<f64>>(
+        got: &[f32],
+        want: &[W],
+        scale: &[S],
+    ) -> Errors {
+        assert_eq!(got.len(), want.len(), "outputs vs reference: lengths");
+        assert_eq!(got.len(), scale.len(), "outputs vs scales: lengths");
+        let mut e = Errors::default();
+        let mut sum = 0.0;
+        for (i, ((&g, &w), &s)) in got.iter().zip(want).zip(scale).enumerate() {
+            let (w, s): (f64, f64) = (w.into(), s.into());
+            let err = (g as f64 - w).abs();
+            let ratio = if err == 0.0 {
+                0.0
+            } else if err.is_nan() || s == 0.0 {
+                f64::INFINITY
+            } else {
+                err / s
+            };
+            if ratio > e.max || i == 0 {
+                e.max = ratio;
+                e.at = i;
+            }
+            sum += ratio;
+        }
+        e.count = got.len();
+        e.mean = if e.count == 0 {
+            0.0
+        } else {
+            sum / e.count as f64
+        };
+        e
+    }
+
+    /// The worse of two measurements: the larger max (with its element) and the larger mean.
+    pub fn worst(self, other: Errors) -> Errors {
+        let mut w = if other.max > self.max { other } else { self };
+        w.mean = self.mean.max(other.mean);
+        w.count = self.count + other.count;
+        w
+    }
+}
+
+/// `|v|` of every value (the inputs of a reference run that gives each output's Σ|terms|).
+pub fn abs(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
