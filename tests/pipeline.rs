@@ -199,6 +199,9 @@ fn ddim_errors(steps: usize) -> (f64, f64) {
 fn ddim_takes_each_x_t_where_the_probability_flow_ode_does() {
     let (f64_50, ode_50) = ddim_errors(50);
     let (f64_500, ode_500) = ddim_errors(500);
+    eprintln!(
+        "DDIM vs f64: {f64_50:.2e} (50), {f64_500:.2e} (500); vs ODE: {ode_50:.2e}, {ode_500:.2e}"
+    );
     for (steps, e) in [(50, f64_50), (500, f64_500)] {
         assert!(
             e < DDIM_F64_TOL,
@@ -245,6 +248,13 @@ fn every_sampler_reproduces_the_data_distribution() {
             .sum::<f64>()
             / (n - 1.0);
         let std = var.sqrt();
+        eprintln!(
+            "{kind} {steps} steps: |mean - mu| {:.2e}, |std - s| {:.2e} (SE of mean {:.2e}, of std {:.2e})",
+            (mean - MU).abs(),
+            (std - S).abs(),
+            S / n.sqrt(),
+            S / (2.0 * n).sqrt()
+        );
         assert!(
             (mean - MU).abs() < mean_band,
             "{kind} {steps} steps: mean {mean:.4}, want {MU} ± {mean_band:.4}"
