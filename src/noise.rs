@@ -230,7 +230,13 @@ mod tests {
         }
     }
 
-    /// Moments of 200 000 draws: mean 0 ± 5σ/√n, variance 1 ± 5·√(2/n), kurtosis ≈ 3.
+    /// Moments of 200 000 draws of seed 7 (bit-identical everywhere: libm): measured
+    /// |mean| 5.44e-4 (0.24 standard errors), |var − 1| 6.26e-3 (1.98 SE), |kurtosis − 3|
+    /// 5.88e-3 (x86 avx512, qemu NEON). A change of the stream redraws these: a new stream
+    /// may land up to a few SE away and then needs re-measuring, not a wider limit.
+    const NORMAL_MEAN_TOL: f64 = 1.6e-3;
+    const NORMAL_VAR_TOL: f64 = 1.9e-2;
+    const NORMAL_KURTOSIS_TOL: f64 = 1.8e-2;
     #[test]
     fn draws_are_standard_normal() {
         let n = 200_000;
@@ -240,9 +246,8 @@ mod tests {
         let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n as f64;
         let kurt =
             v.iter().map(|&x| (x as f64 - mean).powi(4)).sum::<f64>() / n as f64 / (var * var);
-        let se = 1.0 / (n as f64).sqrt();
-        assert!(mean.abs() < 5.0 * se, "mean {mean}");
-        assert!((var - 1.0).abs() < 5.0 * (2.0f64).sqrt() * se, "var {var}");
-        assert!((kurt - 3.0).abs() < 0.1, "kurtosis {kurt}");
+        assert!(mean.abs() < NORMAL_MEAN_TOL, "mean {mean}");
+        assert!((var - 1.0).abs() < NORMAL_VAR_TOL, "var {var}");
+        assert!((kurt - 3.0).abs() < NORMAL_KURTOSIS_TOL, "kurtosis {kurt}");
     }
 }

@@ -243,6 +243,9 @@ mod tests {
         eprintln!("DDPM: step {worst:.2e}, sigma {worst_sigma:.2e}, x0 {worst_x0:.2e}");
     }
 
+    /// |ours − the seed's step in f64| / (1 + |want|): measured 3.39e-8 (x86 avx512 and qemu
+    /// NEON alike).
+    const SEED_STEP_TOL: f64 = 1.0e-7;
     /// The seed's step, transcribed literally in f64, against ours for one element.
     #[test]
     fn full_chain_step_is_the_seeds_formula() {
@@ -276,7 +279,7 @@ mod tests {
                 d.step(i, &mut xs, &[eps as f32], &[z as f32]);
                 let got = xs[0] as f64;
                 assert!(
-                    (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                    (got - want).abs() < SEED_STEP_TOL * (1.0 + want.abs()),
                     "{variance} clip={clip} t={t}: {got} vs {want}"
                 );
                 assert_eq!(d.noise_std(i) > 0.0, t > 0);

@@ -289,12 +289,16 @@ mod tests {
         let mut xs = [x];
         d.step(9, &mut xs, &[eps], &[]);
         let want = (x - s.sqrt_one_minus_alpha_bars[t] as f32 * eps) / s.sqrt_alpha_bars[t] as f32;
-        assert!((xs[0] - want).abs() < 1e-6);
+        // 0·x + 1·x̂0: measured bit-identical (x86, qemu NEON).
+        assert_eq!(xs[0].to_bits(), want.to_bits(), "{} vs {want}", xs[0]);
     }
 
     /// For a constant x̂0 (the network knows the answer) every step keeps x on the exact
     /// noising path: x_next = a_next·x0 + s_next·ε with the same ε. First and second order
     /// updates both satisfy this exactly, since D1 = 0 and the exponential integrator is exact.
+    /// What remains is f32 rounding, growing over the 20 steps: measured 2.41e-6 at the last
+    /// step (x86 avx512 and qemu NEON alike).
+    const PERFECT_DENOISER_TOL: f64 = 7.2e-6;
     #[test]
     fn exact_for_a_perfect_denoiser() {
         let s = Schedule::tutorial();
@@ -319,7 +323,7 @@ mod tests {
                 x0
             };
             assert!(
-                (x[0] as f64 - want).abs() < 1e-4,
+                (x[0] as f64 - want).abs() < PERFECT_DENOISER_TOL,
                 "step {i}: {} vs {want}",
                 x[0]
             );
