@@ -374,7 +374,8 @@ mod tests {
             betas: Cow::Owned(vec![]),
             ..Schedule::tutorial()
         };
-        assert!(empty.is_empty() && empty.len() == 0);
+        assert!(empty.is_empty());
+        assert_eq!(empty.len(), 0);
     }
 
     #[test]
