@@ -125,7 +125,7 @@ mod tests {
             assert_eq!(got, want, "{stem}");
             n += 1;
         }
-        assert_eq!(n, 12, "timestep fixtures");
+        assert!(n >= 12, "only {n} timestep fixtures");
         // np.linspace(0, 999, 1) = [0]; arange-based spacings at S = 1.
         assert_eq!(timesteps(Spacing::Linspace, 1000, 1), [0]);
         assert_eq!(timesteps(Spacing::Leading, 1000, 1), [0]);
