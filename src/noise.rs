@@ -127,7 +127,116 @@ mod tests {
         assert_ne!(z(1, 0), z(1, 1));
     }
 
-    /// Moments of 200 000 draws: mean 0 ± 5σ/√n, variance 1 ± 5·√(2/n), kurtosis ≈ 3.
+    /// SplitMix64's finaliser against fixture_common.py's NumPy reimplementation
+    /// (tests/fixtures/mutants/noise_goldens.py prints these). mix(GOLDEN) is also the first
+    /// output of Vigna's reference splitmix64.c seeded with 0.
+    #[test]
+    fn mix_keys_and_words_match_the_numpy_reimplementation() {
+        for (z, want) in [
+            (0x9E37_79B9_7F4A_7C15u64, 0xE220_A839_7B1D_CDAFu64),
+            (0x0000_0000_0000_0001, 0x5692_161D_100B_05E5),
+            (0x0000_0000_DEAD_BEEF, 0x4E06_2702_EC92_9EEA),
+            (0xFFFF_FFFF_FFFF_FFFF, 0xB4D0_55FC_F2CB_BD7B),
+        ] {
+            assert_eq!(mix(z), want, "mix({z:#x})");
+        }
+        for (seed, image, key) in [
+            (42u64, 0u64, 0x4579_B960_BB00_7F46u64),
+            (42, 3, 0x602B_6650_33F3_B406),
+            (7, 0, 0x0349_E02B_958F_63AF),
+        ] {
+            assert_eq!(
+                NoiseStream::new(seed, image).key,
+                key,
+                "key({seed}, {image})"
+            );
+        }
+        let s = NoiseStream::new(42, 3);
+        let words = [
+            0xA3FF_FF18_1B5F_4E49u64,
+            0x90CA_7FA8_C4C4_6FE8,
+            0x09EF_2104_F1A1_CA8B,
+            0x8D40_6466_FA1C_D254,
+            0x8CD4_E754_4946_D725,
+            0xA0AB_755C_10E3_906A,
+        ];
+        for (n, &w) in words.iter().enumerate() {
+            assert_eq!(s.word(n as u64), w, "word({n})");
+        }
+    }
+
+    /// Largest distance in ulps between our f64 Gaussians (libm) and NumPy's (the platform's
+    /// log/cos/sin) at the positions below: measured 1 ulp (z[2]; x86 avx512).
+    const NOISE_ULP_TOL: u64 = 3;
+
+    /// Box–Muller in f64 against NumPy's evaluation of the same words, to a few ulps.
+    #[test]
+    fn gaussians_match_the_numpy_reimplementation_to_the_ulp() {
+        let s = NoiseStream::new(42, 3);
+        let mut worst = 0u64;
+        for (k, bits) in [
+            (0u64, 0xBFEB_ABBF_D112_633Cu64), // -0.8647154887613406
+            (1, 0xBFD8_3144_74FC_2365),       // -0.3780070440703212
+            (2, 0xC003_530D_1DFC_E654),       // -2.4155523627094144
+            (3, 0xBFEA_10E9_EA20_2B20),       // -0.8145646641508826
+            (10, 0xBFE6_6419_F337_3B65),      // -0.6997194052035921
+            (11, 0xBFF2_9039_A53B_68D1),      // -1.1602112249734555
+            (1001, 0x400B_81D3_2AFD_0E87),    // 3.438391052100829
+        ] {
+            let got = s.gaussian_at(k);
+            // Same sign on both sides, so the bit patterns are ordered like the values.
+            let ulps = got.to_bits().abs_diff(bits);
+            assert!(
+                ulps <= NOISE_ULP_TOL,
+                "z[{k}] = {got:e}, NumPy {:e}: {ulps} ulp",
+                f64::from_bits(bits)
+            );
+            worst = worst.max(ulps);
+        }
+        eprintln!("Gaussians vs NumPy: worst {worst} ulp");
+    }
+
+    /// Every way of cutting 0..23 into chunks (odd and even starts, empty chunks, odd and even
+    /// lengths) hands out z[k] = gaussian_at(k) as f32, and `position` counts what was drawn.
+    #[test]
+    fn fill_hands_out_the_stream_in_order_from_any_position() {
+        let fresh = NoiseStream::new(42, 3);
+        for cuts in [
+            vec![23usize],
+            vec![1, 22],
+            vec![0, 1, 0, 2, 0, 3, 4, 5, 8],
+            vec![2, 1, 1, 1, 18],
+            vec![3, 3, 3, 14],
+            vec![5, 0, 6, 12],
+        ] {
+            let mut s = NoiseStream::new(42, 3);
+            assert_eq!(s.position(), 0);
+            let mut k = 0u64;
+            for len in cuts.iter().copied() {
+                let mut out = vec![f32::NAN; len];
+                s.fill(&mut out);
+                for (j, &v) in out.iter().enumerate() {
+                    let want = fresh.gaussian_at(k + j as u64) as f32;
+                    assert_eq!(
+                        v.to_bits(),
+                        want.to_bits(),
+                        "cuts {cuts:?}: z[{}]",
+                        k + j as u64
+                    );
+                }
+                k += len as u64;
+                assert_eq!(s.position(), k, "cuts {cuts:?}");
+            }
+        }
+    }
+
+    /// Moments of 200 000 draws of seed 7 (bit-identical everywhere: libm): measured
+    /// |mean| 5.44e-4 (0.24 standard errors), |var − 1| 6.26e-3 (1.98 SE), |kurtosis − 3|
+    /// 5.88e-3 (x86 avx512, qemu NEON). A change of the stream redraws these: a new stream
+    /// may land up to a few SE away and then needs re-measuring, not a wider limit.
+    const NORMAL_MEAN_TOL: f64 = 1.6e-3;
+    const NORMAL_VAR_TOL: f64 = 1.9e-2;
+    const NORMAL_KURTOSIS_TOL: f64 = 1.8e-2;
     #[test]
     fn draws_are_standard_normal() {
         let n = 200_000;
@@ -137,9 +246,8 @@ mod tests {
         let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n as f64;
         let kurt =
             v.iter().map(|&x| (x as f64 - mean).powi(4)).sum::<f64>() / n as f64 / (var * var);
-        let se = 1.0 / (n as f64).sqrt();
-        assert!(mean.abs() < 5.0 * se, "mean {mean}");
-        assert!((var - 1.0).abs() < 5.0 * (2.0f64).sqrt() * se, "var {var}");
-        assert!((kurt - 3.0).abs() < 0.1, "kurtosis {kurt}");
+        assert!(mean.abs() < NORMAL_MEAN_TOL, "mean {mean}");
+        assert!((var - 1.0).abs() < NORMAL_VAR_TOL, "var {var}");
+        assert!((kurt - 3.0).abs() < NORMAL_KURTOSIS_TOL, "kurtosis {kurt}");
     }
 }

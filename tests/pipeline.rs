@@ -146,12 +146,13 @@ fn ddim_f64(ab: &[f64], mut x: f64, steps: usize) -> f64 {
     x
 }
 
-/// Largest |the loop's x0 − the f64 DDIM's x0|: measured 9.4e-7 at 50 steps, 2.2e-6 at 500
-/// (the loop's f32 arithmetic).
-const DDIM_F64_TOL: f64 = 6e-6;
+/// Largest |the loop's x0 − the f64 DDIM's x0| (the loop's f32 arithmetic): measured 9.36e-7
+/// at 50 steps, 2.18e-6 at 500 (x86 avx512).
+const DDIM_50_F64_TOL: f64 = 2.8e-6;
+const DDIM_500_F64_TOL: f64 = 6.5e-6;
 /// Largest |DDIM's x0 − the ODE's x0|: DDIM is a first-order solver, so this error is its
 /// discretisation error and halves when the steps double. Measured 9.39e-2 at 50 steps,
-/// 9.94e-3 at 500 (4.80e-2, 2.44e-2, 5.04e-3 at 100, 200, 1000).
+/// 9.94e-3 at 500 (4.80e-2, 2.44e-2, 5.04e-3 at 100, 200, 1000; x86 avx512).
 const DDIM_50_ODE_TOL: f64 = 0.28;
 const DDIM_500_ODE_TOL: f64 = 0.03;
 /// err(50 steps) / err(500 steps): 10 for a first-order method; measured 9.45.
@@ -199,10 +200,16 @@ fn ddim_errors(steps: usize) -> (f64, f64) {
 fn ddim_takes_each_x_t_where_the_probability_flow_ode_does() {
     let (f64_50, ode_50) = ddim_errors(50);
     let (f64_500, ode_500) = ddim_errors(500);
-    for (steps, e) in [(50, f64_50), (500, f64_500)] {
+    eprintln!(
+        "DDIM vs f64: {f64_50:.2e} (50), {f64_500:.2e} (500); vs ODE: {ode_50:.2e}, {ode_500:.2e}"
+    );
+    for (steps, e, tol) in [
+        (50, f64_50, DDIM_50_F64_TOL),
+        (500, f64_500, DDIM_500_F64_TOL),
+    ] {
         assert!(
-            e < DDIM_F64_TOL,
-            "{steps} steps: {e:.2e} from DDIM in f64 (tolerance {DDIM_F64_TOL:.0e})"
+            e < tol,
+            "{steps} steps: {e:.2e} from DDIM in f64 (tolerance {tol:.1e})"
         );
     }
     assert!(
@@ -216,20 +223,24 @@ fn ddim_takes_each_x_t_where_the_probability_flow_ode_does() {
     );
 }
 
-/// How far the sample mean and standard deviation may stray beyond five standard errors, at
-/// step counts where each sampler's discretisation error is small (DDIM 500, DPM-Solver++(2M)
-/// 100, DDPM 1000): measured |mean − μ| ≤ 4.0e-3 and |std − s| ≤ 3.4e-3, sampling noise
-/// included. (At 50 and 20 steps DDIM and DPM-Solver++ shrink the std by 0.028 and 0.032:
-/// their discretisation error, which the test above pins for DDIM.)
-const BIAS_TOL: f64 = 0.01;
+/// Images per sampler in the distribution test: 1000 × 32 values, so one standard error is
+/// s/√n = 2.2e-3 for the mean and s/√(2n) = 1.6e-3 for the standard deviation.
+const DIST_IMAGES: usize = 1000;
+/// Largest |sample mean − μ| and |sample std − s| over DDIM 500, DPM-Solver++(2M) 100 and DDPM
+/// 1000 steps (where each sampler's discretisation error is small), seeded, so the same on
+/// every run. Measured mean − μ: −2.14e-3, −2.15e-3, −2.07e-3 (DDIM, DPM, DDPM; about one
+/// standard error: DDIM and DPM-Solver++ start from the same x_T); std − s: −4.03e-3,
+/// −1.22e-3, −4.22e-3 (x86 avx512). DDPM's is its own bias, not noise: the exact output std of
+/// 1000 posterior-variance steps on this data is 0.39619 (−3.8e-3; the affine recursion in
+/// f64, as tests/statistics.rs does it). (At 50 and 20 steps DDIM and DPM-Solver++ shrink the
+/// std by 0.028 and 0.032: their discretisation error, which the test above pins for DDIM.)
+const DIST_MEAN_TOL: f64 = 6.5e-3;
+const DIST_STD_TOL: f64 = 1.3e-2;
 #[test]
 fn every_sampler_reproduces_the_data_distribution() {
     let chw: usize = SHAPE.iter().product();
-    let num = 200;
+    let num = DIST_IMAGES;
     let n = (num * chw) as f64;
-    // Five standard errors of the mean and of the standard deviation of n Gaussian values.
-    let mean_band = 5.0 * S / n.sqrt() + BIAS_TOL;
-    let std_band = 5.0 * S / (2.0 * n).sqrt() + BIAS_TOL;
     for (kind, steps) in [
         (SamplerKind::Ddim, 500),
         (SamplerKind::DpmPp2m, 100),
@@ -245,13 +256,20 @@ fn every_sampler_reproduces_the_data_distribution() {
             .sum::<f64>()
             / (n - 1.0);
         let std = var.sqrt();
-        assert!(
-            (mean - MU).abs() < mean_band,
-            "{kind} {steps} steps: mean {mean:.4}, want {MU} ± {mean_band:.4}"
+        eprintln!(
+            "{kind} {steps} steps: mean - mu {:+.2e}, std - s {:+.2e} (SE of mean {:.2e}, of std {:.2e})",
+            mean - MU,
+            std - S,
+            S / n.sqrt(),
+            S / (2.0 * n).sqrt()
         );
         assert!(
-            (std - S).abs() < std_band,
-            "{kind} {steps} steps: std {std:.4}, want {S} ± {std_band:.4}"
+            (mean - MU).abs() < DIST_MEAN_TOL,
+            "{kind} {steps} steps: mean {mean:.4}, want {MU} ± {DIST_MEAN_TOL:.1e}"
+        );
+        assert!(
+            (std - S).abs() < DIST_STD_TOL,
+            "{kind} {steps} steps: std {std:.4}, want {S} ± {DIST_STD_TOL:.1e}"
         );
         assert_eq!(engine.calls(), num.div_ceil(BATCH) * steps, "{kind}");
     }

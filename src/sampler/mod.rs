@@ -33,9 +33,107 @@ impl SamplerConfig {
     }
 }
 
+/// Independent f64 references for the samplers' unit tests: ᾱ recomputed from β (not read from
+/// the schedule module), diffusers' prediction conversions, and arbitrary test inputs.
+#[cfg(test)]
+pub(crate) mod reference {
+    use super::Prediction;
+
+    /// T of the seed's schedule.
+    pub const T: usize = 1000;
+
+    /// ᾱ_t = Π_{k ≤ t} (1 − β_k), β = linspace(1e-4, 0.02, 1000), as the seed defines it.
+    pub fn alpha_bars() -> Vec<f64> {
+        let mut acc = 1.0f64;
+        (0..T)
+            .map(|t| {
+                acc *= 1.0 - (1e-4 + (0.02 - 1e-4) * t as f64 / (T - 1) as f64);
+                acc
+            })
+            .collect()
+    }
+
+    /// diffusers' (x̂0, ε) from a model output `m` at `x` with ᾱ = `ab`, in f64.
+    pub fn x0_eps(p: Prediction, x: f64, m: f64, ab: f64) -> (f64, f64) {
+        let (a, s) = (ab.sqrt(), (1.0 - ab).sqrt());
+        match p {
+            Prediction::Epsilon => ((x - s * m) / a, m),
+            Prediction::V => (a * x - s * m, a * m + s * x),
+            Prediction::Sample => (m, (x - a * m) / s),
+        }
+    }
+
+    /// `n` arbitrary values in [−scale, scale] (a 64-bit LCG; only needs to be spread out).
+    pub fn inputs(n: usize, seed: u64, scale: f64) -> Vec<f32> {
+        let mut z = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
+        (0..n)
+            .map(|_| {
+                z = z
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+                ((2.0 * u - 1.0) * scale) as f32
+            })
+            .collect()
+    }
+
+    /// |got − want| / (1 + |want|): absolute for small values, relative for large ones.
+    pub fn err(got: f32, want: f64) -> f64 {
+        (got as f64 - want).abs() / (1.0 + want.abs())
+    }
+
+    pub const PREDICTIONS: [Prediction; 3] =
+        [Prediction::Epsilon, Prediction::V, Prediction::Sample];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every timestep list diffusers 0.42 produced (tests/fixtures/parity/timesteps, written by
+    /// make_parity.py), compared exactly, plus the one-step and S = T edge cases.
+    #[test]
+    fn timestep_lists_are_diffusers_own() {
+        use ndarray_npy::ReadNpyExt;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/parity/timesteps");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".npy") else {
+                continue;
+            };
+            if stem.ends_with("_sigmas") {
+                continue;
+            }
+            let parts: Vec<&str> = stem.split('_').collect();
+            let (spacing, steps) = (
+                parts[1].parse::<Spacing>().unwrap(),
+                parts[2].parse().unwrap(),
+            );
+            let f = std::fs::File::open(dir.join(&name)).unwrap();
+            let want: Vec<usize> = ndarray::ArrayD::<i64>::read_npy(f)
+                .unwrap()
+                .iter()
+                .map(|&t| t as usize)
+                .collect();
+            let got = if parts[0] == "dpmpp-2m" {
+                dpm_timesteps(spacing, 1000, steps)
+            } else {
+                timesteps(spacing, 1000, steps)
+            };
+            assert_eq!(got, want, "{stem}");
+            n += 1;
+        }
+        assert!(n >= 12, "only {n} timestep fixtures");
+        // np.linspace(0, 999, 1) = [0]; arange-based spacings at S = 1.
+        assert_eq!(timesteps(Spacing::Linspace, 1000, 1), [0]);
+        assert_eq!(timesteps(Spacing::Leading, 1000, 1), [0]);
+        assert_eq!(timesteps(Spacing::Trailing, 1000, 1), [999]);
+        assert_eq!(dpm_timesteps(Spacing::Linspace, 1000, 1), [999]);
+        assert_eq!(dpm_timesteps(Spacing::Leading, 1000, 1), [500]);
+        assert_eq!(dpm_timesteps(Spacing::Trailing, 1000, 1), [999]);
+    }
 
     #[test]
     fn linspace_rounds_numpys_points_not_the_exact_halves() {
@@ -113,23 +211,6 @@ mod tests {
         for sp in [Spacing::Leading, Spacing::Trailing, Spacing::Linspace] {
             let ts = timesteps(sp, 1000, 1000);
             assert_eq!(ts, (0..1000).rev().collect::<Vec<_>>(), "{sp}");
-        }
-    }
-
-    #[test]
-    fn prediction_conversions_are_consistent() {
-        let (a, s) = (0.6f32, 0.8f32); // a² + s² = 1
-        let (x0, eps) = (0.3f32, -1.2f32);
-        let x = a * x0 + s * eps;
-        let v = a * eps - s * x0;
-        for (p, m) in [
-            (Prediction::Epsilon, eps),
-            (Prediction::V, v),
-            (Prediction::Sample, x0),
-        ] {
-            let (gx0, geps) = p.x0_eps(x, m, a, s);
-            assert!((gx0 - x0).abs() < 1e-6, "{p:?} x0");
-            assert!((geps - eps).abs() < 1e-6, "{p:?} eps");
         }
     }
 }
