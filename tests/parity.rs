@@ -75,7 +75,7 @@ const LIMITS: &[(&str, f32, f32)] = &[
     ("img2img_ddim20_trailing_eta0_s0.6", 4.9e-6, 9.4e-7),
     // x86 2.37e-06 / 4.34e-07, A72 2.26e-06 / 4.63e-07, A76 2.26e-06 / 4.63e-07
     ("img2img_ddpm20_trailing_posterior_s0.6", 7.2e-6, 1.4e-6),
-    // x86 3.76e-06 / 1.04e-06, A72 3.10e-06 / 1.00e-06 (A76: not measured)
+    // x86 3.76e-06 / 1.04e-06, A72 3.10e-06 / 1.00e-06, A76 3.10e-06 / 1.00e-06
     ("gauss_seed_ddpm1000_posterior_clip0", 1.2e-5, 3.2e-6),
     // x86 2.24e-07 / 4.26e-08, A72 2.24e-07 / 4.26e-08, A76 2.24e-07 / 4.26e-08
     ("gauss_ddim20_trailing_eta0", 6.8e-7, 1.3e-7),
