@@ -4,8 +4,9 @@
 //!   expansion → `Transpose` + `MatMul` + `Add`, which load and fold to the same matmul.
 //! - onnxruntime's QOperator quantizer emits Microsoft contrib ops (`com.microsoft`
 //!   QLinearAdd, QLinearMul, QLinearConcat, QLinearSigmoid, QLinearLeakyRelu,
-//!   QLinearAveragePool, QLinearGlobalAveragePool, QGemm) that tract does not implement →
-//!   the standard `DequantizeLinear` → float op → `QuantizeLinear`, which is their definition.
+//!   QLinearAveragePool, QLinearGlobalAveragePool, QLinearSoftmax, QGemm) that tract does not
+//!   implement → the standard `DequantizeLinear` → float op → `QuantizeLinear`, which is their
+//!   definition (QLinearSoftmax dequantizes by hand: `Builder::dq_by_hand`).
 //!   The integer convolutions and matmuls (standard QLinearConv / QLinearMatMul) stay integer.
 use tract_onnx::pb;
 
@@ -87,6 +88,23 @@ impl Builder<'_> {
         };
         self.push(node("DequantizeLinear", String::new(), &ins, &[&out]))
     }
+    /// x (quantized) → float as (float(x) − float(zp)) · scale: the same value as
+    /// `DequantizeLinear`, without its operator. tract 0.23.9 folds a `DequantizeLinear` →
+    /// op → `QuantizeLinear` chain whose op maps its axes one to one into a 256-entry lookup
+    /// table computed on a 1-D input, and `Softmax` declares such a mapping although it mixes
+    /// the values of its axis: every output then saturated at 255 (tests/engine.rs,
+    /// qop_QLinearSoftmax: 223 of 256 steps off on average).
+    fn dq_by_hand(&mut self, x: &str, scale: &str, zp: &str) -> String {
+        let float = 1; // TensorProto.FLOAT
+        let xf = self.op("Cast", &[x], vec![int_attr("to", float)]);
+        let centred = if zp.is_empty() {
+            xf
+        } else {
+            let zf = self.op("Cast", &[zp], vec![int_attr("to", float)]);
+            self.op("Sub", &[&xf, &zf], vec![])
+        };
+        self.op("Mul", &[&centred, scale], vec![])
+    }
     /// float → quantized, written to the original output name.
     fn q(&mut self, x: &str, scale: &str, zp: &str, out: &str) {
         let ins: Vec<&str> = if zp.is_empty() {
@@ -145,7 +163,11 @@ fn rewrite_contrib(n: &pb::NodeProto) -> Option<Vec<pb::NodeProto>> {
             b.q(&y, input(n, 0), input(n, 1), out);
         }
         "QLinearSigmoid" | "QLinearLeakyRelu" | "QLinearSoftmax" => {
-            let x = b.dq(input(n, 0), input(n, 1), input(n, 2));
+            let x = if n.op_type == "QLinearSoftmax" {
+                b.dq_by_hand(input(n, 0), input(n, 1), input(n, 2))
+            } else {
+                b.dq(input(n, 0), input(n, 1), input(n, 2))
+            };
             let y = match n.op_type.as_str() {
                 "QLinearSigmoid" => b.op("Sigmoid", &[&x], vec![]),
                 "QLinearLeakyRelu" => b.op(
