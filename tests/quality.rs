@@ -138,12 +138,13 @@ fn min_classes(n: usize) -> usize {
 }
 
 /// A variant of the fp32 model and its limits on the relative |Δ| of its scores from fp32's on
-/// the same seed, at the full count (a reduced count widens the confidence limit by √(full/n)
-/// and checks distinct classes instead of entropy).
+/// the same seed: confidence and entropy at the full count; at the reduced count (under qemu)
+/// confidence with its own measured limit, and distinct classes instead of entropy.
 struct Variant {
     file: &'static str,
     conf: f64,
     entropy: f64,
+    conf_reduced: f64,
 }
 
 /// z of the confidence band at a reduced count (one-sided, P ≈ 1e-3).
@@ -231,8 +232,9 @@ fn check_family(
             s.classes,
             t.elapsed().as_secs_f64()
         );
-        // The mean of n per-image differences: its spread grows as √(full/n) at fewer images.
-        let conf_limit = v.conf * (f.full as f64 / n as f64).max(1.0).sqrt();
+        // Few images: one ambiguous image whose class probability moves weighs 1/n, so the
+        // reduced count has its own measured limit.
+        let conf_limit = if n >= f.full { v.conf } else { v.conf_reduced };
         if dc > conf_limit {
             failures.push(format!(
                 "{}: confidence {} vs fp32 {}: rel. Δ {dc:.2e} > {conf_limit:.2e}",
@@ -275,27 +277,33 @@ const DIGITS: Floors = Floors {
 
 /// Limits at 3× the measured relative |Δ| from fp32 (confidence / entropy, 256 images, x86
 /// avx512): fp16 and fp16-half 4.4e-4 / 1.45e-3; int8 QDQ 3.81e-3 / 1.10e-3; int8 QOperator
-/// 3.69e-3 / 1.01e-3. README targets: fp16 within 1 %, int8 within 5 %.
+/// 3.69e-3 / 1.01e-3 (README targets: fp16 within 1 %, int8 within 5 %). At the reduced count
+/// (16 images) the confidence's relative |Δ| measured (x86 avx512 / qemu neon): fp16 7.9e-3,
+/// int8 QDQ 9.0e-3, int8 QOperator 4.2e-3 (QEMU_D).
 const DIGITS_VARIANTS: [Variant; 4] = [
     Variant {
         file: "models/digits/digits-fp16.onnx",
         conf: 1.3e-3,
         entropy: 4.4e-3,
+        conf_reduced: 2.4e-2,
     },
     Variant {
         file: "models/digits/digits-fp16-half.onnx",
         conf: 1.3e-3,
         entropy: 4.4e-3,
+        conf_reduced: 2.4e-2,
     },
     Variant {
         file: "models/digits/digits-int8-qdq.onnx",
         conf: 1.15e-2,
         entropy: 3.3e-3,
+        conf_reduced: 2.7e-2,
     },
     Variant {
         file: "models/digits/digits-int8-qop.onnx",
         conf: 1.1e-2,
         entropy: 3.0e-3,
+        conf_reduced: 1.3e-2,
     },
 ];
 
@@ -326,30 +334,35 @@ const FASHION: Floors = Floors {
     min_entropy: 0.878,
 };
 
-/// Limits at 3× the measured relative |Δ| of the confidence from fp32 (64 images, x86
-/// avx512): fp16 and fp16-half 1.57e-3; int8 QDQ 4.23e-3; int8 QOperator QOP. The class
-/// histograms, and so the entropies, were identical to fp32's for every variant: asserted
-/// identical (limit 0).
+/// Limits at 3× the measured relative |Δ| from fp32 (confidence / entropy, 64 images, x86
+/// avx512): fp16 and fp16-half 1.57e-3 / 0; int8 QDQ 4.23e-3 / 0; int8 QOperator 7.0e-3 /
+/// 2.0e-3. fp16's and QDQ's class histograms were fp32's exactly: entropy asserted identical
+/// (limit 0). At the reduced count (8 images), confidence (x86 avx512 / qemu neon): fp16
+/// 2.6e-4, int8 QDQ 2.1e-3, int8 QOperator 3.6e-3 (QEMU_F).
 const FASHION_VARIANTS: [Variant; 4] = [
     Variant {
         file: "models/fashion/fashion-fp16.onnx",
         conf: 4.7e-3,
         entropy: 0.0,
+        conf_reduced: 8e-4,
     },
     Variant {
         file: "models/fashion/fashion-fp16-half.onnx",
         conf: 4.7e-3,
         entropy: 0.0,
+        conf_reduced: 8e-4,
     },
     Variant {
         file: "models/fashion/fashion-int8-qdq.onnx",
         conf: 1.27e-2,
         entropy: 0.0,
+        conf_reduced: 6.3e-3,
     },
     Variant {
         file: "models/fashion/fashion-int8-qop.onnx",
-        conf: 1.3e-2,
-        entropy: 0.0,
+        conf: 2.1e-2,
+        entropy: 6e-3,
+        conf_reduced: 1.1e-2,
     },
 ];
 

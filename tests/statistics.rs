@@ -141,7 +141,7 @@ fn departure(theirs: &[usize], ours: &[i64], s: usize, pts: usize) -> Option<&'s
             2 * num % (2 * den) == den && (a as i64 - b).abs() == 1 && a % 2 == 0,
             "S = {s}, entry {i}: edge-sample {a}, diffusers {b}: not a half rounded to even"
         );
-        kind = Some("linspace: an exact half rounded up");
+        kind = Some("linspace: an exact half rounded to even");
     }
     kind
 }
