@@ -205,7 +205,8 @@ fn summary_line_reports_timing() {
 
 /// One variant run's samples (--save-npy) and picture (-o), checked for shape and content:
 /// the grid PNG of 3 images (2×2 cells of `side` px with 2-px gaps) in the model's channels,
-/// finite samples, each image far from constant, no two images alike.
+/// finite samples, each image far from constant, no two images alike (mean |Δ| > 0.25: a third
+/// of the least measured, sidecar's 0.87; tiny UNet 3.7, rgb16 ≈ 200).
 fn variant_run(dir: &Path, model: &str, chw: [usize; 3], min_levels: usize) -> Vec<f32> {
     let stem = Path::new(model)
         .file_stem()
@@ -272,7 +273,7 @@ fn variant_run(dir: &Path, model: &str, chw: [usize; 3], min_levels: usize) -> V
             .sum::<f64>()
             / n as f64;
         assert!(
-            mean_diff > 0.05,
+            mean_diff > 0.25,
             "{model}: images {a} and {b} alike (mean |Δ| {mean_diff})"
         );
     }
