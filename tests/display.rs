@@ -11,7 +11,11 @@ use edge_sample::display::layout::{Fit, BAR_DONE, BAR_TODO};
 use edge_sample::display::sim::SimScreen;
 use edge_sample::display::{Layout, Parts, Rotation, Scene, Screen};
 use edge_sample::image::Pixels;
+use embedded_graphics::mono_font::{ascii::FONT_6X10, MonoTextStyle};
+use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
+use embedded_graphics::text::{Baseline, Text};
+use embedded_graphics_simulator::SimulatorDisplay;
 
 use common::{fixture, read_rgb, run_ok};
 
@@ -72,12 +76,18 @@ fn px(p: &Pixels, x: usize, y: usize) -> [u8; 3] {
     [p.data[i], p.data[i + 1], p.data[i + 2]]
 }
 
-/// Compares with tests/fixtures/display/NAME.png; EDGE_SAMPLE_BLESS=1 rewrites it
-/// (tests/fixtures/display/bless.sh).
+/// Compares with tests/fixtures/display/NAME.png. With EDGE_SAMPLE_BLESS set the file is
+/// rewritten from `got` and the test FAILS (a blessing run never passes a comparison with
+/// what it just wrote); tests/fixtures/display/bless.sh then reruns the tests without it.
 fn golden(name: &str, got: &Pixels) {
     let path = fixture(&format!("display/{name}.png"));
     if std::env::var_os("EDGE_SAMPLE_BLESS").is_some() {
         edge_sample::image::write_png(&path, got, &[]).unwrap();
+        panic!(
+            "{name}: EDGE_SAMPLE_BLESS is set: rewrote {}; look at it, then rerun without \
+             EDGE_SAMPLE_BLESS to compare",
+            path.display()
+        );
     }
     let (w, h, want) = read_rgb(&path);
     assert_eq!((w, h), (got.width, got.height), "{name}: size");
@@ -90,6 +100,102 @@ fn golden(name: &str, got: &Pixels) {
     );
 }
 
+/// The test card on a `w`×`h` screen with nothing else on it, placed by the test's own
+/// arithmetic (the layout's documented rule: the largest integer factor k that fits, every
+/// source pixel a k×k block, centred, black around), without edge-sample's drawing code.
+fn card_on_screen(w: usize, h: usize) -> Pixels {
+    let card = test_card();
+    let k = (w / card.width).min(h / card.height);
+    assert!(k >= 1, "the reference covers integer scales only");
+    let (x0, y0) = ((w - k * card.width) / 2, (h - k * card.height) / 2);
+    let mut data = vec![0u8; w * h * 3];
+    for y in 0..k * card.height {
+        for x in 0..k * card.width {
+            let s = ((y / k) * card.width + x / k) * 3;
+            let d = ((y0 + y) * w + x0 + x) * 3;
+            data[d..d + 3].copy_from_slice(&card.data[s..s + 3]);
+        }
+    }
+    Pixels {
+        width: w,
+        height: h,
+        channels: 3,
+        data,
+    }
+}
+
+/// Rows `y0..y0 + h` of a picture, as pixels.
+fn rows(p: &Pixels, y0: usize, h: usize) -> Vec<[u8; 3]> {
+    (y0..y0 + h)
+        .flat_map(|y| (0..p.width).map(move |x| (x, y)))
+        .map(|(x, y)| px(p, x, y))
+        .collect()
+}
+
+/// Caption line height and the font's cell (the layout's documented 12-row line, 6×10 font).
+const CAPTION_ROWS: usize = 12;
+const CELL: (usize, usize) = (6, 10);
+
+/// A `w`×12 caption line as embedded-graphics' own font renderer draws `text`: a
+/// `MonoTextStyle` of FONT_6X10 in white on a fresh black SimulatorDisplay, centred
+/// horizontally ((w − 6·len)/2, 0 when it overflows) and vertically ((12 − 10)/2 = 1 row down).
+fn caption_reference(text: &str, w: usize) -> Vec<[u8; 3]> {
+    let mut d = SimulatorDisplay::<Rgb888>::new(Size::new(w as u32, CAPTION_ROWS as u32));
+    let x = w.saturating_sub(CELL.0 * text.len()) / 2;
+    let y = (CAPTION_ROWS - CELL.1) / 2;
+    Text::with_baseline(
+        text,
+        Point::new(x as i32, y as i32),
+        MonoTextStyle::new(&FONT_6X10, Rgb888::WHITE),
+        Baseline::Top,
+    )
+    .draw(&mut d)
+    .unwrap();
+    (0..CAPTION_ROWS)
+        .flat_map(|y| (0..w).map(move |x| (x, y)))
+        .map(|(x, y)| {
+            let c = d.get_pixel(Point::new(x as i32, y as i32));
+            [c.r(), c.g(), c.b()]
+        })
+        .collect()
+}
+
+/// Reads the caption line at rows `y0..y0 + 12` of `p` back as text: every 6×10 cell is
+/// matched against the printable ASCII glyphs embedded-graphics renders, for every text length
+/// whose centring puts cells on a whole-glyph grid, and a reading counts only when the
+/// independent render of the text read equals the whole line pixel for pixel. Blank cells
+/// around the text read the same at every length, so the reading without leading or trailing
+/// spaces is the text; exactly one must be left.
+fn read_caption(p: &Pixels, y0: usize) -> String {
+    let w = p.width;
+    let line = rows(p, y0, CAPTION_ROWS);
+    let line_ref = &line;
+    let glyph = |c: char| caption_reference(&c.to_string(), CELL.0);
+    let glyphs: Vec<(char, Vec<[u8; 3]>)> = (' '..='~').map(|c| (c, glyph(c))).collect();
+    let cell = |x0: usize| -> Vec<[u8; 3]> {
+        (0..CAPTION_ROWS)
+            .flat_map(|y| (x0..x0 + CELL.0).map(move |x| line_ref[y * w + x]))
+            .collect()
+    };
+    let mut readings = vec![];
+    for len in 1..=w / CELL.0 {
+        let x0 = (w - CELL.0 * len) / 2;
+        let text: Option<String> = (0..len)
+            .map(|i| {
+                let c = cell(x0 + CELL.0 * i);
+                glyphs.iter().find(|(_, g)| *g == c).map(|(ch, _)| *ch)
+            })
+            .collect();
+        if let Some(text) = text.filter(|t| t.trim() == t) {
+            if caption_reference(&text, w) == line {
+                readings.push(text);
+            }
+        }
+    }
+    assert_eq!(readings.len(), 1, "caption readings: {readings:?}");
+    readings.pop().unwrap()
+}
+
 #[test]
 fn image_is_integer_scaled_and_centred() {
     let (layout, got) = render(Size::new(240, 240), Rotation::R0, None, None);
@@ -100,6 +206,7 @@ fn image_is_integer_scaled_and_centred() {
         r,
         embedded_graphics::primitives::Rectangle::new(Point::zero(), Size::new(240, 240))
     );
+    same_pixels(&got, &card_on_screen(240, 240), "240×240");
     for y in 0..240 {
         for x in 0..240 {
             let want = if r.contains(Point::new(x as i32, y as i32)) {
@@ -138,39 +245,96 @@ fn caption_and_progress_bar() {
         .filter(|&x| px(&got, x, y) == [BAR_TODO.r(), BAR_TODO.g(), BAR_TODO.b()])
         .count();
     assert_eq!((done, todo), (80, 240));
-    // The caption line has white text pixels and nothing else but black.
+    // The caption line sits on rows 223..235 and is, pixel for pixel, the text as
+    // embedded-graphics' font renderer draws it (independent of edge-sample's caption code).
+    let text = "dpmpp-2m, 20 steps, seed 42, 0.41 s";
     let cap = layout.caption.unwrap();
-    let mut white = 0;
-    for y in cap.top_left.y as usize..(cap.top_left.y as u32 + cap.size.height) as usize {
-        for x in 0..320 {
-            match px(&got, x, y) {
-                [255, 255, 255] => white += 1,
-                [0, 0, 0] => {}
-                other => panic!("caption pixel ({x}, {y}) is {other:?}"),
+    assert_eq!(
+        cap,
+        embedded_graphics::primitives::Rectangle::new(Point::new(0, 223), Size::new(320, 12))
+    );
+    let line = rows(&got, 223, CAPTION_ROWS);
+    let want = caption_reference(text, 320);
+    let diff = line.iter().zip(&want).filter(|(a, b)| a != b).count();
+    assert_eq!(
+        diff, 0,
+        "{diff} caption pixels differ from the font's own render"
+    );
+    assert!(
+        want.iter().filter(|&&c| c == [255, 255, 255]).count() > 200,
+        "the reference caption has text pixels"
+    );
+    assert_eq!(read_caption(&got, 223), text);
+    // The rows between the image and the caption, and the gap above the bar, stay black.
+    for y in (21 + 180)..223 {
+        assert!(rows(&got, y, 1).iter().all(|&c| c == [0, 0, 0]), "row {y}");
+    }
+    assert!(
+        rows(&got, 235, 1).iter().all(|&c| c == [0, 0, 0]),
+        "gap row 235"
+    );
+    golden("card-320x240-caption", &got);
+}
+
+/// A picture turned clockwise by `quarter` quarter turns, by index arithmetic: a quarter turn
+/// of a W×H picture is the H×W picture with out(H−1−y, x) = in(x, y).
+fn turned(p: &Pixels, quarter: u32) -> Pixels {
+    let mut p = Pixels {
+        width: p.width,
+        height: p.height,
+        channels: 3,
+        data: p.data.clone(),
+    };
+    for _ in 0..quarter {
+        let (w, h) = (p.width, p.height);
+        let mut data = vec![0u8; w * h * 3];
+        for y in 0..h {
+            for x in 0..w {
+                let (ox, oy) = (h - 1 - y, x);
+                let (s, d) = ((y * w + x) * 3, (oy * h + ox) * 3);
+                data[d..d + 3].copy_from_slice(&p.data[s..s + 3]);
             }
         }
+        p = Pixels {
+            width: h,
+            height: w,
+            channels: 3,
+            data,
+        };
     }
-    assert!(white > 200, "caption drawn ({white} white pixels)");
-    golden("card-320x240-caption", &got);
+    p
+}
+
+fn same_pixels(got: &Pixels, want: &Pixels, what: &str) {
+    assert_eq!(
+        (got.width, got.height),
+        (want.width, want.height),
+        "{what}: size"
+    );
+    for y in 0..got.height {
+        for x in 0..got.width {
+            assert_eq!(px(got, x, y), px(want, x, y), "{what} at ({x}, {y})");
+        }
+    }
 }
 
 #[test]
 fn rotation_turns_the_picture_clockwise() {
+    // The unrotated 128×64 picture, placed by the test (1×, at (34, 2)), then turned by the
+    // test: each rotated panel must be exactly that.
+    let reference = card_on_screen(128, 64);
     let (_, r0) = render(Size::new(128, 64), Rotation::R0, None, None);
     let (_, r90) = render(Size::new(64, 128), Rotation::R90, None, None);
     let (_, r180) = render(Size::new(128, 64), Rotation::R180, None, None);
+    let (_, r270) = render(Size::new(64, 128), Rotation::R270, None, None);
+    same_pixels(&r0, &reference, "0°");
     // The panel of r90 is 64 wide, 128 tall; its logical screen is 128×64 like r0's.
     assert_eq!((r90.width, r90.height), (64, 128));
-    for y in 0..64 {
-        for x in 0..128 {
-            assert_eq!(px(&r90, 63 - y, x), px(&r0, x, y), "90° at ({x}, {y})");
-            assert_eq!(
-                px(&r180, 127 - x, 63 - y),
-                px(&r0, x, y),
-                "180° at ({x}, {y})"
-            );
-        }
-    }
+    same_pixels(&r90, &turned(&reference, 1), "90°");
+    same_pixels(&r180, &turned(&reference, 2), "180°");
+    same_pixels(&r270, &turned(&reference, 3), "270°");
+    // Clockwise: the card's bright top-left pixel (at (34, 2) unrotated) lands top right.
+    assert_eq!(px(&r90, 63 - 2, 34), [255, 255, 255]);
     golden("card-64x128-rot90", &r90);
 }
 
@@ -236,7 +400,29 @@ fn screen_shows_the_images_the_run_writes() {
             );
         }
     }
-    // The caption names the sampler, steps and seed.
+    // The caption names the sampler, steps, seed and time: read back from the screen's
+    // caption line (rows 223..235) glyph by glyph against embedded-graphics' own font, and
+    // the whole line equal to the font's render of the text read.
+    let caption = read_caption(
+        &Pixels {
+            width: sw,
+            height: sh,
+            channels: 3,
+            data: screen.clone(),
+        },
+        223,
+    );
+    let secs = caption
+        .strip_prefix("dpmpp-2m, 8 steps, seed 7, ")
+        .and_then(|r| r.strip_suffix(" s"))
+        .unwrap_or_else(|| panic!("caption '{caption}'"));
+    let (int, frac) = secs.split_once('.').expect("seconds with two decimals");
+    assert!(
+        !int.is_empty()
+            && frac.len() == 2
+            && int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()),
+        "caption '{caption}'"
+    );
     let o = run_ok(
         dir.path(),
         &["--num", "1", "--display", "png:s1.png", "--quiet"],

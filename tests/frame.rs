@@ -8,6 +8,33 @@ use std::time::Duration;
 
 use common::{binary, read_rgb, run_in as run, run_ok};
 
+/// Asserts that a `w`×`h` screen (RGB bytes) shows `picture` as the layout rules place it,
+/// worked out here: a bar of min(4, h/8) rows at the bottom and a blank row above it, the
+/// picture scaled by the largest integer factor k that fits the rows left, centred, every
+/// picture pixel a k×k block, black around it.
+fn assert_shows(screen: &(usize, usize, Vec<u8>), picture: &(usize, usize, Vec<u8>)) {
+    let (w, h, s) = screen;
+    let (pw, ph, p) = picture;
+    let area = h - (h / 8).clamp(1, 4) - 1;
+    let k = (w / pw).min(area / ph);
+    assert!(k >= 1, "the picture fits");
+    let (x0, y0) = ((w - k * pw) / 2, (area - k * ph) / 2);
+    for y in 0..area {
+        for x in 0..*w {
+            let got = &s[(y * w + x) * 3..][..3];
+            let inside = (x0..x0 + k * pw).contains(&x) && (y0..y0 + k * ph).contains(&y);
+            let want = if inside {
+                let i = ((y - y0) / k * pw + (x - x0) / k) * 3;
+                &p[i..i + 3]
+            } else {
+                &[0u8; 3][..]
+            };
+            assert_eq!(got, want, "screen pixel ({x}, {y}), {k}× at ({x0}, {y0})");
+        }
+    }
+    assert!(p.iter().any(|&v| v > 0), "the picture is not black");
+}
+
 /// A usage or screen error: exit 2, one line naming `needle`.
 fn assert_fails(o: &Output, needle: &str) {
     common::assert_fails(o, 2, needle)
@@ -52,14 +79,14 @@ fn frame_shows_a_new_seed_each_picture() {
         read_rgb(&dir.path().join("latest.png")),
         read_rgb(&dir.path().join("ref.png"))
     );
-    let (w, h, screen) = read_rgb(&dir.path().join("screen.png"));
-    assert_eq!((w, h), (96, 96));
-    assert!(screen.iter().any(|&v| v > 0), "picture on the screen");
+    let screen = read_rgb(&dir.path().join("screen.png"));
+    assert_eq!((screen.0, screen.1), (96, 96));
+    assert_shows(&screen, &read_rgb(&dir.path().join("ref.png")));
 }
 
 /// Starts a frame that waits an hour between pictures, waits for its first picture, sends
 /// `signal`, and returns its exit status, stderr and the screen.
-fn stop_frame(signal: i32, on_exit: &str) -> (Option<i32>, String, Vec<u8>) {
+fn stop_frame(signal: i32, on_exit: &str) -> (Option<i32>, String, (usize, usize, Vec<u8>)) {
     let dir = tempfile::tempdir().unwrap();
     let mut child = binary()
         .args([
@@ -103,7 +130,7 @@ fn stop_frame(signal: i32, on_exit: &str) -> (Option<i32>, String, Vec<u8>) {
     assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
     let status = child.wait().unwrap();
     lines.extend(rx.iter());
-    let (_, _, screen) = read_rgb(&dir.path().join("screen.png"));
+    let screen = read_rgb(&dir.path().join("screen.png"));
     (status.code(), lines.join("\n"), screen)
 }
 
@@ -112,14 +139,23 @@ fn frame_clears_the_screen_on_sigterm() {
     let (code, err, screen) = stop_frame(libc::SIGTERM, "clear");
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("stopped after 1 pictures"), "{err}");
-    assert!(screen.iter().all(|&v| v == 0), "screen cleared");
+    assert_eq!((screen.0, screen.1), (64, 64));
+    assert!(screen.2.iter().all(|&v| v == 0), "screen cleared");
 }
 
 #[test]
 fn frame_keeps_the_last_picture_on_sigint() {
     let (code, err, screen) = stop_frame(libc::SIGINT, "keep");
     assert_eq!(code, Some(0), "{err}");
-    assert!(screen.iter().any(|&v| v > 0), "picture kept");
+    // The picture kept is the main job's image for the frame's first seed.
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(
+        dir.path(),
+        &[
+            "--num", "1", "--seed", "1", "--steps", "4", "-o", "ref.png", "-q",
+        ],
+    );
+    assert_shows(&screen, &read_rgb(&dir.path().join("ref.png")));
 }
 
 #[test]

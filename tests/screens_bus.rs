@@ -6,13 +6,15 @@
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use edge_sample::display::adapt::dither;
-use edge_sample::display::layout::draw_scene;
+use edge_sample::display::layout::{BAR_DONE, BAR_TODO};
 use edge_sample::display::tft::{self, Panel};
 use edge_sample::display::{oled, Layout, Parts, Rotation, Scene, Screen};
 use edge_sample::image::Pixels;
-use embedded_graphics::pixelcolor::{BinaryColor, Rgb888};
+use embedded_graphics::mono_font::{ascii::FONT_6X10, MonoTextStyle};
+use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
+use embedded_graphics::primitives::Rectangle;
+use embedded_graphics::text::{Baseline, Text};
 use embedded_graphics_simulator::SimulatorDisplay;
 use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::{ErrorType as PinErrorType, OutputPin};
@@ -150,10 +152,126 @@ fn card(w: usize, h: usize) -> Pixels {
     }
 }
 
-fn reference(size: Size, layout: &Layout, scene: &Scene) -> SimulatorDisplay<Rgb888> {
-    let mut d = SimulatorDisplay::new(size);
-    draw_scene(&mut d, layout, scene, Parts::ALL).unwrap();
-    d
+/// Where a case's parts go, worked out by hand from the layout rules (bar of min(4, h/8)
+/// rows at the bottom, one blank row above it, a 12-row caption line above that, the image
+/// scaled by the largest integer factor that fits the rest, or shrunk by nearest neighbour,
+/// and centred): checked against edge-sample's `Layout` and used to build the reference.
+struct Geometry {
+    screen: Size,
+    /// x, y, width, height of the drawn image.
+    image: (usize, usize, usize, usize),
+    /// First row of the caption line.
+    caption: Option<usize>,
+    /// First row and rows of the bar.
+    bar: Option<(usize, usize)>,
+}
+
+impl Geometry {
+    fn check(&self, layout: &Layout) {
+        let (x, y, w, h) = self.image;
+        assert_eq!(layout.screen, self.screen);
+        assert_eq!(
+            layout.image,
+            Rectangle::new(
+                Point::new(x as i32, y as i32),
+                Size::new(w as u32, h as u32)
+            ),
+            "image area"
+        );
+        let sw = self.screen.width;
+        assert_eq!(
+            layout.caption,
+            self.caption
+                .map(|y| Rectangle::new(Point::new(0, y as i32), Size::new(sw, 12))),
+            "caption line"
+        );
+        assert_eq!(
+            layout.bar,
+            self.bar
+                .map(|(y, h)| Rectangle::new(Point::new(0, y as i32), Size::new(sw, h as u32))),
+            "bar"
+        );
+    }
+}
+
+/// The bar's colours by value (done: #3ddc84, to do: #303030), the same as edge-sample's
+/// published constants.
+const DONE: Rgb888 = Rgb888::new(0x3d, 0xdc, 0x84);
+const TODO: Rgb888 = Rgb888::new(0x30, 0x30, 0x30);
+
+/// The scene as the test draws it itself: black, the picture nearest-neighbour into the image
+/// area (source pixel ⌊dx·W/dw⌋, ⌊dy·H/dh⌋ — at an integer scale k that is ⌊dx/k⌋), the
+/// caption centred in FONT_6X10 by embedded-graphics' own text renderer, and the bar with
+/// round(progress·width) columns done.
+fn reference(g: &Geometry, picture: &Pixels, caption: Option<&str>, progress: f32) -> Vec<Rgb888> {
+    assert_eq!((BAR_DONE, BAR_TODO), (DONE, TODO));
+    let (sw, sh) = (g.screen.width as usize, g.screen.height as usize);
+    let mut d = SimulatorDisplay::<Rgb888>::new(g.screen);
+    let (x0, y0, dw, dh) = g.image;
+    for dy in 0..dh {
+        for dx in 0..dw {
+            let (sx, sy) = (dx * picture.width / dw, dy * picture.height / dh);
+            let i = (sy * picture.width + sx) * 3;
+            let c = Rgb888::new(picture.data[i], picture.data[i + 1], picture.data[i + 2]);
+            Pixel(Point::new((x0 + dx) as i32, (y0 + dy) as i32), c)
+                .draw(&mut d)
+                .unwrap();
+        }
+    }
+    if let (Some(y), Some(text)) = (g.caption, caption) {
+        let x = sw.saturating_sub(6 * text.len()) / 2;
+        Text::with_baseline(
+            text,
+            Point::new(x as i32, y as i32 + 1),
+            MonoTextStyle::new(&FONT_6X10, Rgb888::WHITE),
+            Baseline::Top,
+        )
+        .draw(&mut d)
+        .unwrap();
+    }
+    if let Some((y, h)) = g.bar {
+        let done = (progress as f64 * sw as f64).round() as usize;
+        for yy in y..y + h {
+            for x in 0..sw {
+                let c = if x < done { DONE } else { TODO };
+                Pixel(Point::new(x as i32, yy as i32), c)
+                    .draw(&mut d)
+                    .unwrap();
+            }
+        }
+    }
+    (0..sh)
+        .flat_map(|y| (0..sw).map(move |x| (x, y)))
+        .map(|(x, y)| d.get_pixel(Point::new(x as i32, y as i32)))
+        .collect()
+}
+
+/// The 2^k × 2^k Bayer index matrix from its recursive definition:
+/// M₁ = [0], M₂ₙ(i, j) = 4·Mₙ(i mod n, j mod n) + M₂(⌊i/n⌋, ⌊j/n⌋) with M₂ = [[0, 2], [3, 1]].
+fn bayer(size: usize) -> Vec<Vec<u32>> {
+    let m2 = [[0u32, 2], [3, 1]];
+    let mut m = vec![vec![0u32]];
+    while m.len() < size {
+        let n = m.len();
+        m = (0..2 * n)
+            .map(|i| {
+                (0..2 * n)
+                    .map(|j| 4 * m[i % n][j % n] + m2[i / n][j / n])
+                    .collect()
+            })
+            .collect();
+    }
+    m
+}
+
+/// Ordered dithering as documented: luma by ITU-R BT.601 in 8-bit fixed point
+/// ((77·R + 150·G + 29·B + 128) >> 8), quantised to 0..=64 levels (round(luma·64/255)), and a
+/// pixel at panel position (x, y) is on when that level exceeds the 8×8 Bayer index at
+/// (y mod 8, x mod 8): a flat grey lights its share of every 8×8 tile.
+fn dithered_on(m: &[Vec<u32>], c: Rgb888, x: usize, y: usize) -> bool {
+    let luma = (77 * c.r() as u32 + 150 * c.g() as u32 + 29 * c.b() as u32 + 128) >> 8;
+    let level = (luma * 64 + 127) / 255;
+    level > m[y % 8][x % 8]
 }
 
 /// RGB565 as a panel receives it (big-endian on the wire) from an Rgb888 colour, each channel
@@ -189,7 +307,7 @@ fn replay_dcs(commands: &[Command], w: usize, h: usize) -> Vec<[u8; 2]> {
     mem
 }
 
-fn tft_case(model: &str, panel: Panel, rst: bool) -> TftRun {
+fn tft_case(model: &str, panel: Panel, rst: bool, geometry: Geometry) -> TftRun {
     let log = Arc::new(Mutex::new(SpiLog::default()));
     let spi = SpiBus(log.clone());
     let dc = Pin(log.clone(), "dc");
@@ -222,6 +340,7 @@ fn tft_case(model: &str, panel: Panel, rst: bool) -> TftRun {
     let size = screen.size();
     let picture = card(50, 30);
     let layout = Layout::new(size, Size::new(50, 30), true, true);
+    geometry.check(&layout);
     let scene = Scene {
         image: Some(&picture),
         caption: Some("ddim 20 steps"),
@@ -237,10 +356,9 @@ fn tft_case(model: &str, panel: Panel, rst: bool) -> TftRun {
         .unwrap();
     let (w, h) = (size.width as usize, size.height as usize);
     let got = replay_dcs(&log.commands[init_len..], w, h);
-    let sim = reference(size, &layout, &scene);
-    let want: Vec<[u8; 2]> = (0..h)
-        .flat_map(|y| (0..w).map(move |x| (x, y)))
-        .map(|(x, y)| rgb565(sim.get_pixel(Point::new(x as i32, y as i32))))
+    let want: Vec<[u8; 2]> = reference(&geometry, &picture, scene.caption, 0.5)
+        .into_iter()
+        .map(rgb565)
         .collect();
     let init = log.commands[..init_len].to_vec();
     TftRun {
@@ -272,7 +390,19 @@ fn st7789_init_sequence_window_and_pixels() {
         size,
         got,
         want,
-    } = tft_case("st7789", panel, false);
+    } = tft_case(
+        "st7789",
+        panel,
+        false,
+        // 240 rows: bar 236..240, gap 235, caption 223..235; 223 rows left: 50×30 at
+        // min(240/50, 223/30) = 4× → 200×120 at ((240 − 200)/2, (223 − 120)/2) = (20, 51).
+        Geometry {
+            screen: Size::new(240, 240),
+            image: (20, 51, 200, 120),
+            caption: Some(223),
+            bar: Some((236, 4)),
+        },
+    );
     assert_eq!(size, Size::new(240, 240));
     // Without a reset line: SWRESET, SLPOUT, MADCTL, INVON (IPS panel), COLMOD, NORON, DISPON.
     assert_eq!(opcodes(&init), [0x01, 0x11, 0x36, 0x21, 0x3A, 0x13, 0x29]);
@@ -309,7 +439,19 @@ fn ili9341_rotated_with_reset_line() {
         size,
         got,
         want,
-    } = tft_case("ili9341", panel, true);
+    } = tft_case(
+        "ili9341",
+        panel,
+        true,
+        // Logical 320×240: bar 236..240, caption 223..235; 50×30 at min(320/50, 223/30) = 6×
+        // → 300×180 at ((320 − 300)/2, (223 − 180)/2) = (10, 21).
+        Geometry {
+            screen: Size::new(320, 240),
+            image: (10, 21, 300, 180),
+            caption: Some(223),
+            bar: Some((236, 4)),
+        },
+    );
     // A 90° turn exchanges rows and columns (MADCTL MV, bit 5) and the panel is 320×240.
     assert_eq!(size, Size::new(320, 240));
     let madctl = init.iter().find(|c| c.0 == 0x36).expect("MADCTL sent").1[0];
@@ -353,6 +495,15 @@ fn ssd1306_over_i2c_dithered() {
     assert_eq!(screen.size(), Size::new(128, 64));
     let picture = card(60, 60);
     let layout = Layout::new(screen.size(), Size::new(60, 60), false, true);
+    // 64 rows: bar min(4, 64/8) = 4 rows at 60, gap 59; 59 rows left, less than 60: shrunk to
+    // 59×59 (aspect kept), centred at ((128 − 59)/2, 0) = (34, 0).
+    let geometry = Geometry {
+        screen: Size::new(128, 64),
+        image: (34, 0, 59, 59),
+        caption: None,
+        bar: Some((60, 4)),
+    };
+    geometry.check(&layout);
     let scene = Scene {
         image: Some(&picture),
         caption: None,
@@ -417,13 +568,18 @@ fn ssd1306_over_i2c_dithered() {
     );
     assert!(ops.contains(&0xAF), "display on");
 
-    let sim = reference(Size::new(128, 64), &layout, &scene);
+    let want = reference(&geometry, &picture, None, 0.75);
+    let m = bayer(8);
+    assert_eq!(
+        m[0],
+        [0, 32, 8, 40, 2, 34, 10, 42],
+        "the classic 8×8 Bayer matrix"
+    );
     let mut lit = 0;
     for y in 0..64 {
         for x in 0..128 {
-            let p = Point::new(x, y);
-            let want = dither(sim.get_pixel(p), p) == BinaryColor::On;
-            let got = ram[(y as usize / 8) * 128 + x as usize] >> (y % 8) & 1 == 1;
+            let want = dithered_on(&m, want[y * 128 + x], x, y);
+            let got = ram[(y / 8) * 128 + x] >> (y % 8) & 1 == 1;
             assert_eq!(got, want, "pixel ({x}, {y})");
             lit += got as usize;
         }

@@ -3,8 +3,10 @@
 //! writes it as an ONNX graph (gaussian_denoiser.onnx, 1×8×8, μ = 0.2, s = 0.25). Every
 //! sampler step is then affine in x plus Gaussian noise, so each sampler's output is an exactly
 //! computable Gaussian: here the recursion is written again in f64 from the papers' formulas,
-//! and edge-sample's samples (via tract) must match its mean and variance within 5 standard
-//! errors. With many steps the exact answer must also approach N(μ, s²) itself.
+//! on timesteps recomputed by the test from diffusers' `set_timesteps` (and compared with
+//! edge-sample's lists), and edge-sample's samples (via tract) must match its mean and variance
+//! within Z standard errors of the estimate for the number of pixels drawn. With many steps the
+//! exact answer must also approach N(μ, s²) itself.
 mod common;
 
 use common::*;
@@ -13,10 +15,203 @@ use edge_sample::sampler::{
     dpm_timesteps, timesteps, SamplerConfig, SamplerKind, Spacing, Variance,
 };
 
+const T: usize = 1000;
+
 const MU: f64 = 0.2;
 const S: f64 = 0.25;
-/// Sampling tolerance in standard errors of the estimate.
+/// Sampling tolerance in standard errors of the estimate. The standard errors are those of a
+/// mean and a variance over n = images × 64 independent Gaussian pixels (the optimal denoiser
+/// is per pixel and the noise is independent per pixel and image), n counted from the samples
+/// each case returns: 256 images on x86, 64 under qemu. The seed is fixed; largest |z| over
+/// all cases, mean and variance: 2.90 (x86 avx512, n = 16384), 2.20 (qemu neon, Cortex-A72,
+/// n = 4096), so Z = 5 is 1.7–2.3× the measured; as a band it is what it must be: across 20
+/// checks a correct sampler leaves it with probability < 1e-5, and a wider one (3× measured,
+/// ~8.7σ) would only hide real errors.
 const Z: f64 = 5.0;
+
+/// numpy's `round` (half to even).
+fn np_round(x: f64) -> i64 {
+    x.round_ties_even() as i64
+}
+
+/// numpy's `linspace(start, stop, num)`: start + i·((stop − start)/(num − 1)), the last
+/// point exactly `stop`.
+fn np_linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
+    if num == 1 {
+        return vec![start];
+    }
+    let step = (stop - start) / (num - 1) as f64;
+    let mut v: Vec<f64> = (0..num).map(|i| i as f64 * step + start).collect();
+    v[num - 1] = stop;
+    v
+}
+
+/// numpy's `arange(start, stop, step)` for a negative step: ⌈(stop − start)/step⌉ points.
+fn np_arange_down(start: f64, stop: f64, step: f64) -> Vec<f64> {
+    let n = ((stop - start) / step).ceil() as usize;
+    (0..n).map(|i| start + i as f64 * step).collect()
+}
+
+/// diffusers' DDPMScheduler / DDIMScheduler `set_timesteps` (num_train_timesteps = T,
+/// steps_offset = 0):
+/// - linspace: `np.linspace(0, T - 1, S).round()[::-1]`
+/// - leading: `(np.arange(0, S) * (T // S)).round()[::-1]`
+/// - trailing: `np.round(np.arange(T, 0, -T / S)) - 1`
+fn diffusers_timesteps(spacing: Spacing, s: usize) -> Vec<i64> {
+    let v: Vec<i64> = match spacing {
+        Spacing::Linspace => np_linspace(0.0, (T - 1) as f64, s)
+            .into_iter()
+            .rev()
+            .map(np_round)
+            .collect(),
+        Spacing::Leading => (0..s).rev().map(|k| (k * (T / s)) as i64).collect(),
+        Spacing::Trailing => np_arange_down(T as f64, 0.0, -(T as f64) / s as f64)
+            .into_iter()
+            .map(|x| np_round(x) - 1)
+            .collect(),
+    };
+    v
+}
+
+/// diffusers' DPMSolverMultistepScheduler `set_timesteps` (lambda_min_clipped = −∞, so
+/// last_timestep = T):
+/// - linspace: `np.linspace(0, T - 1, S + 1).round()[::-1][:-1]`
+/// - leading: `(np.arange(0, S + 1) * (T // (S + 1))).round()[::-1][:-1]`
+/// - trailing: `np.arange(T, 0, -T / S).round() - 1`
+fn diffusers_dpm_timesteps(spacing: Spacing, s: usize) -> Vec<i64> {
+    let v: Vec<i64> = match spacing {
+        Spacing::Linspace => {
+            let mut v: Vec<i64> = np_linspace(0.0, (T - 1) as f64, s + 1)
+                .into_iter()
+                .rev()
+                .map(np_round)
+                .collect();
+            v.pop();
+            v
+        }
+        Spacing::Leading => (1..=s).rev().map(|k| (k * (T / (s + 1))) as i64).collect(),
+        Spacing::Trailing => np_arange_down(T as f64, 0.0, -(T as f64) / s as f64)
+            .into_iter()
+            .map(|x| np_round(x) - 1)
+            .collect(),
+    };
+    v
+}
+
+/// The test's timesteps for `cfg`, checked equal to edge-sample's.
+fn steps_for(cfg: &SamplerConfig) -> Vec<usize> {
+    let (sp, s) = (cfg.spacing(), cfg.steps);
+    let (ours, theirs) = if cfg.kind == SamplerKind::DpmPp2m {
+        (diffusers_dpm_timesteps(sp, s), dpm_timesteps(sp, T, s))
+    } else {
+        (diffusers_timesteps(sp, s), timesteps(sp, T, s))
+    };
+    assert_eq!(ours.len(), s, "{} {sp} {s}: diffusers' count", cfg.kind);
+    let ours: Vec<usize> = ours.into_iter().map(|t| t as usize).collect();
+    assert_eq!(
+        theirs, ours,
+        "{} {sp} {s}: edge-sample's timesteps",
+        cfg.kind
+    );
+    ours
+}
+
+/// How edge-sample's list for S steps departs from diffusers' (None: identical). Two known
+/// departures, both at counts no test or default uses (see the report of issue 20):
+/// - linspace: edge-sample computes (T−1)·k/(S−1) exactly, numpy k·((T−1)/(S−1)) in floats;
+///   where the exact value is m + ½, numpy's lands just below or above it and rounds to that
+///   side, edge-sample's rounds half to even: one timestep off by one (S = 26, 27, 30, 31, …).
+/// - trailing: `np.arange(T, 0, −T/S)` has S + 1 points for some S (61, 103, 121, …), the
+///   last ≈ 0, so diffusers' list ends in an extra −1; edge-sample stops at S.
+fn departure(theirs: &[usize], ours: &[i64], s: usize, pts: usize) -> Option<&'static str> {
+    if ours.len() == s + 1 && ours[s] == -1 {
+        let first: Vec<usize> = ours[..s].iter().map(|&t| t as usize).collect();
+        assert_eq!(theirs, first, "S = {s}: all but diffusers' extra −1");
+        return Some("trailing: diffusers' extra −1");
+    }
+    assert_eq!(theirs.len(), ours.len(), "S = {s}: count");
+    let mut kind = None;
+    for (i, (&a, &b)) in theirs.iter().zip(ours).enumerate() {
+        if a as i64 == b {
+            continue;
+        }
+        // Point k of the ascending linspace over `pts` points is entry i of the reversed list.
+        let k = (pts - 1 - i) as i64;
+        let num = (T as i64 - 1) * k;
+        let den = pts as i64 - 1;
+        assert!(
+            2 * num % (2 * den) == den && (a as i64 - b).abs() == 1 && a % 2 == 0,
+            "S = {s}, entry {i}: edge-sample {a}, diffusers {b}: not a half rounded to even"
+        );
+        kind = Some("linspace: an exact half rounded to even");
+    }
+    kind
+}
+
+#[test]
+fn timesteps_are_diffusers_own() {
+    // Known values from diffusers' formulas.
+    assert_eq!(
+        diffusers_timesteps(Spacing::Leading, 10),
+        [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
+    );
+    assert_eq!(
+        diffusers_timesteps(Spacing::Trailing, 10),
+        [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
+    );
+    assert_eq!(
+        diffusers_timesteps(Spacing::Linspace, 4),
+        [999, 666, 333, 0]
+    );
+    assert_eq!(
+        diffusers_dpm_timesteps(Spacing::Linspace, 3),
+        [999, 666, 333]
+    );
+    assert_eq!(
+        diffusers_dpm_timesteps(Spacing::Leading, 3),
+        [750, 500, 250]
+    );
+    // numpy: np.linspace(0, 999, 27)[13] is 499.49999999999994, not 499.5.
+    assert_eq!(diffusers_dpm_timesteps(Spacing::Linspace, 26)[13], 499);
+    // Every count: identical, or one of the two documented departures and nothing else.
+    let mut departures = std::collections::BTreeMap::<String, Vec<usize>>::new();
+    for sp in [Spacing::Leading, Spacing::Trailing, Spacing::Linspace] {
+        for s in 1..=T {
+            for (name, theirs, ours, pts) in [
+                (
+                    "ddpm/ddim",
+                    timesteps(sp, T, s),
+                    diffusers_timesteps(sp, s),
+                    s,
+                ),
+                (
+                    "dpmpp-2m",
+                    dpm_timesteps(sp, T, s),
+                    diffusers_dpm_timesteps(sp, s),
+                    s + 1,
+                ),
+            ] {
+                if let Some(kind) = departure(&theirs, &ours, s, pts) {
+                    departures
+                        .entry(format!("{name} {sp}, {kind}"))
+                        .or_default()
+                        .push(s);
+                }
+            }
+        }
+    }
+    for (what, counts) in &departures {
+        eprintln!(
+            "known departure from diffusers, {what}: {} counts, first {:?}",
+            counts.len(),
+            &counts[..counts.len().min(6)]
+        );
+        // None at the counts the suite and the defaults use.
+        for used in [10, 20, 50, 1000] {
+            assert!(!counts.contains(&used), "{what} at S = {used}");
+        }
+    }
+}
 
 fn alpha_bars() -> Vec<f64> {
     let mut acc = 1.0;
@@ -66,7 +261,7 @@ fn exact(cfg: &SamplerConfig) -> (f64, f64) {
     match cfg.kind {
         SamplerKind::Ddpm => {
             // Ho et al. eq. 11 (the seed's no-clip mean) on the respaced chain.
-            let ts = timesteps(cfg.spacing(), 1000, s);
+            let ts = steps_for(cfg);
             for i in 0..s {
                 let a_t = ab[ts[i]];
                 let a_p = if i + 1 < s { ab[ts[i + 1]] } else { 1.0 };
@@ -90,10 +285,10 @@ fn exact(cfg: &SamplerConfig) -> (f64, f64) {
         }
         SamplerKind::Ddim => {
             // Song et al. eq. 12; previous timestep t − T/S as in diffusers.
-            let ts = timesteps(cfg.spacing(), 1000, s);
+            let ts = steps_for(cfg);
             for &t in &ts {
                 let a_t = ab[t];
-                let a_p = t.checked_sub(1000 / s).map_or(1.0, |p| ab[p]);
+                let a_p = t.checked_sub(T / s).map_or(1.0, |p| ab[p]);
                 let sigma2 = cfg.eta * cfg.eta * (1.0 - a_p) / (1.0 - a_t) * (1.0 - a_t / a_p);
                 let (c, d) = eps_coefs(a_t);
                 let (p, r) = x0_coefs(a_t);
@@ -109,7 +304,7 @@ fn exact(cfg: &SamplerConfig) -> (f64, f64) {
         }
         SamplerKind::DpmPp2m => {
             // Lu et al. 2022, DPM-Solver++(2M), data prediction, last step to σ = 0.
-            let ts = dpm_timesteps(cfg.spacing(), 1000, s);
+            let ts = steps_for(cfg);
             let lambda = |a: f64| (a.sqrt() / (1.0 - a).sqrt()).ln();
             let mut prev: Option<(Affine, f64)> = None; // x̂0 of the last step and its λ
             for i in 0..s {
@@ -185,9 +380,10 @@ fn exact_reference_recovers_the_data_distribution_with_many_steps() {
 
 #[test]
 fn samplers_produce_the_exact_gaussian() {
+    // Under qemu 64 images (one batch) instead of 256: the band is computed from the count.
     let num = if emulated() { 64 } else { 256 };
     let model = load("models/gaussian_denoiser.onnx", 64);
-    let mut cases = vec![
+    let cases = vec![
         cfg(SamplerKind::Ddpm, 20, 0.0, Variance::Beta),
         cfg(SamplerKind::Ddpm, 20, 0.0, Variance::Posterior),
         cfg(SamplerKind::Ddim, 20, 0.0, Variance::Beta),
@@ -199,12 +395,12 @@ fn samplers_produce_the_exact_gaussian() {
             spacing: Some(Spacing::Leading),
             ..cfg(SamplerKind::Ddim, 20, 0.0, Variance::Beta)
         },
+        // The unrespaced chain (consecutive timesteps, its own code path).
+        cfg(SamplerKind::Ddpm, 1000, 0.0, Variance::Beta),
+        cfg(SamplerKind::Ddpm, 1000, 0.0, Variance::Posterior),
     ];
-    if !emulated() {
-        cases.push(cfg(SamplerKind::Ddpm, 1000, 0.0, Variance::Beta));
-        cases.push(cfg(SamplerKind::Ddpm, 1000, 0.0, Variance::Posterior));
-    }
     let mut failures = vec![];
+    let mut max_z = 0f64;
     for c in cases {
         let job = Job {
             sampler: c,
@@ -234,12 +430,18 @@ fn samplers_produce_the_exact_gaussian() {
         );
         let se_m = (v / n).sqrt();
         let se_v = v * (2.0 / (n - 1.0)).sqrt();
-        eprintln!("{label}: mean {mean:.4} (exact {m:.4}), var {var:.5} (exact {v:.5})");
-        if (mean - m).abs() > Z * se_m + 1e-4 || (var - v).abs() > Z * se_v + 1e-5 {
+        let (z_m, z_v) = ((mean - m) / se_m, (var - v) / se_v);
+        max_z = max_z.max(z_m.abs()).max(z_v.abs());
+        eprintln!(
+            "{label}, n = {n}: mean {mean:.4} (exact {m:.4}, z {z_m:+.2}), var {var:.5} \
+             (exact {v:.5}, z {z_v:+.2})"
+        );
+        if z_m.abs() > Z || z_v.abs() > Z {
             failures.push(format!(
                 "{label}: mean {mean} vs {m} (se {se_m:.1e}), var {var} vs {v} (se {se_v:.1e})"
             ));
         }
     }
+    eprintln!("largest |z|: {max_z:.2} (limit {Z})");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
