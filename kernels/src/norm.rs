@@ -252,6 +252,55 @@ mod tests {
         }
     }
 
+    /// Rows offset by 1000 (below): the mean's rounding shifts every output of a row alike,
+    /// so max ≈ mean. Measured 1.63e-7 / 1.63e-7 (x86: portable, AVX2, AVX-512; qemu A76: NEON). The
+    /// Σv² − nμ² variance (a surviving mutant before this test) gives 8.5e-3.
+    const OFFSET_MAX_TOL: f64 = 5e-7;
+    const OFFSET_MEAN_TOL: f64 = 5e-7;
+
+    #[test]
+    fn rows_far_from_zero_keep_their_variance() {
+        // Rows of 1000 + small values: the variance as Σ(v − μ)² stays accurate, while
+        // Σv² − nμ² (equal in exact arithmetic) loses it to cancellation in f32.
+        let inner = 10 * 28 * 28;
+        let x: Vec<f32> = values(inner, 61).iter().map(|v| 1000.0 + v).collect();
+        let scale = values(inner, 62);
+        let one = vec![scale[0]; inner];
+        let reference = |s: &[f32]| -> Vec<f64> {
+            layer_norm_reference(&x, s, None, 1e-5)
+                .into_iter()
+                .map(f64::from)
+                .collect()
+        };
+        let limits = (OFFSET_MAX_TOL, OFFSET_MEAN_TOL);
+        for k in isas() {
+            let mut got = x.clone();
+            layer_norm(&mut got, &scale, None, 1e-5, k);
+            let err = error_scale(&x, &scale, None, 1e-5);
+            let e = assert_close(
+                &got,
+                &reference(&scale),
+                &err,
+                limits,
+                &format!("layer {k:?}"),
+            );
+            let mut inst = x.clone();
+            instance_norm(&mut inst, inner, &scale[..1], &[0.0], 1e-5, k);
+            let err = error_scale(&x, &one, None, 1e-5);
+            let i = assert_close(
+                &inst,
+                &reference(&one),
+                &err,
+                limits,
+                &format!("instance {k:?}"),
+            );
+            eprintln!(
+                "rows at 1000, {k:?}: layer norm max {:.2e} mean {:.2e}, instance norm max {:.2e} mean {:.2e}",
+                e.max, e.mean, i.max, i.mean
+            );
+        }
+    }
+
     #[test]
     fn instance_norm_matches_reference() {
         // n = 2, c = 3, 5×7 planes: each plane is a layer-norm row with a scalar affine.
