@@ -110,6 +110,21 @@ mod tests {
     }
 
     #[test]
+    fn exp_below_its_range_is_clamped_to_e_to_the_minus_87() {
+        // Softmax feeds x − max, which is below −87 wherever a row spans more than that; the
+        // clamp keeps 2^n a normal float (n + 127 ≥ 1) instead of garbage bits.
+        let floor = exp_approx(-87.0);
+        let want = (-87.0f64).exp();
+        assert!(
+            ((floor as f64 - want) / want).abs() <= EXP_REL_TOL,
+            "{floor} vs {want}"
+        );
+        for x in [-87.5f32, -88.0, -100.0, -1e4, f32::MIN, f32::NEG_INFINITY] {
+            assert_eq!(exp_approx(x).to_bits(), floor.to_bits(), "exp({x})");
+        }
+    }
+
+    #[test]
     fn softmax_matches_reference_and_is_the_same_on_every_kernel_set() {
         let mut worst = vec![Errors::default(); isas().len()];
         for inner in [1, 7, 16, 33, 256] {
