@@ -34,7 +34,7 @@ impl Named {
 }
 
 /// What identifies a file: its inode where it exists, else its canonical folder and name.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 enum Identity {
     Inode(u64, u64),
     Path(PathBuf),
@@ -60,11 +60,6 @@ fn identities(path: &Path) -> Vec<Identity> {
         ids.push(Identity::Path(dir.join(name)));
     }
     ids
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    let (ia, ib) = (identities(a), identities(b));
-    ia.iter().any(|x| ib.contains(x))
 }
 
 /// The target must be a regular file or nothing: a rename onto anything else would replace a
@@ -93,32 +88,44 @@ pub fn check_writable(path: &Path) -> Result<()> {
     temp_in(path).map(drop)
 }
 
-/// Checks every output of a run before it starts: each writable ([`check_writable`]), none the
-/// same file as an input or as another output.
+/// Checks every output of a run before it starts: each a regular file or nothing, each
+/// folder writable, none the same file as an input or as another output. Each file's
+/// identities are looked up once and each folder probed once (an `--out-dir` may hold
+/// thousands of earlier images).
 pub fn check(outputs: &[Named], inputs: &[Named]) -> Result<()> {
-    for (k, out) in outputs.iter().enumerate() {
-        check_writable(&out.path)?;
-        for input in inputs {
-            if same_file(&out.path, &input.path) {
-                return Err(Error::output(
-                    &out.path,
-                    format!(
-                        "{} would replace {} (the same file); choose another name",
-                        out.what, input.what
-                    ),
-                ));
-            }
+    let inputs: Vec<(&Named, Vec<Identity>)> =
+        inputs.iter().map(|i| (i, identities(&i.path))).collect();
+    let mut seen: std::collections::HashMap<Identity, &Named> = std::collections::HashMap::new();
+    let mut probed = std::collections::HashSet::new();
+    for out in outputs {
+        check_kind(&out.path)?;
+        if probed.insert(folder_of(&out.path).to_path_buf()) {
+            temp_in(&out.path).map(drop)?;
         }
-        for other in &outputs[..k] {
-            if same_file(&out.path, &other.path) {
-                return Err(Error::output(
-                    &out.path,
-                    format!(
-                        "{} and {} name the same file; give each its own",
-                        other.what, out.what
-                    ),
-                ));
-            }
+        let ids = identities(&out.path);
+        if let Some((input, _)) = inputs
+            .iter()
+            .find(|(_, i)| ids.iter().any(|x| i.contains(x)))
+        {
+            return Err(Error::output(
+                &out.path,
+                format!(
+                    "{} would replace {} (the same file); choose another name",
+                    out.what, input.what
+                ),
+            ));
+        }
+        if let Some(other) = ids.iter().find_map(|x| seen.get(x)) {
+            return Err(Error::output(
+                &out.path,
+                format!(
+                    "{} and {} name the same file; give each its own",
+                    other.what, out.what
+                ),
+            ));
+        }
+        for id in ids {
+            seen.insert(id, out);
         }
     }
     Ok(())
