@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use crate::boards;
 use crate::denoiser::tract::cpu_has_fp16;
-use crate::denoiser::{Engine, LoadOptions, Model, Precision};
+use crate::denoiser::{Engine, LoadOptions, Model, ModelSource, Precision};
 use crate::error::{Error, Result};
 use crate::image::{encode_png, grid, upscale, write_png, Pixels};
 use crate::output;
 use crate::pipeline::{generate, img2img_start, Samples};
 use crate::plan::{BenchPlan, FramePlan, ModelPlan, Plan, SamplePlan};
 use crate::show::{self, Opened, View};
-use crate::{models, npy, settings};
+use crate::{budget, models, npy, settings};
 
 /// Runs a checked plan.
 pub fn run(plan: &Plan) -> Result<()> {
@@ -29,6 +29,21 @@ pub fn run(plan: &Plan) -> Result<()> {
 
 fn load(m: &ModelPlan) -> Result<Model> {
     let source = models::resolve(m.model.as_deref())?;
+    let file_bytes = match &source {
+        ModelSource::Path(p) => std::fs::metadata(p).map_or(0, |m| m.len() as usize),
+        ModelSource::Embedded { bytes, .. } => bytes.len(),
+    };
+    let limit = settings::load_memory(file_bytes);
+    let _ceiling = budget::Ceiling::arm(
+        limit,
+        &format!(
+            "{}: loading this model takes more than {} MiB of memory, the limit for a file of \
+             {file_bytes} bytes (EDGE_SAMPLE_LOAD_MEMORY_MB={} raises it)",
+            source.display(),
+            limit >> 20,
+            (limit >> 20) * 2
+        ),
+    );
     Model::load(
         &source,
         &LoadOptions {
@@ -181,6 +196,12 @@ pub fn sample(p: &SamplePlan) -> Result<()> {
         let text = [("parameters", params.clone())];
         staged.write(path, |w| encode_png(w, &sheet, &text))?;
         written.push(path.display().to_string());
+    }
+    // With a screen, a signal that came after the sampling ended but before `Deferred` took
+    // over only raised `stop`: it ends the run too.
+    if deferred.arrived().is_none() && stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+        drop(staged);
+        return Err(Error::Interrupted);
     }
     deferred.finish(staged)?;
     if !p.quiet {

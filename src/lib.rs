@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod boards;
+pub mod budget;
 pub mod cli;
 pub mod denoiser;
 pub mod display;

@@ -4,6 +4,10 @@ use edge_sample::app;
 use edge_sample::cli::Cli;
 use edge_sample::plan::Plan;
 
+/// Counts the heap, so that a model's load has a ceiling (`edge_sample::budget`).
+#[global_allocator]
+static HEAP: edge_sample::budget::Counting = edge_sample::budget::Counting;
+
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

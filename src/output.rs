@@ -85,7 +85,37 @@ fn check_kind(path: &Path) -> Result<()> {
 /// temporary file can be created.
 pub fn check_writable(path: &Path) -> Result<()> {
     check_kind(path)?;
-    temp_in(path).map(drop)
+    probe_folder(path)
+}
+
+/// Whether files can be created in `target`'s folder: access(2) for write and search (a
+/// read-only filesystem answers EROFS), so that the probe leaves nothing behind even if the
+/// process is killed during it.
+#[cfg(unix)]
+fn probe_folder(target: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let folder = folder_of(target);
+    let c = std::ffi::CString::new(folder.as_os_str().as_bytes())
+        .map_err(|e| Error::output(target, std::io::Error::other(e)))?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    let r = unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::W_OK | libc::X_OK,
+            libc::AT_EACCESS,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Error::output(target, std::io::Error::last_os_error()))
+    }
+}
+
+#[cfg(not(unix))]
+fn probe_folder(target: &Path) -> Result<()> {
+    temp_in(target).map(drop)
 }
 
 /// Checks every output of a run before it starts: each a regular file or nothing, each
@@ -100,7 +130,7 @@ pub fn check(outputs: &[Named], inputs: &[Named]) -> Result<()> {
     for out in outputs {
         check_kind(&out.path)?;
         if probed.insert(folder_of(&out.path).to_path_buf()) {
-            temp_in(&out.path).map(drop)?;
+            probe_folder(&out.path)?;
         }
         let ids = identities(&out.path);
         if let Some((input, _)) = inputs

@@ -430,15 +430,20 @@ fn qoperator_rewrite_removes_every_contrib_op() {
 /// output bit for bit (measured: 0 steps apart for all six ops, x86 tract/portable/AVX2/
 /// AVX-512, qemu A72 and A76 tract/portable/NEON).
 fn check_contrib_op(op: &str, scale: f32) {
-    let stem = format!("qop_{op}");
-    let r = Reference::load(&stem);
+    check_rewritten(
+        &format!("qop_{op}"),
+        &format!("1× {op} (com.microsoft) rewritten"),
+        scale,
+    );
+}
+
+/// tests/fixtures/models/{stem}.onnx against onnxruntime, bit for bit in every kernel set,
+/// with `rewrite` the one rewrite applied.
+fn check_rewritten(stem: &str, rewrite: &str, scale: f32) {
+    let r = Reference::load(stem);
     for kernels in kernel_choices() {
         let m = load_with(&format!("{stem}.onnx"), r.n, Precision::Auto, kernels);
-        assert_eq!(
-            m.rewrites,
-            vec![format!("1× {op} (com.microsoft) rewritten")],
-            "{stem}"
-        );
+        assert_eq!(m.rewrites, vec![rewrite.to_string()], "{stem}");
         let got = run_on(&m, &r);
         assert_bits(
             "CONTRIB_OP",
@@ -478,6 +483,18 @@ fn qlinear_global_average_pool_is_rewritten_and_matches_onnxruntime() {
 #[test]
 fn qlinear_softmax_is_rewritten_and_matches_onnxruntime() {
     check_contrib_op("QLinearSoftmax", 1.0 / 256.0);
+}
+
+/// The QDQ form of the same softmax (DequantizeLinear → Softmax → QuantizeLinear): tract
+/// folded the chain into a lookup table that saturated every output; the Softmax now reads a
+/// dequantization by hand (measured: 0 steps apart, as for the contrib op).
+#[test]
+fn qdq_softmax_is_rewritten_and_matches_onnxruntime() {
+    check_rewritten(
+        "qdq_Softmax",
+        "1× Softmax after DequantizeLinear (QDQ) rewritten",
+        1.0 / 256.0,
+    );
 }
 
 #[test]

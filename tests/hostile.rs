@@ -444,6 +444,69 @@ fn assert_children_peak_below(kib: i64) {
 }
 
 #[test]
+fn models_that_build_huge_constants_or_activations_are_refused() {
+    // Range(0, 10⁹, 1) and Tile of 1 000 floats × 10⁶: 4 GB folded from a few bytes while the
+    // model loads (the heap ceiling of a load, 192 MiB + 4 × the file).
+    let f = |name: &str, v: f32| tensor(name, 1, &[], &v.to_le_bytes());
+    refused_model(
+        "range.onnx",
+        &onnx(
+            &[1, 1, 8, 8],
+            vec![f("a", 0.0), f("b", 1e9), f("d", 1.0)],
+            vec![node("Range", &["a", "b", "d"], &["r"])],
+        ),
+        "loading this model takes more than 192 MiB of memory",
+    );
+    let w = tensor("w", 1, &[1000], &[0u8; 4000]);
+    let reps = tensor("k", 7, &[1], &1_000_000i64.to_le_bytes());
+    refused_model(
+        "tile.onnx",
+        &onnx(
+            &[1, 1, 8, 8],
+            vec![w, reps],
+            vec![node("Tile", &["w", "k"], &["r"])],
+        ),
+        "loading this model takes more than",
+    );
+    // A Resize inside the graph making 8×8 into 80 000²: 6.4·10⁹ floats on every call.
+    let scales = tensor(
+        "sc",
+        1,
+        &[4],
+        &[1f32, 1.0, 10_000.0, 10_000.0]
+            .map(f32::to_le_bytes)
+            .concat(),
+    );
+    let empty = tensor("roi", 1, &[0], &[]);
+    let mut resize = node("Resize", &["x", "roi", "sc"], &["y"]);
+    resize.name = "grow".into();
+    let shrink_scales = tensor(
+        "sc2",
+        1,
+        &[4],
+        &[1f32, 1.0, 1e-4, 1e-4].map(f32::to_le_bytes).concat(),
+    );
+    let mut bytes_model = pb::ModelProto::decode(
+        onnx(
+            &[1, 1, 8, 8],
+            vec![scales, empty, shrink_scales],
+            vec![resize, node("Resize", &["y", "roi", "sc2"], &["z"])],
+        )
+        .as_slice(),
+    )
+    .unwrap();
+    // out = z (the 80 000² activation lies between the input and the output).
+    let g = bytes_model.graph.as_mut().unwrap();
+    g.node.last_mut().unwrap().input[0] = "z".into();
+    refused_model(
+        "resize.onnx",
+        &bytes_model.encode_to_vec(),
+        "node 'grow' (output 0, shape [1, 1, 80000, 80000]) declares 6400000000 elements",
+    );
+    assert_children_peak_below(PEAK_RSS_LIMIT_KIB);
+}
+
+#[test]
 fn models_with_tensors_tract_cannot_decode_are_refused() {
     // A STRING initializer in raw_data: tract-onnx panicked ("not implemented: FIXME, raw
     // tensor loading").
@@ -640,4 +703,129 @@ fn init_noise_that_is_not_finite_or_lies_about_its_shape_is_refused() {
         "not a valid .npy file",
         &[],
     );
+}
+
+// ---- Signals during the final writes ----------------------------------------------------
+
+/// Files in `dir`: (finished outputs, temporary files).
+fn outputs_and_temps(dir: &Path) -> (usize, usize) {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let temps = names.iter().filter(|n| n.starts_with(".es-")).count();
+    (names.len() - temps, temps)
+}
+
+/// SIGINT or SIGTERM that arrives while the output files are written (sent as soon as the
+/// first temporary file appears): the run ends with 130 / 143, silently, and leaves none of its
+/// files and no temporary file (all of them only if the signal came during the final renames).
+/// Before: a `.out.png.tmp-PID` was left, and with a screen SIGTERM was ignored (exit 0) and a
+/// second SIGINT killed the process mid-write.
+#[cfg(unix)]
+#[test]
+fn signals_during_the_writes_leave_all_files_or_none() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    const NUM: usize = 48;
+    let cases: [(&str, &[i32], bool, i32); 4] = [
+        ("SIGINT", &[libc::SIGINT], false, 130),
+        ("SIGTERM", &[libc::SIGTERM], false, 143),
+        ("SIGTERM, screen", &[libc::SIGTERM], true, 143),
+        (
+            "two SIGINTs, screen",
+            &[libc::SIGINT, libc::SIGINT],
+            true,
+            130,
+        ),
+    ];
+    for (what, signals, screen, code) in cases {
+        let mut during = 0;
+        let mut outcomes = vec![];
+        for _attempt in 0..6 {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let each = d.join("each");
+            std::fs::create_dir(&each).unwrap();
+            let n = NUM.to_string();
+            let mut args = vec![
+                "-q",
+                "-n",
+                &n,
+                "--steps",
+                "1",
+                "--scale",
+                "4",
+                "--out-dir",
+                "each",
+                "--save-npy",
+                "each/s.npy",
+            ];
+            if screen {
+                std::fs::create_dir(d.join("scr")).unwrap();
+                args.extend(["--display", "png:scr/screen.png"]);
+            } else {
+                args.extend(["--display", "none"]);
+            }
+            let mut child = binary()
+                .args(&args)
+                .current_dir(d)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn edge-sample");
+            let deadline = Instant::now() + Duration::from_secs(600);
+            let seen = loop {
+                if outputs_and_temps(&each).1 > 0 {
+                    break true;
+                }
+                if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            };
+            if seen {
+                for s in signals {
+                    // SAFETY: kill(2) on our own child's pid.
+                    unsafe { libc::kill(child.id() as i32, *s) };
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            let o = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            let (outputs, temps) = outputs_and_temps(&each);
+            assert_eq!(temps, 0, "{what}: temporary files left");
+            assert_eq!(outputs_and_temps(d).1, 0, "{what}: temporary files left");
+            assert!(!err.contains("panicked"), "{what}: {err}");
+            match o.status.code() {
+                // Finished before the signal: every file.
+                Some(0) => assert_eq!(outputs, NUM + 1, "{what}: exit 0 with missing files"),
+                Some(c) if c == code => {
+                    // Silent, as a shell's Ctrl-C is (the exit status says it).
+                    assert!(err.trim().is_empty(), "{what}: {err}");
+                    assert!(
+                        outputs == 0 || outputs == NUM + 1,
+                        "{what}: {outputs} of {} files left",
+                        NUM + 1
+                    );
+                    if outputs == 0 {
+                        during += 1;
+                    }
+                }
+                other => panic!("{what}: exit {other:?} ({:?}): {err}", o.status),
+            }
+            outcomes.push((o.status.code(), outputs));
+            if during > 0 {
+                break;
+            }
+        }
+        eprintln!("{what}: outcomes (exit, files) {outcomes:?}");
+        assert!(
+            during > 0,
+            "{what}: no attempt was signalled during the writes: {outcomes:?}"
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! The model loader with every check and rewrite, on arbitrary bytes as an ONNX file: it may
 //! refuse, it must not panic, hang or allocate without bound.
 #![no_main]
-use edge_sample::denoiser::{LoadOptions, Model, ModelSource};
+use edge_sample::denoiser::{Denoiser, LoadOptions, Model, ModelSource};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,6 +3,7 @@
 //! cannot decode, or millions of nodes. Each is refused with one line naming the tensor or
 //! node, what it declares and the limit.
 use tract_onnx::pb;
+use tract_onnx::prelude::TypedModel;
 
 use crate::error::{Error, Result};
 
@@ -148,6 +149,28 @@ pub fn check_image(origin: &str, [c, h, w]: [usize; 3], batch: usize) -> Result<
             format!("the image input ({batch}×{c}×{h}×{w}, batch × C × H × W)"),
             n,
         ));
+    }
+    Ok(())
+}
+
+/// Every tensor the typed graph computes (shapes all fixed by now), within
+/// [`MAX_TENSOR_ELEMENTS`]: a Resize, Tile or broadcast inside the graph could otherwise make
+/// each denoiser call allocate gigabytes from a small input.
+pub fn check_activations(origin: &str, model: &TypedModel) -> Result<()> {
+    for node in &model.nodes {
+        for (slot, out) in node.outputs.iter().enumerate() {
+            let Some(dims) = out.fact.shape.as_concrete() else {
+                continue;
+            };
+            let n = dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
+            if n.is_none_or(|n| n > MAX_TENSOR_ELEMENTS) {
+                return Err(too_big(
+                    origin,
+                    format!("node '{}' (output {slot}, shape {dims:?})", node.name),
+                    n,
+                ));
+            }
+        }
     }
     Ok(())
 }

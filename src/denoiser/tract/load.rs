@@ -123,6 +123,7 @@ impl Model {
         }
         typed = typed.into_decluttered().map_err(engine)?;
         check_output(&origin, &typed, &io, batch)?;
+        limits::check_activations(&origin, &typed)?;
         if compute_f16 {
             FloatPrecisionTranslator::new(DatumType::F32, DatumType::F16)
                 .transform(&mut typed)

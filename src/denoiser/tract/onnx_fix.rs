@@ -274,6 +274,30 @@ fn rewrite_gemm(n: &pb::NodeProto) -> Option<Vec<pb::NodeProto>> {
 }
 
 /// Applies every rewrite the graph needs; returns a line per kind of rewrite applied.
+/// The default-domain DequantizeLinear nodes with a scalar scale, by output name.
+fn per_tensor_dequantized(
+    graph: &pb::GraphProto,
+) -> std::collections::HashMap<String, pb::NodeProto> {
+    let scalar = |name: &str| {
+        graph
+            .initializer
+            .iter()
+            .find(|t| t.name == name)
+            .is_some_and(|t| t.dims.iter().product::<i64>() == 1)
+    };
+    graph
+        .node
+        .iter()
+        .filter(|n| {
+            n.op_type == "DequantizeLinear"
+                && (n.domain.is_empty() || n.domain == "ai.onnx")
+                && n.output.len() == 1
+                && scalar(input(n, 1))
+        })
+        .map(|n| (n.output[0].clone(), n.clone()))
+        .collect()
+}
+
 pub fn apply(model: &mut pb::ModelProto) -> Vec<String> {
     let Some(graph) = model.graph.as_mut() else {
         return vec![];
@@ -286,8 +310,28 @@ pub fn apply(model: &mut pb::ModelProto) -> Vec<String> {
             )
         });
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let dequantized = per_tensor_dequantized(graph);
     let mut nodes = Vec::with_capacity(graph.node.len());
-    for n in graph.node.drain(..) {
+    for mut n in graph.node.drain(..) {
+        if n.op_type == "Softmax" && (n.domain.is_empty() || n.domain == "ai.onnx") {
+            if let Some(dq) = n.input.first().and_then(|i| dequantized.get(i)) {
+                // QDQ: DequantizeLinear → Softmax → QuantizeLinear, the chain tract folds into
+                // a lookup table wrongly (see `Builder::dq_by_hand`): the Softmax reads a
+                // dequantization by hand instead.
+                let mut b = Builder {
+                    base: &n.input[0],
+                    nodes: vec![],
+                };
+                let x = b.dq_by_hand(input(dq, 0), input(dq, 1), input(dq, 2));
+                nodes.extend(b.nodes);
+                n.input[0] = x;
+                *counts
+                    .entry("Softmax after DequantizeLinear (QDQ)".into())
+                    .or_default() += 1;
+                nodes.push(n);
+                continue;
+            }
+        }
         let replaced = if n.domain == MS {
             rewrite_contrib(&n)
         } else if fp16 && n.op_type == "Gemm" && (n.domain.is_empty() || n.domain == "ai.onnx") {
