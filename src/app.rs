@@ -29,7 +29,20 @@ pub fn run(plan: &Plan) -> Result<()> {
 
 fn load(m: &ModelPlan) -> Result<Model> {
     let source = models::resolve(m.model.as_deref())?;
-    let file_bytes = match &source {
+    load_within_ceiling(
+        &source,
+        &LoadOptions {
+            batch: m.batch,
+            precision: m.precision,
+            kernels: settings::kernels(),
+            conv: settings::conv_algorithm(),
+        },
+    )
+}
+
+/// Loads a model under the heap ceiling of [`settings::load_memory`] (see [`budget`]).
+fn load_within_ceiling(source: &ModelSource, opts: &LoadOptions) -> Result<Model> {
+    let file_bytes = match source {
         ModelSource::Path(p) => std::fs::metadata(p).map_or(0, |m| m.len() as usize),
         ModelSource::Embedded { bytes, .. } => bytes.len(),
     };
@@ -44,15 +57,7 @@ fn load(m: &ModelPlan) -> Result<Model> {
             (limit >> 20) * 2
         ),
     );
-    Model::load(
-        &source,
-        &LoadOptions {
-            batch: m.batch,
-            precision: m.precision,
-            kernels: settings::kernels(),
-            conv: settings::conv_algorithm(),
-        },
-    )
+    Model::load(source, opts)
 }
 
 /// The screen the plan asks for; with `--display auto`, a warning for each of the profile's
@@ -345,7 +350,7 @@ pub fn peak_rss_kib() -> Option<u64> {
 
 pub fn info(model: &str, precision: Precision) -> Result<()> {
     let source = models::resolve(Some(model))?;
-    let m = Model::load(
+    let m = load_within_ceiling(
         &source,
         &LoadOptions {
             batch: 1,

@@ -446,7 +446,7 @@ fn assert_children_peak_below(kib: i64) {
 #[test]
 fn models_that_build_huge_constants_or_activations_are_refused() {
     // Range(0, 10⁹, 1) and Tile of 1 000 floats × 10⁶: 4 GB folded from a few bytes while the
-    // model loads (the heap ceiling of a load, 192 MiB + 4 × the file).
+    // model loads (the heap ceiling of a load, 192 MiB + 8 × the file).
     let f = |name: &str, v: f32| tensor(name, 1, &[], &v.to_le_bytes());
     refused_model(
         "range.onnx",

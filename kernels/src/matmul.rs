@@ -534,4 +534,94 @@ mod tests {
         checks.push(check(&scattered, "C strided"));
         report("attention views", &checks);
     }
+
+    /// `Σ f(i)·g(i)` over `0..k` in f64 and `Σ |f(i)·g(i)|` (its rounding scale).
+    fn dot(k: usize, f: impl Fn(usize) -> f32, g: impl Fn(usize) -> f32) -> (f32, f32) {
+        let (sum, abs) = (0..k).fold((0.0f64, 0.0f64), |(s, a), i| {
+            let t = f(i) as f64 * g(i) as f64;
+            (s + t, a + t.abs())
+        });
+        (sum as f32, abs as f32)
+    }
+
+    /// Every kernel set's `run` of `shape` on exactly-sized operands against `want` (values and
+    /// error scales written from the layout's own definition, not from `shape`'s strides).
+    fn check_layout(shape: &MatMulShape, a: &[f32], b: &[f32], want: &[(f32, f32)], what: &str) {
+        let (w, sc): (Vec<f32>, Vec<f32>) = want.iter().copied().unzip();
+        for kernels in isas() {
+            let mut got = vec![f32::NAN; want.len()];
+            MatMul::new(shape.clone(), kernels).run(None, a, b, &mut got);
+            let e = Errors::of(&got, &w, &sc);
+            assert!(
+                e.max <= MATMUL_MAX_TOL && e.mean <= MATMUL_MEAN_TOL,
+                "{what} {kernels:?}: max |error|/Σ|a·b| {:.2e} at {} ({} vs {}), mean {:.2e}",
+                e.max,
+                e.at,
+                got[e.at],
+                w[e.at],
+                e.mean
+            );
+        }
+    }
+
+    #[test]
+    fn contiguous_and_attention_shapes_lay_out_their_operands_as_documented() {
+        // Row-major [2, 3, m, k] · [2, 3, k, n] → [2, 3, m, n]: operands of exactly that size,
+        // every entry of C written.
+        let (m, k, n) = (9, 5, 17);
+        let shape = MatMulShape::contiguous(&[2, 3], m, k, n);
+        assert_eq!(shape.batches(), 6);
+        assert_eq!(shape.extents(), [6 * m * k, 6 * k * n, 6 * m * n]);
+        let (a, b) = (values(6 * m * k, 7), values(6 * k * n, 8));
+        let mut want = vec![];
+        for e in 0..6 {
+            for i in 0..m {
+                for j in 0..n {
+                    want.push(dot(
+                        k,
+                        |t| a[(e * m + i) * k + t],
+                        |t| b[(e * k + t) * n + j],
+                    ));
+                }
+            }
+        }
+        check_layout(&shape, &a, &b, &want, "row-major [2, 3]");
+        // Attention: Q, K, V as [tokens, heads·d] rows; S as [heads, tokens, tokens]; O as
+        // [tokens, heads·d].
+        let (tokens, heads, d) = (12, 3, 8);
+        let row = heads * d;
+        let (qk, av) = MatMulShape::attention(tokens, heads, d);
+        let (q, kt, v) = (
+            values(tokens * row, 1),
+            values(tokens * row, 2),
+            values(tokens * row, 3),
+        );
+        let mut scores = vec![];
+        for h in 0..heads {
+            for i in 0..tokens {
+                for t in 0..tokens {
+                    scores.push(dot(
+                        d,
+                        |c| q[i * row + h * d + c],
+                        |c| kt[t * row + h * d + c],
+                    ));
+                }
+            }
+        }
+        check_layout(&qk, &q, &kt, &scores, "attention Q·Kᵀ");
+        let p = values(heads * tokens * tokens, 4);
+        let mut out = vec![(0.0, 0.0); tokens * row];
+        for h in 0..heads {
+            for i in 0..tokens {
+                for c in 0..d {
+                    out[i * row + h * d + c] = dot(
+                        tokens,
+                        |t| p[(h * tokens + i) * tokens + t],
+                        |t| v[t * row + h * d + c],
+                    );
+                }
+            }
+        }
+        check_layout(&av, &p, &v, &out, "attention P·V");
+    }
 }
