@@ -532,6 +532,17 @@ mod tests {
             c: [10, 2],
         };
         checks.push(check(&scattered, "C strided"));
+        // B with neither axis contiguous (every other column of wider rows): packed per call.
+        let b_strided = MatMulShape {
+            m: 7,
+            k: 5,
+            n: 6,
+            batch: vec![],
+            a: [5, 1],
+            b: [14, 2],
+            c: [6, 1],
+        };
+        checks.push(check(&b_strided, "B strided"));
         report("attention views", &checks);
     }
 
@@ -623,5 +634,26 @@ mod tests {
             }
         }
         check_layout(&av, &p, &v, &out, "attention P·V");
+    }
+
+    #[test]
+    fn describe_names_the_sizes_the_tile_and_how_b_is_read() {
+        let shape = MatMulShape::contiguous(&[3], 4, 5, 6);
+        let mm = MatMul::new(shape, Isa::Portable);
+        let d = mm.describe();
+        let (cb, xt) = (mm.cb, mm.xt);
+        assert_eq!(
+            d,
+            format!("4×5×6 (m×k×n) × 3 batch, tile ({cb}, {xt}), B in place")
+        );
+        let b = values(3 * 5 * 6, 1);
+        assert!(mm
+            .with_constant_positions(&b)
+            .describe()
+            .ends_with("B packed once"));
+        let (qk, _) = MatMulShape::attention(8, 2, 4);
+        assert!(MatMul::new(qk, Isa::Portable)
+            .describe()
+            .ends_with("B packed per call"));
     }
 }
