@@ -343,6 +343,17 @@ mod tests {
                 stride: [3, 2],
                 pad: [1, 0, 2, 1],
             },
+            // A column stride of 3: the gather's general strided copy.
+            ConvShape {
+                ci: 3,
+                co: 4,
+                h: 10,
+                w: 13,
+                kh: 3,
+                kw: 4,
+                stride: [2, 3],
+                pad: [0, 1, 1, 2],
+            },
         ]
     }
 
@@ -358,6 +369,7 @@ mod tests {
                     let b = values(s.co, 3);
                     let want = strided_reference(&s, &x, &w, &b);
                     let conv = StridedConv::new(s, &w, &b, kernels);
+                    assert!(kernels.tiles().contains(&conv.tile()), "{:?}", conv.tile());
                     let mut got = vec![f32::NAN; want.len()];
                     conv.run_with_bias(&x, &mut got, false, None);
                     let scale = strided_reference(&s, &abs(&x), &abs(&w), &abs(&b));
@@ -420,6 +432,7 @@ mod tests {
                     let b = values(s.co, 6);
                     let want = deconv_reference(&s, [s.kh, s.kw], &x, &w, &b);
                     let conv = BlockDeconv::new(s, &w, &b, kernels);
+                    assert!(kernels.tiles().contains(&conv.tile()), "{:?}", conv.tile());
                     let mut got = vec![f32::NAN; want.len()];
                     conv.run_with_bias(&x, &mut got, false, None);
                     let scale = deconv_reference(&s, [s.kh, s.kw], &abs(&x), &abs(&w), &abs(&b));
@@ -441,6 +454,14 @@ mod tests {
                     want.iter_mut().for_each(|v| *v = v.max(0.0));
                     conv.run_with_bias(&x, &mut got, true, Some(&rb));
                     let what = format!("relu {s:?} n={n} {kernels:?}");
+                    worst = worst.worst(assert_close(&got, &want, &scale, limits, &what));
+                    // One run-time bias of co values for every image.
+                    let shared = values(s.co, 8);
+                    let want = deconv_reference(&s, [s.kh, s.kw], &x, &w, &shared);
+                    let scale =
+                        deconv_reference(&s, [s.kh, s.kw], &abs(&x), &abs(&w), &abs(&shared));
+                    conv.run_with_bias(&x, &mut got, false, Some(&shared));
+                    let what = format!("shared bias {s:?} n={n} {kernels:?}");
                     worst = worst.worst(assert_close(&got, &want, &scale, limits, &what));
                 }
             }
