@@ -829,3 +829,50 @@ fn signals_during_the_writes_leave_all_files_or_none() {
         );
     }
 }
+
+// ---- Inputs found by fuzzing ------------------------------------------------------------
+
+/// Every input a fuzz target crashed on (fuzz/regressions/TARGET/, the artifact as found),
+/// through the real binary as the user would give it: a model (`-m`), init noise
+/// (`--init-noise`), a screen file (`--display fb:`). Each must end in one line and exit 2
+/// (or succeed), never a panic.
+#[test]
+fn inputs_that_crashed_a_fuzz_target_are_refused_cleanly() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let mut replayed = 0;
+    for (target, flag) in [
+        ("model", "-m"),
+        ("npy", "--init-noise"),
+        ("xwd", "--display"),
+    ] {
+        let Ok(entries) = std::fs::read_dir(root.join(target)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let dir = tempfile::tempdir().unwrap();
+            let copy = dir.path().join(e.file_name());
+            std::fs::copy(e.path(), &copy).unwrap();
+            let value = match target {
+                "xwd" => format!("fb:{}", copy.display()),
+                _ => copy.display().to_string(),
+            };
+            let o = run_in(dir.path(), &["-q", "-n", "1", "--steps", "2", flag, &value]);
+            let err = String::from_utf8_lossy(&o.stderr);
+            let what = e.path().display().to_string();
+            assert!(!err.contains("panicked"), "{what}: {err}");
+            assert!(
+                matches!(o.status.code(), Some(0 | 2)),
+                "{what}: {:?} {err}",
+                o.status
+            );
+            assert!(err.trim_end().lines().count() <= 1, "{what}: {err}");
+            eprintln!("{what}: exit {:?}: {}", o.status.code(), err.trim_end());
+            replayed += 1;
+        }
+    }
+    assert!(
+        replayed > 0,
+        "no regression inputs under {}",
+        root.display()
+    );
+}

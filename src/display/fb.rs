@@ -62,6 +62,9 @@ pub struct Geometry {
     pub origin: usize,
 }
 
+/// The longest side of a screen edge-sample draws on (an 8K panel is 7680 pixels wide).
+const MAX_SIDE: u32 = 16384;
+
 impl Geometry {
     fn bytes_per_pixel(&self) -> usize {
         self.bits_per_pixel.div_ceil(8) as usize
@@ -83,6 +86,12 @@ impl Geometry {
     }
 
     fn check(&self, what: &str) -> Result<()> {
+        if !(1..=MAX_SIDE).contains(&self.width) || !(1..=MAX_SIDE).contains(&self.height) {
+            return Err(Error::display(format!(
+                "fb: {what} reports a {}x{} screen (each side must be 1 to {MAX_SIDE} pixels)",
+                self.width, self.height
+            )));
+        }
         if !matches!(self.bits_per_pixel, 16 | 24 | 32) {
             return Err(Error::display(format!(
                 "fb: {what} has {} bits per pixel (supported: 16, 24, 32)",
@@ -454,6 +463,12 @@ mod tests {
             .to_string()
             .contains("line length"));
         assert!(Geometry::from_xwd(&[0u8; 99]).is_err());
+        // Found by the xwd fuzz target: a 0×0 screen (the layout's margins underflowed).
+        for (w, h) in [(0, 0), (0, 4096), (4, 0), (16385, 2)] {
+            let g = Geometry::from_xwd(&xwd(w, h, 32, 4 * w.max(1), 0, rgb)).unwrap();
+            let e = g.check("x").unwrap_err().to_string();
+            assert!(e.contains(&format!("a {w}x{h} screen")), "{e}");
+        }
     }
 
     #[test]

@@ -75,7 +75,11 @@ impl Layout {
             (Fit::Shrunk, dw, dh)
         };
         let image = Rectangle::new(
-            Point::new(((aw - dw) / 2) as i32, ((ah - dh) / 2) as i32),
+            // A screen smaller than one pixel of image leaves no margin (not a negative one).
+            Point::new(
+                (aw.saturating_sub(dw) / 2) as i32,
+                (ah.saturating_sub(dh) / 2) as i32,
+            ),
             Size::new(dw, dh),
         );
         Layout {
@@ -268,6 +272,22 @@ mod tests {
         assert_eq!(l.fit, Fit::Shrunk);
         assert_eq!(l.image.size, Size::new(64, 64));
         assert_eq!(l.image.top_left, Point::new(32, 0));
+    }
+
+    #[test]
+    fn screens_too_small_for_a_pixel_of_image_lay_out_without_underflow() {
+        for (w, h) in [(0, 0), (0, 4096), (4096, 0), (1, 1), (3, 2)] {
+            for (caption, bar) in [(false, false), (true, true)] {
+                let l = Layout::new(Size::new(w, h), Size::new(28, 28), caption, bar);
+                // Inside the screen (drawing clips the rest), never at a wrapped offset.
+                assert!(
+                    l.image.top_left.x >= 0 && l.image.top_left.y >= 0,
+                    "{w}x{h}"
+                );
+                assert!(l.image.top_left.x as u32 <= w && l.image.top_left.y as u32 <= h);
+                assert!(l.image.size.width <= w.max(1) && l.image.size.height <= h.max(1));
+            }
+        }
     }
 
     #[test]
