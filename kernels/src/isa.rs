@@ -168,3 +168,44 @@ macro_rules! dispatch {
     }};
 }
 pub(crate) use dispatch;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_environment_spellings_and_round_trip() {
+        // The spellings EDGE_SAMPLE_KERNELS and EDGE_SAMPLE_REQUIRE_KERNELS take.
+        let names: Vec<&str> = Isa::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names, ["portable", "avx2", "avx512", "neon"]);
+        for k in Isa::ALL {
+            assert_eq!(Isa::from_name(k.name()), Some(k));
+            assert!(k.describe().starts_with("edge-sample "), "{}", k.describe());
+        }
+        assert_eq!(Isa::from_name("sse2"), None);
+        let described: std::collections::HashSet<&str> =
+            Isa::ALL.iter().map(|k| k.describe()).collect();
+        assert_eq!(described.len(), Isa::ALL.len(), "descriptions must differ");
+    }
+
+    #[test]
+    fn features_and_widths_are_the_documented_ones() {
+        let features: Vec<&str> = Isa::ALL.iter().map(|k| k.target_features()).collect();
+        assert_eq!(features, ["", "avx2,fma", "avx512f,fma", "neon"]);
+        let wide: Vec<bool> = Isa::ALL.iter().map(|k| k.wide()).collect();
+        assert_eq!(wide, [false, false, true, false]);
+        // What is_supported checks is what the features say, on this CPU.
+        #[cfg(target_arch = "x86_64")]
+        for k in [Isa::Avx2, Isa::Avx512] {
+            let detected = k.target_features().split(',').all(|f| match f {
+                "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+                "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+                "fma" => std::arch::is_x86_feature_detected!("fma"),
+                _ => false,
+            });
+            assert_eq!(k.is_supported(), detected, "{k:?}");
+        }
+        assert!(Isa::Portable.is_supported());
+        assert_eq!(Isa::Neon.is_supported(), cfg!(target_arch = "aarch64"));
+    }
+}

@@ -13,3 +13,21 @@ pub(crate) fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     let skip = buf.as_ptr().align_offset(4 * LINE).min(LINE);
     &mut buf[skip..skip + len]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_start_on_a_cache_line_and_the_buffer_grows_only_as_needed() {
+        let mut buf = Vec::new();
+        for len in [1, 100, 37, 1000, 16] {
+            let s = aligned(&mut buf, len);
+            assert_eq!(s.len(), len);
+            assert_eq!(s.as_ptr() as usize % 64, 0, "len {len}");
+            // At most one cache line beyond the largest request so far.
+            assert!(buf.len() <= 1000.max(len) + 16, "{} for {len}", buf.len());
+        }
+        assert_eq!(buf.len(), 1016);
+    }
+}

@@ -106,6 +106,16 @@ mod tests {
     }
 
     #[test]
+    fn length_emptiness_and_debug() {
+        let mut data = [0u8; 4];
+        let view = DisjointMut::new(&mut data);
+        assert_eq!((view.len(), view.is_empty()), (4, false));
+        assert_eq!(format!("{view:?}"), "DisjointMut(4 elements)");
+        let mut none: [u8; 0] = [];
+        assert!(DisjointMut::new(&mut none).is_empty());
+    }
+
+    #[test]
     #[should_panic(expected = "outside a view of 4")]
     fn a_range_past_the_end_panics() {
         let mut data = [0.0f32; 4];

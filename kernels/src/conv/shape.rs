@@ -86,3 +86,55 @@ impl BlockShape {
         self.w * self.kw
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(h: usize, w: usize, k: [usize; 2], stride: [usize; 2], pad: [usize; 4]) -> ConvShape {
+        ConvShape {
+            ci: 1,
+            co: 1,
+            h,
+            w,
+            kh: k[0],
+            kw: k[1],
+            stride,
+            pad,
+        }
+    }
+
+    #[test]
+    fn output_size_is_floor_of_padded_minus_kernel_over_stride_plus_one() {
+        // ⌊(7 + 0 − 2) / 2⌋ + 1 = 3 (the last row dropped); ⌊(8 + 1 + 1 − 3) / 2⌋ + 1 = 4.
+        let s = shape(7, 8, [2, 3], [2, 2], [0, 1, 0, 1]);
+        assert_eq!((s.out_h(), s.out_w()), (3, 4));
+        let s = shape(11, 9, [3, 2], [3, 2], [1, 0, 2, 1]);
+        assert_eq!((s.out_h(), s.out_w()), (4, 5)); // ⌊11 / 3⌋ + 1, ⌊8 / 2⌋ + 1
+        let same = shape(5, 6, [3, 3], [1, 1], [1; 4]);
+        assert_eq!((same.out_h(), same.out_w()), (5, 6));
+    }
+
+    #[test]
+    fn validity_needs_every_size_positive_and_the_kernel_inside_the_padded_input() {
+        let ok = shape(3, 3, [3, 3], [1, 1], [0; 4]);
+        assert!(ok.is_valid());
+        let with = |f: &dyn Fn(&mut ConvShape)| {
+            let mut s = ok;
+            f(&mut s);
+            s.is_valid()
+        };
+        assert!(!with(&|s| s.ci = 0));
+        assert!(!with(&|s| s.co = 0));
+        assert!(!with(&|s| s.kh = 0));
+        assert!(!with(&|s| s.kw = 0));
+        assert!(!with(&|s| s.stride = [0, 1]));
+        assert!(!with(&|s| s.stride = [1, 0]));
+        assert!(!with(&|s| s.kh = 4));
+        assert!(!with(&|s| s.kw = 4));
+        assert!(with(&|s| {
+            s.kh = 4;
+            s.pad = [1, 0, 0, 0];
+        }));
+    }
+}
