@@ -320,6 +320,73 @@ mod tests {
     }
 
     #[test]
+    fn helpers_take_parts_of_every_job_concurrently() {
+        // Part 0 waits for part 1: it finishes only if another thread runs part 1 meanwhile,
+        // in every job (a helper that missed a job's epoch would leave the caller alone).
+        let team = Team::new(2).unwrap();
+        for job in 0..6 {
+            let other = AtomicBool::new(false);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            team.run(2, &|p| {
+                if p == 0 {
+                    while !other.load(Ordering::Acquire) {
+                        assert!(
+                            Instant::now() < deadline,
+                            "job {job}: no helper took part 1"
+                        );
+                        spin_loop();
+                    }
+                } else {
+                    other.store(true, Ordering::Release);
+                }
+            });
+            // Every other job finds the helper asleep.
+            if job % 2 == 1 {
+                std::thread::sleep(SPIN_FOR * 3);
+            }
+        }
+    }
+
+    /// A part that panics ends the process with SIGABRT (a helper's panic would leave the
+    /// caller waiting forever; the caller's, unwinding out of `run` while helpers still run its
+    /// job). The panicking team runs in a child process: this test binary, this test alone.
+    #[cfg(unix)]
+    #[test]
+    fn a_panicking_part_aborts_the_process() {
+        const CHILD: &str = "EDGE_SAMPLE_TEAM_PANIC_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let team = Team::new(2).unwrap();
+            team.run(2, &|_| panic!("a part panics"));
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        // The same runner as the crate's other tests spawn binaries with (qemu under CI).
+        let mut cmd = match std::env::var("EDGE_SAMPLE_RUNNER") {
+            Ok(r) if !r.trim().is_empty() => {
+                let mut parts = r.split_whitespace();
+                let mut c = std::process::Command::new(parts.next().unwrap());
+                c.args(parts).arg(&exe);
+                c
+            }
+            _ => std::process::Command::new(&exe),
+        };
+        let name = "team::tests::a_panicking_part_aborts_the_process";
+        let out = cmd
+            .args(["--exact", name, "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(6),
+            "child ended with {:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
     fn shares_cover_the_range_in_order() {
         for total in [0, 1, 5, 16, 17] {
             for parts in 1..6 {
