@@ -387,6 +387,36 @@ mod tests {
     }
 
     #[test]
+    fn split_units_hands_each_thread_whole_units_or_runs_whole() {
+        // f marks each float with the index of the unit it was given as first + its offset.
+        let mark = |d: &mut [f32], first: usize| {
+            for (i, v) in d.iter_mut().enumerate() {
+                *v = (first * 4 + i) as f32;
+            }
+        };
+        let want: Vec<f32> = (0..30).map(|i| i as f32).collect();
+        let team = Team::new(3).unwrap();
+        // 30 floats in units of 4 (the last one partial) over 3 threads; then below `min`
+        // and without a team: one call on everything.
+        for (team, min) in [(Some(&team), 0), (Some(&team), 31), (None, 0)] {
+            let mut data = vec![f32::NAN; 30];
+            let calls = AtomicUsize::new(0);
+            split_units(team, &mut data, 4, min, &|d, first| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                mark(d, first)
+            });
+            assert_eq!(data, want, "min {min}");
+            let split = team.is_some() && min <= 30;
+            assert_eq!(calls.into_inner(), if split { 3 } else { 1 });
+        }
+    }
+
+    #[test]
+    fn debug_names_the_threads() {
+        assert_eq!(format!("{:?}", Team::new(2).unwrap()), "Team(2 threads)");
+    }
+
+    #[test]
     fn shares_cover_the_range_in_order() {
         for total in [0, 1, 5, 16, 17] {
             for parts in 1..6 {
