@@ -577,15 +577,16 @@ mod tests {
 
     #[test]
     fn contiguous_and_attention_shapes_lay_out_their_operands_as_documented() {
-        // Row-major [2, 3, m, k] · [2, 3, k, n] → [2, 3, m, n]: operands of exactly that size,
-        // every entry of C written.
+        // Row-major [2, 4, m, k] · [2, 4, k, n] → [2, 4, m, n]: operands of exactly that size,
+        // every entry of C written (2 and 4 share a factor: a batch index taken in the wrong
+        // order along the axes would miss entries, not just permute them).
         let (m, k, n) = (9, 5, 17);
-        let shape = MatMulShape::contiguous(&[2, 3], m, k, n);
-        assert_eq!(shape.batches(), 6);
-        assert_eq!(shape.extents(), [6 * m * k, 6 * k * n, 6 * m * n]);
-        let (a, b) = (values(6 * m * k, 7), values(6 * k * n, 8));
+        let shape = MatMulShape::contiguous(&[2, 4], m, k, n);
+        assert_eq!(shape.batches(), 8);
+        assert_eq!(shape.extents(), [8 * m * k, 8 * k * n, 8 * m * n]);
+        let (a, b) = (values(8 * m * k, 7), values(8 * k * n, 8));
         let mut want = vec![];
-        for e in 0..6 {
+        for e in 0..8 {
             for i in 0..m {
                 for j in 0..n {
                     want.push(dot(
@@ -596,7 +597,7 @@ mod tests {
                 }
             }
         }
-        check_layout(&shape, &a, &b, &want, "row-major [2, 3]");
+        check_layout(&shape, &a, &b, &want, "row-major [2, 4]");
         // Attention: Q, K, V as [tokens, heads·d] rows; S as [heads, tokens, tokens]; O as
         // [tokens, heads·d].
         let (tokens, heads, d) = (12, 3, 8);
