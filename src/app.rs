@@ -176,6 +176,11 @@ pub fn sample(p: &SamplePlan) -> Result<()> {
     // complete; SIGINT/SIGTERM meanwhile are held until then (or the files are removed).
     let deferred = output::Deferred::new()?;
     show::disarm_second_interrupt();
+    // With a screen, a signal that came after the sampling ended but before `Deferred` took
+    // over only raised `stop`: it ends the run before anything is written.
+    if stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+        return Err(Error::Interrupted);
+    }
     let mut staged = output::Staged::new();
     let mut written = vec![];
     if let Some(path) = &p.save_npy {
@@ -201,12 +206,6 @@ pub fn sample(p: &SamplePlan) -> Result<()> {
         let text = [("parameters", params.clone())];
         staged.write(path, |w| encode_png(w, &sheet, &text))?;
         written.push(path.display().to_string());
-    }
-    // With a screen, a signal that came after the sampling ended but before `Deferred` took
-    // over only raised `stop`: it ends the run too.
-    if deferred.arrived().is_none() && stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
-        drop(staged);
-        return Err(Error::Interrupted);
     }
     deferred.finish(staged)?;
     if !p.quiet {
