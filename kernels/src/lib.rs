@@ -8,7 +8,7 @@
 //!
 //! Modules: [`isa`] (the kernel sets), [`tile`] (the register tiles and their table),
 //! [`conv`] (shapes, references, and the direct, lowered and Winograd convolutions),
-//! [`matmul`], [`norm`], [`softmax`], [`team`] (the spinning thread team), and the crate's
+//! [`matmul`], [`norm`], [`softmax`], [`quant`] (8-bit convolutions), [`team`] (the spinning thread team), and the crate's
 //! plumbing: [`scratch`] (aligned scratch buffers) and [`view`] (the disjoint mutable view
 //! that a team's parts write through).
 
@@ -19,6 +19,7 @@ pub mod conv;
 pub mod isa;
 pub mod matmul;
 pub mod norm;
+pub mod quant;
 pub mod scratch;
 pub mod softmax;
 pub mod team;
@@ -34,5 +35,6 @@ pub use conv::{
 pub use isa::Isa;
 pub use matmul::{matmul_reference, MatMul, MatMulShape};
 pub use norm::{instance_norm, instance_norm_rows, layer_norm, layer_norm_reference};
+pub use quant::{qconv_reference, requantize, DotIsa, QuantConv, QuantParams, Q8};
 pub use softmax::{exp_approx, softmax, EXP_REL_TOL};
 pub use team::{share, split_units, with_team, Team};

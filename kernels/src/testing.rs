@@ -8,6 +8,7 @@
 //! must exercise AVX-512 sets `avx512,avx2,portable`; an ARM one `neon,portable`).
 
 use crate::isa::Isa;
+use crate::quant::DotIsa;
 
 /// The environment variable naming the kernel sets the tests must run (see the module docs).
 pub const REQUIRE_VAR: &str = "EDGE_SAMPLE_REQUIRE_KERNELS";
@@ -25,22 +26,78 @@ pub fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// The kernel sets `EDGE_SAMPLE_REQUIRE_KERNELS` names (none when unset or empty). Panics on
-/// a name that is no kernel set's.
-pub fn required_isas() -> Vec<Isa> {
+/// The names `EDGE_SAMPLE_REQUIRE_KERNELS` lists. Panics on a name that is neither a float
+/// kernel set's ([`Isa::name`]) nor an 8-bit one's ([`DotIsa::name`]).
+fn required_names() -> Vec<String> {
     let list = std::env::var(REQUIRE_VAR).unwrap_or_default();
-    list.split(',')
+    let names: Vec<String> = list
+        .split(',')
         .map(str::trim)
         .filter(|n| !n.is_empty())
-        .map(|n| {
-            Isa::from_name(n).unwrap_or_else(|| {
-                panic!(
-                    "{REQUIRE_VAR}: unknown kernel set {n:?} (known: {:?})",
-                    Isa::ALL.map(Isa::name)
-                )
-            })
-        })
+        .map(String::from)
+        .collect();
+    for n in &names {
+        assert!(
+            Isa::from_name(n).is_some() || DotIsa::from_name(n).is_some(),
+            "{REQUIRE_VAR}: unknown kernel set {n:?} (known: {:?} and 8-bit {:?})",
+            Isa::ALL.map(Isa::name),
+            DotIsa::ALL.map(DotIsa::name)
+        );
+    }
+    names
+}
+
+/// The float kernel sets `EDGE_SAMPLE_REQUIRE_KERNELS` names (none when unset or empty).
+pub fn required_isas() -> Vec<Isa> {
+    required_names()
+        .iter()
+        .filter_map(|n| Isa::from_name(n))
         .collect()
+}
+
+/// The 8-bit kernel sets `EDGE_SAMPLE_REQUIRE_KERNELS` names (`portable`, `avx2` and `neon`
+/// name a float set and an 8-bit set at once).
+pub fn required_dot_isas() -> Vec<DotIsa> {
+    required_names()
+        .iter()
+        .filter_map(|n| DotIsa::from_name(n))
+        .collect()
+}
+
+/// Every 8-bit kernel set this CPU runs. For each one of this architecture it lacks:
+/// `skipped: this CPU lacks …` on stderr, or a panic when `EDGE_SAMPLE_REQUIRE_KERNELS` names
+/// it (also when it names one of another architecture).
+pub fn dot_isas() -> Vec<DotIsa> {
+    let required = required_dot_isas();
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("kernel test")
+        .to_string();
+    let mut run = Vec::new();
+    for isa in DotIsa::ALL {
+        if isa.is_supported() {
+            run.push(isa);
+            continue;
+        }
+        let ours = matches!(
+            (
+                isa,
+                cfg!(target_arch = "x86_64"),
+                cfg!(target_arch = "aarch64")
+            ),
+            (DotIsa::Avx2 | DotIsa::Vnni, true, _) | (DotIsa::Neon | DotIsa::NeonDot, _, true)
+        );
+        assert!(
+            !required.contains(&isa),
+            "{test}: {REQUIRE_VAR} requires {} 8-bit kernels, which this {} lacks",
+            isa.name(),
+            if ours { "CPU" } else { "architecture" }
+        );
+        if ours {
+            eprintln!("{test}: 8-bit {} skipped: this CPU lacks it", isa.name());
+        }
+    }
+    run
 }
 
 /// The target features of `isa` this CPU lacks (all of them for a set of another

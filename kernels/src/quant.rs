@@ -1,0 +1,811 @@
+//! 8-bit convolutions: ONNX `QLinearConv` on 8-bit activations (u8 or s8) and s8 weights,
+//! summed exactly in i32 and requantized into 8 bits as onnxruntime does.
+//!
+//! The layer is one matrix product: every output pixel's receptive field is gathered into one
+//! row of `kp` bytes (taps in `[ky][kx][ci]` order, from a zero-point-bordered channels-last
+//! copy of the image: for one `ky` the `kw · ci` bytes of a row are contiguous, so a row is `kh`
+//! copies), and the weights are packed as rows of the same `kp` bytes, one per output channel.
+//! A tile of 4 channels × 4 pixels takes the 16 dot products of their rows:
+//!
+//! | [`DotIsa`] | product | per 16 bytes of one pair |
+//! |---|---|---|
+//! | `Portable` | i32 multiply-add | 16 |
+//! | `Avx2` | `vpmovsxbw` + `vpmaddwd` (exact) | 1 + ½ (operands widened once per tile) |
+//! | `Vnni` | AVX-512 VNNI `vpdpbusd` (ymm) | ½ |
+//! | `Neon` | `smull` + `smlal2` + `sadalp` | 3 |
+//! | `NeonDot` | `sdot` (FEAT_DotProd) | 1 |
+//!
+//! Activations are stored as s8 (`a = x − 128` for u8 data, `a = x` for s8), so every kernel
+//! takes s8 × s8 products; the offsets (`x − x_zp = a + c`) and the difference of the VNNI
+//! operand (`a + 128` as u8) are folded into a per-channel bias at pack time. All sums are
+//! exact, so every kernel set gives the same bits. `smull`/`smlal2` add two products in 16 bits
+//! before `sadalp` widens them: exact unless a weight is −128 (two products of 16 384); such
+//! weights select the safe order (`sadalp` after each product).
+//!
+//! Requantization is onnxruntime's (`MlasRequantizeOutput`): `(acc + bias)` converted to f32,
+//! times the f32 scale `x_scale · w_scale / y_scale`, clamped to the output range less its zero
+//! point, rounded half to even, plus the zero point.
+
+use crate::conv::ConvShape;
+use crate::team::{current, share};
+use crate::view::DisjointMut;
+
+/// An 8-bit dot-product kernel set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DotIsa {
+    /// Plain Rust i32 multiply-adds.
+    Portable,
+    /// x86-64 AVX2: bytes widened to i16, `vpmaddwd`.
+    Avx2,
+    /// x86-64 AVX-512 VNNI with VL (`vpdpbusd` on 256-bit registers).
+    Vnni,
+    /// aarch64 NEON: `smull`/`smlal2` into i16, `sadalp` into i32 (Cortex-A53, A57, A72).
+    Neon,
+    /// aarch64 FEAT_DotProd `sdot` (Cortex-A55, A76, A78).
+    NeonDot,
+}
+
+impl DotIsa {
+    /// Every 8-bit kernel set, whatever this CPU runs.
+    pub const ALL: [DotIsa; 5] = [
+        DotIsa::Portable,
+        DotIsa::Avx2,
+        DotIsa::Vnni,
+        DotIsa::Neon,
+        DotIsa::NeonDot,
+    ];
+
+    /// Whether this CPU can run these kernels (aarch64: from HWCAP, so qemu-user's emulated
+    /// CPU decides).
+    pub fn is_supported(self) -> bool {
+        match self {
+            DotIsa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            DotIsa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            DotIsa::Vnni => {
+                std::arch::is_x86_feature_detected!("avx512vnni")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx2")
+            }
+            #[cfg(target_arch = "aarch64")]
+            DotIsa::Neon => true,
+            #[cfg(target_arch = "aarch64")]
+            DotIsa::NeonDot => std::arch::is_aarch64_feature_detected!("dotprod"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The fastest 8-bit kernel set this CPU runs.
+    pub fn best() -> DotIsa {
+        [DotIsa::Vnni, DotIsa::Avx2, DotIsa::NeonDot, DotIsa::Neon]
+            .into_iter()
+            .find(|k| k.is_supported())
+            .unwrap_or(DotIsa::Portable)
+    }
+
+    /// Every 8-bit kernel set this CPU runs.
+    pub fn all_supported() -> Vec<DotIsa> {
+        DotIsa::ALL
+            .into_iter()
+            .filter(|k| k.is_supported())
+            .collect()
+    }
+
+    /// The set's short name, as `EDGE_SAMPLE_KERNELS` and `info` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DotIsa::Portable => "portable",
+            DotIsa::Avx2 => "avx2",
+            DotIsa::Vnni => "vnni",
+            DotIsa::Neon => "neon",
+            DotIsa::NeonDot => "neon-dot",
+        }
+    }
+
+    /// The set named `name` (as [`DotIsa::name`] spells it).
+    pub fn from_name(name: &str) -> Option<DotIsa> {
+        DotIsa::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Row length granule in bytes: one register of products per step.
+    fn k_align(self) -> usize {
+        match self {
+            DotIsa::Vnni => 32,
+            _ => 16,
+        }
+    }
+}
+
+/// Channels and pixels of one tile.
+const TILE: usize = 4;
+
+/// An 8-bit value type of ONNX (`tensor(uint8)` or `tensor(int8)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Q8 {
+    U8,
+    I8,
+}
+
+impl Q8 {
+    /// Smallest and largest value.
+    pub fn range(self) -> (i32, i32) {
+        match self {
+            Q8::U8 => (0, 255),
+            Q8::I8 => (-128, 127),
+        }
+    }
+
+    /// The value that a stored byte holds.
+    pub fn value(self, byte: u8) -> i32 {
+        match self {
+            Q8::U8 => byte as i32,
+            Q8::I8 => byte as i8 as i32,
+        }
+    }
+
+    /// The byte that stores `v` (within [`Q8::range`]).
+    pub fn byte(self, v: i32) -> u8 {
+        match self {
+            Q8::U8 => v as u8,
+            Q8::I8 => v as i8 as u8,
+        }
+    }
+
+    /// XOR that turns a stored byte into `a`, the s8 the kernels multiply (`x − 128` for u8).
+    fn flip(self) -> u8 {
+        match self {
+            Q8::U8 => 0x80,
+            Q8::I8 => 0,
+        }
+    }
+}
+
+/// The quantization of one `QLinearConv`: value types, scales and zero points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantParams {
+    pub x_type: Q8,
+    pub x_scale: f32,
+    pub x_zero: i32,
+    /// One scale per output channel, or one for all.
+    pub w_scale: Vec<f32>,
+    pub y_type: Q8,
+    pub y_scale: f32,
+    pub y_zero: i32,
+}
+
+impl QuantParams {
+    /// The requantization scale of channel `o`, computed as onnxruntime does.
+    pub fn scale(&self, o: usize) -> f32 {
+        let w = self.w_scale[if self.w_scale.len() == 1 { 0 } else { o }];
+        self.x_scale * w / self.y_scale
+    }
+}
+
+/// onnxruntime's requantization of one exact sum: `(acc + bias) · scale`, clamped to the
+/// output type's range less the zero point, rounded half to even, plus the zero point.
+pub fn requantize(acc: i32, scale: f32, y_zero: i32, y_type: Q8) -> i32 {
+    let (lo, hi) = y_type.range();
+    let v = (acc as f32 * scale)
+        .max((lo - y_zero) as f32)
+        .min((hi - y_zero) as f32);
+    v.round_ties_even() as i32 + y_zero
+}
+
+/// `QLinearConv` from its definition: i64 sums of `(x − x_zp)(w − 0)` over the padded image,
+/// `bias` added, then [`requantize`]. `x` is NCHW bytes of `p.x_type`, `w` is
+/// `[co][ci][kh][kw]`; returns NCHW bytes of `p.y_type`.
+pub fn qconv_reference(
+    shape: &ConvShape,
+    x: &[u8],
+    w: &[i8],
+    bias: &[i32],
+    p: &QuantParams,
+) -> Vec<u8> {
+    let s = shape;
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let n = x.len() / (s.ci * s.h * s.w);
+    let mut y = vec![0u8; n * s.co * oh * ow];
+    for b in 0..n {
+        for o in 0..s.co {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = 0i64;
+                    for c in 0..s.ci {
+                        for ky in 0..s.kh {
+                            for kx in 0..s.kw {
+                                let iy = (oy * s.stride[0] + ky) as isize - s.pad[0] as isize;
+                                let ix = (ox * s.stride[1] + kx) as isize - s.pad[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                                    continue;
+                                }
+                                let xv = p.x_type.value(
+                                    x[((b * s.ci + c) * s.h + iy as usize) * s.w + ix as usize],
+                                );
+                                let wv = w[((o * s.ci + c) * s.kh + ky) * s.kw + kx] as i64;
+                                acc += (xv - p.x_zero) as i64 * wv;
+                            }
+                        }
+                    }
+                    let acc = acc + bias.get(o).copied().unwrap_or(0) as i64;
+                    let q = requantize(acc as i32, p.scale(o), p.y_zero, p.y_type);
+                    y[((b * s.co + o) * oh + oy) * ow + ox] = p.y_type.byte(q);
+                }
+            }
+        }
+    }
+    y
+}
+
+/// A `QLinearConv` with its weights packed for one [`DotIsa`].
+#[derive(Debug, Clone)]
+pub struct QuantConv {
+    shape: ConvShape,
+    isa: DotIsa,
+    params: QuantParams,
+    /// Taps per row (`kh · kw · ci`) and the row length padded to the ISA's granule.
+    k: usize,
+    kp: usize,
+    /// `[co rounded up to TILE][kp]` weights, taps in `[ky][kx][ci]` order, zero-padded.
+    w: Vec<i8>,
+    /// Per channel: the model's bias plus the folded offsets (see the module docs).
+    bias: Vec<i32>,
+    scale: Vec<f32>,
+    /// Whether a weight is −128 (`Neon` then adds each product pair in 32 bits).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    has_min_weight: bool,
+}
+
+/// Why a `QLinearConv` cannot run on [`QuantConv`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuantConvError {
+    Shape(String),
+}
+
+impl std::fmt::Display for QuantConvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QuantConvError::Shape(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+impl QuantConv {
+    /// Packs `w` (`[co][ci][kh][kw]`, weight zero point 0) and `bias` (empty or one per output
+    /// channel) for `isa`.
+    pub fn new(
+        shape: ConvShape,
+        w: &[i8],
+        bias: &[i32],
+        params: QuantParams,
+        isa: DotIsa,
+    ) -> Result<QuantConv, QuantConvError> {
+        let s = shape;
+        if !s.is_valid() {
+            return Err(QuantConvError::Shape(format!("invalid shape {s:?}")));
+        }
+        if w.len() != s.co * s.ci * s.kh * s.kw {
+            return Err(QuantConvError::Shape(format!(
+                "{} weights for {s:?}",
+                w.len()
+            )));
+        }
+        if !(bias.is_empty() || bias.len() == s.co) {
+            return Err(QuantConvError::Shape(format!(
+                "{} biases for {} channels",
+                bias.len(),
+                s.co
+            )));
+        }
+        if !(params.w_scale.len() == 1 || params.w_scale.len() == s.co) {
+            return Err(QuantConvError::Shape(format!(
+                "{} weight scales for {} channels",
+                params.w_scale.len(),
+                s.co
+            )));
+        }
+        let k = s.kh * s.kw * s.ci;
+        let kp = k.next_multiple_of(isa.k_align());
+        let cop = s.co.next_multiple_of(TILE);
+        let mut packed = vec![0i8; cop * kp];
+        for o in 0..s.co {
+            for c in 0..s.ci {
+                for ky in 0..s.kh {
+                    for kx in 0..s.kw {
+                        packed[o * kp + (ky * s.kw + kx) * s.ci + c] =
+                            w[((o * s.ci + c) * s.kh + ky) * s.kw + kx];
+                    }
+                }
+            }
+        }
+        // x − x_zp = a + c, with a the stored s8; VNNI multiplies a + 128.
+        let c = match params.x_type {
+            Q8::U8 => 128 - params.x_zero,
+            Q8::I8 => -params.x_zero,
+        };
+        let c = if isa == DotIsa::Vnni { c - 128 } else { c };
+        let bias = (0..s.co)
+            .map(|o| {
+                let sum: i32 = packed[o * kp..(o + 1) * kp].iter().map(|&v| v as i32).sum();
+                bias.get(o).copied().unwrap_or(0).wrapping_add(c * sum)
+            })
+            .collect();
+        let scale = (0..s.co).map(|o| params.scale(o)).collect();
+        Ok(QuantConv {
+            shape,
+            isa,
+            k,
+            kp,
+            has_min_weight: w.contains(&i8::MIN),
+            w: packed,
+            bias,
+            scale,
+            params,
+        })
+    }
+
+    /// The kernel set it runs.
+    pub fn isa(&self) -> DotIsa {
+        self.isa
+    }
+
+    /// Its shape.
+    pub fn shape(&self) -> &ConvShape {
+        &self.shape
+    }
+
+    /// Bytes of scratch that [`QuantConv::run`] needs (the bordered image and the rows).
+    pub fn scratch_len(&self) -> usize {
+        let s = &self.shape;
+        let bordered = (s.h + s.pad[0] + s.pad[2]) * (s.w + s.pad[1] + s.pad[3]) * s.ci;
+        let rows = (s.out_h() * s.out_w()).next_multiple_of(TILE) * self.kp;
+        bordered + rows
+    }
+
+    /// Runs on `x` (NCHW bytes of the input type, any number of images) into `y` (NCHW bytes
+    /// of the output type), splitting channels between the current team's threads.
+    pub fn run(&self, x: &[u8], y: &mut [u8], scratch: &mut Vec<u8>) {
+        let s = &self.shape;
+        let (hp, wp) = (s.h + s.pad[0] + s.pad[2], s.w + s.pad[1] + s.pad[3]);
+        let (oh, ow) = (s.out_h(), s.out_w());
+        let pixels = oh * ow;
+        let image_in = s.ci * s.h * s.w;
+        let image_out = s.co * pixels;
+        let n = x.len() / image_in;
+        assert_eq!(x.len(), n * image_in, "input length for {s:?}");
+        assert_eq!(y.len(), n * image_out, "output length for {s:?}");
+        scratch.resize(self.scratch_len(), 0);
+        let (bordered, rows) = scratch.split_at_mut(hp * wp * s.ci);
+        let flip = self.params.x_type.flip();
+        let pad = self.params.x_type.byte(self.params.x_zero) ^ flip;
+        let team = current().filter(|t| t.threads() > 1 && image_out * self.k >= 1 << 16);
+        for b in 0..n {
+            let xi = &x[b * image_in..(b + 1) * image_in];
+            // The channels-last copy, bordered with the zero point.
+            bordered.fill(pad);
+            for c in 0..s.ci {
+                let plane = &xi[c * s.h * s.w..(c + 1) * s.h * s.w];
+                for iy in 0..s.h {
+                    let row = ((iy + s.pad[0]) * wp + s.pad[1]) * s.ci + c;
+                    for (ix, &v) in plane[iy * s.w..(iy + 1) * s.w].iter().enumerate() {
+                        bordered[row + ix * s.ci] = v ^ flip;
+                    }
+                }
+            }
+            // One row of kp bytes per output pixel (trailing bytes and pixels stay zero).
+            let run = s.kw * s.ci;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let row = &mut rows[(oy * ow + ox) * self.kp..][..self.kp];
+                    for ky in 0..s.kh {
+                        let at = ((oy * s.stride[0] + ky) * wp + ox * s.stride[1]) * s.ci;
+                        row[ky * run..(ky + 1) * run].copy_from_slice(&bordered[at..at + run]);
+                    }
+                    row[self.k..].fill(0);
+                }
+            }
+            for r in pixels..pixels.next_multiple_of(TILE) {
+                rows[r * self.kp..(r + 1) * self.kp].fill(0);
+            }
+            let rows: &[u8] = rows;
+            let yi = &mut y[b * image_out..(b + 1) * image_out];
+            let tiles = s.co.div_ceil(TILE);
+            match &team {
+                Some(team) => {
+                    let parts = team.threads().min(tiles);
+                    let dst = DisjointMut::new(yi);
+                    team.run(parts, &|part| {
+                        let t = share(tiles, part, parts);
+                        let (o0, o1) = (t.start * TILE, (t.end * TILE).min(s.co));
+                        // SAFETY: parts take disjoint channel ranges.
+                        let out = unsafe { dst.slice_mut(o0 * pixels..o1 * pixels) };
+                        self.channels(rows, o0..o1, out);
+                    });
+                }
+                None => self.channels(rows, 0..s.co, yi),
+            }
+        }
+    }
+
+    /// Output channels `range` (starting at a tile) of one image from its rows.
+    fn channels(&self, rows: &[u8], range: std::ops::Range<usize>, out: &mut [u8]) {
+        let pixels = self.shape.out_h() * self.shape.out_w();
+        let kp = self.kp;
+        let (lo, hi) = self.params.y_type.range();
+        let (lo, hi) = (
+            (lo - self.params.y_zero) as f32,
+            (hi - self.params.y_zero) as f32,
+        );
+        let y_zero = self.params.y_zero;
+        let y_type = self.params.y_type;
+        for o0 in range.clone().step_by(TILE) {
+            let w = &self.w[o0 * kp..(o0 + TILE) * kp];
+            for p0 in (0..pixels).step_by(TILE) {
+                let a = &rows[p0 * kp..(p0 + TILE) * kp];
+                let acc = self.tile(w, a);
+                for (i, acc) in acc.iter().enumerate() {
+                    let o = o0 + i;
+                    if o >= range.end {
+                        break;
+                    }
+                    let (bias, scale) = (self.bias[o], self.scale[o]);
+                    let dst = &mut out[(o - range.start) * pixels..][..pixels];
+                    for (j, &acc) in acc.iter().enumerate().take(pixels - p0) {
+                        let v = (acc.wrapping_add(bias) as f32 * scale).max(lo).min(hi);
+                        dst[p0 + j] = y_type.byte(v.round_ties_even() as i32 + y_zero);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The 4 × 4 dot products of weight rows `w` and activation rows `a` (each `kp` long).
+    fn tile(&self, w: &[i8], a: &[u8]) -> [[i32; TILE]; TILE] {
+        let kp = self.kp;
+        debug_assert!(w.len() == TILE * kp && a.len() == TILE * kp);
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `new` was given this ISA and callers check `is_supported`; rows hold kp
+            // bytes each, kp a multiple of 16 (32 for VNNI).
+            DotIsa::Avx2 => unsafe { x86::tile_avx2(w, a, kp) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            DotIsa::Vnni => unsafe { x86::tile_vnni(w, a, kp) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above.
+            DotIsa::Neon if self.has_min_weight => unsafe { arm::tile_smull::<false>(w, a, kp) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above.
+            DotIsa::Neon => unsafe { arm::tile_smull::<true>(w, a, kp) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above.
+            DotIsa::NeonDot => unsafe { arm::tile_sdot(w, a, kp) },
+            _ => tile_portable(w, a, kp),
+        }
+    }
+}
+
+fn tile_portable(w: &[i8], a: &[u8], kp: usize) -> [[i32; TILE]; TILE] {
+    let mut acc = [[0i32; TILE]; TILE];
+    for (i, acc) in acc.iter_mut().enumerate() {
+        let wr = &w[i * kp..(i + 1) * kp];
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let ar = &a[j * kp..(j + 1) * kp];
+            *acc = wr
+                .iter()
+                .zip(ar)
+                .map(|(&w, &a)| w as i32 * a as i8 as i32)
+                .sum();
+        }
+    }
+    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::TILE;
+    use std::arch::x86_64::*;
+
+    /// Sums of the 8 lanes of each of 4 vectors.
+    #[target_feature(enable = "avx2")]
+    fn hsum4(v: [__m256i; 4]) -> [i32; 4] {
+        let s01 = _mm256_hadd_epi32(v[0], v[1]);
+        let s23 = _mm256_hadd_epi32(v[2], v[3]);
+        let s = _mm256_hadd_epi32(s01, s23);
+        let r = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+        let mut out = [0i32; 4];
+        // SAFETY: `out` holds 16 bytes.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), r) };
+        out
+    }
+
+    /// # Safety
+    /// AVX2; `w` and `a` hold 4 rows of `kp` bytes, `kp` a multiple of 16.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn tile_avx2(w: &[i8], a: &[u8], kp: usize) -> [[i32; TILE]; TILE] {
+        let mut acc = [[_mm256_setzero_si256(); TILE]; TILE];
+        for k in (0..kp).step_by(16) {
+            // SAFETY: each row holds kp bytes and k + 16 <= kp.
+            let load =
+                |p: *const u8| unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(k).cast())) };
+            let wv: [__m256i; TILE] =
+                std::array::from_fn(|i| load(w.as_ptr().cast::<u8>().wrapping_add(i * kp)));
+            let av: [__m256i; TILE] =
+                std::array::from_fn(|j| load(a.as_ptr().wrapping_add(j * kp)));
+            for i in 0..TILE {
+                for j in 0..TILE {
+                    acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(wv[i], av[j]));
+                }
+            }
+        }
+        std::array::from_fn(|i| hsum4(acc[i]))
+    }
+
+    /// # Safety
+    /// AVX2, AVX-512 VNNI and VL; rows of `kp` bytes, `kp` a multiple of 32.
+    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    pub(super) unsafe fn tile_vnni(w: &[i8], a: &[u8], kp: usize) -> [[i32; TILE]; TILE] {
+        let mut acc = [[_mm256_setzero_si256(); TILE]; TILE];
+        let flip = _mm256_set1_epi8(-128);
+        for k in (0..kp).step_by(32) {
+            // SAFETY: each row holds kp bytes and k + 32 <= kp.
+            let load = |p: *const u8| unsafe { _mm256_loadu_si256(p.add(k).cast()) };
+            let wv: [__m256i; TILE] =
+                std::array::from_fn(|i| load(w.as_ptr().cast::<u8>().wrapping_add(i * kp)));
+            // a + 128 as u8 for vpdpbusd's unsigned operand.
+            let av: [__m256i; TILE] = std::array::from_fn(|j| {
+                _mm256_xor_si256(load(a.as_ptr().wrapping_add(j * kp)), flip)
+            });
+            for i in 0..TILE {
+                for j in 0..TILE {
+                    acc[i][j] = _mm256_dpbusd_epi32(acc[i][j], av[j], wv[i]);
+                }
+            }
+        }
+        std::array::from_fn(|i| hsum4(acc[i]))
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use super::TILE;
+    use std::arch::aarch64::*;
+    use std::arch::asm;
+
+    /// Sums of the 4 lanes of each of 4 vectors.
+    #[inline(always)]
+    fn hsum4(v: [int32x4_t; 4]) -> [i32; 4] {
+        // SAFETY: NEON is part of aarch64.
+        unsafe {
+            let s = vpaddq_s32(vpaddq_s32(v[0], v[1]), vpaddq_s32(v[2], v[3]));
+            let mut out = [0i32; 4];
+            vst1q_s32(out.as_mut_ptr(), s);
+            out
+        }
+    }
+
+    /// # Safety
+    /// Rows of `kp` bytes, `kp` a multiple of 16; with `PAIRS`, no weight is −128.
+    pub(super) unsafe fn tile_smull<const PAIRS: bool>(
+        w: &[i8],
+        a: &[u8],
+        kp: usize,
+    ) -> [[i32; TILE]; TILE] {
+        // SAFETY: loads stay within the rows (k + 16 <= kp); NEON is part of aarch64.
+        unsafe {
+            let mut acc = [[vdupq_n_s32(0); TILE]; TILE];
+            for k in (0..kp).step_by(16) {
+                let wv: [int8x16_t; TILE] =
+                    std::array::from_fn(|i| vld1q_s8(w.as_ptr().add(i * kp + k)));
+                let av: [int8x16_t; TILE] =
+                    std::array::from_fn(|j| vld1q_s8(a.as_ptr().add(j * kp + k).cast()));
+                for i in 0..TILE {
+                    for j in 0..TILE {
+                        let lo = vmull_s8(vget_low_s8(wv[i]), vget_low_s8(av[j]));
+                        if PAIRS {
+                            let both = vmlal_high_s8(lo, wv[i], av[j]);
+                            acc[i][j] = vpadalq_s16(acc[i][j], both);
+                        } else {
+                            acc[i][j] = vpadalq_s16(acc[i][j], lo);
+                            acc[i][j] = vpadalq_s16(acc[i][j], vmull_high_s8(wv[i], av[j]));
+                        }
+                    }
+                }
+            }
+            std::array::from_fn(|i| hsum4(acc[i]))
+        }
+    }
+
+    /// `acc + ` the 4-byte dot products of `w` and `a` lane by lane.
+    #[inline(always)]
+    fn sdot(acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> int32x4_t {
+        let mut acc = acc;
+        // SAFETY: a register-only instruction; callers run on FEAT_DotProd CPUs.
+        unsafe {
+            asm!(
+                ".arch_extension dotprod",
+                "sdot {acc:v}.4s, {w:v}.16b, {a:v}.16b",
+                acc = inout(vreg) acc,
+                w = in(vreg) w,
+                a = in(vreg) a,
+                options(pure, nomem, nostack),
+            );
+        }
+        acc
+    }
+
+    /// # Safety
+    /// FEAT_DotProd; rows of `kp` bytes, `kp` a multiple of 16.
+    #[target_feature(enable = "dotprod")]
+    pub(super) unsafe fn tile_sdot(w: &[i8], a: &[u8], kp: usize) -> [[i32; TILE]; TILE] {
+        // SAFETY: loads stay within the rows (k + 16 <= kp).
+        unsafe {
+            let mut acc = [[vdupq_n_s32(0); TILE]; TILE];
+            for k in (0..kp).step_by(16) {
+                let wv: [int8x16_t; TILE] =
+                    std::array::from_fn(|i| vld1q_s8(w.as_ptr().add(i * kp + k)));
+                let av: [int8x16_t; TILE] =
+                    std::array::from_fn(|j| vld1q_s8(a.as_ptr().add(j * kp + k).cast()));
+                for i in 0..TILE {
+                    for j in 0..TILE {
+                        acc[i][j] = sdot(acc[i][j], wv[i], av[j]);
+                    }
+                }
+            }
+            std::array::from_fn(|i| hsum4(acc[i]))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic byte stream (xorshift).
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn params(x_type: Q8, y_type: Q8, w_scale: Vec<f32>) -> QuantParams {
+        QuantParams {
+            x_type,
+            x_scale: 0.02,
+            x_zero: if x_type == Q8::U8 { 131 } else { -7 },
+            w_scale,
+            y_type,
+            y_scale: 0.35,
+            y_zero: if y_type == Q8::U8 { 119 } else { 3 },
+        }
+    }
+
+    fn shape(
+        ci: usize,
+        co: usize,
+        hw: [usize; 2],
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> ConvShape {
+        ConvShape {
+            ci,
+            co,
+            h: hw[0],
+            w: hw[1],
+            kh: k,
+            kw: k,
+            stride: [stride; 2],
+            pad: [pad; 4],
+        }
+    }
+
+    /// Every supported kernel set equals the definition bit for bit: 3×3, 1×1, 2×2 stride 2,
+    /// odd channel and pixel counts (partial tiles), u8 and s8 data, per-tensor and
+    /// per-channel scales, weights with and without −128, one and two images.
+    #[test]
+    fn every_kernel_set_equals_the_definition() {
+        let cases = [
+            shape(10, 20, [7, 9], 3, 1, 1),
+            shape(20, 10, [6, 6], 1, 1, 0),
+            shape(10, 10, [8, 6], 2, 2, 0),
+            shape(3, 5, [5, 5], 3, 2, 1),
+            shape(37, 6, [3, 4], 3, 1, 1),
+        ];
+        let mut checked = 0;
+        for (n, s) in cases.iter().enumerate() {
+            for (x_type, y_type) in [(Q8::U8, Q8::U8), (Q8::I8, Q8::I8), (Q8::U8, Q8::I8)] {
+                for per_channel in [false, true] {
+                    for min_weight in [false, true] {
+                        let images = 1 + n % 2;
+                        let x = bytes(images * s.ci * s.h * s.w, 7 + n as u64);
+                        let mut w: Vec<i8> = bytes(s.co * s.ci * s.kh * s.kw, 11 + n as u64)
+                            .into_iter()
+                            .map(|b| (b as i8).max(-127))
+                            .collect();
+                        if min_weight {
+                            // Two neighbours of −128 on taps where x = 0 is possible.
+                            w[0] = -128;
+                            w[1] = -128;
+                        }
+                        let bias: Vec<i32> = (0..s.co).map(|o| (o as i32 - 3) * 977).collect();
+                        let w_scale = if per_channel {
+                            (0..s.co).map(|o| 0.003 + o as f32 * 1e-4).collect()
+                        } else {
+                            vec![0.004]
+                        };
+                        let p = params(x_type, y_type, w_scale);
+                        let want = qconv_reference(s, &x, &w, &bias, &p);
+                        let (lo, hi) = y_type.range();
+                        let distinct: std::collections::HashSet<_> = want.iter().collect();
+                        assert!(distinct.len() > 8, "{s:?}: outputs too uniform to test");
+                        let _ = (lo, hi);
+                        for isa in crate::testing::dot_isas() {
+                            let conv = QuantConv::new(*s, &w, &bias, p.clone(), isa).unwrap();
+                            let mut y = vec![0u8; want.len()];
+                            conv.run(&x, &mut y, &mut Vec::new());
+                            assert!(y == want, "{} {s:?} {x_type:?}->{y_type:?}", isa.name());
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked >= cases.len() * 12);
+    }
+
+    /// Sums near the i16 limits: all activations at −128 (u8 0) against weights of −127 and
+    /// −128, where a 16-bit pair sum would wrap.
+    #[test]
+    fn extreme_values_are_exact() {
+        let s = shape(16, 4, [4, 4], 3, 1, 1);
+        let x = vec![0u8; s.ci * s.h * s.w];
+        for wv in [-128i8, -127, 127] {
+            let w = vec![wv; s.co * s.ci * 9];
+            let p = QuantParams {
+                x_type: Q8::U8,
+                x_scale: 1.0,
+                x_zero: 255,
+                w_scale: vec![1.0],
+                y_type: Q8::I8,
+                y_scale: 4096.0,
+                y_zero: 0,
+            };
+            let want = qconv_reference(&s, &x, &w, &[], &p);
+            for isa in crate::testing::dot_isas() {
+                let conv = QuantConv::new(s, &w, &[], p.clone(), isa).unwrap();
+                let mut y = vec![0u8; want.len()];
+                conv.run(&x, &mut y, &mut Vec::new());
+                assert_eq!(y, want, "{} w = {wv}", isa.name());
+            }
+        }
+    }
+
+    /// onnxruntime's rounding: half to even after the scale, clamped before rounding.
+    #[test]
+    fn requantize_rounds_half_to_even_and_saturates() {
+        assert_eq!(requantize(5, 0.5, 0, Q8::U8), 2);
+        assert_eq!(requantize(7, 0.5, 0, Q8::U8), 4);
+        assert_eq!(requantize(-5, 0.5, 0, Q8::I8), -2);
+        assert_eq!(requantize(1000, 1.0, 10, Q8::U8), 255);
+        assert_eq!(requantize(-1000, 1.0, 10, Q8::U8), 0);
+        assert_eq!(requantize(-1000, 1.0, 0, Q8::I8), -128);
+        assert_eq!(requantize(3, 1.0, 100, Q8::U8), 103);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for isa in DotIsa::ALL {
+            assert_eq!(DotIsa::from_name(isa.name()), Some(isa));
+        }
+        assert!(DotIsa::best().is_supported());
+        assert!(DotIsa::Portable.is_supported());
+    }
+}
