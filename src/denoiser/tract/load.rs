@@ -154,6 +154,7 @@ impl Model {
             direct_convs: ours.convs,
             winograd_convs: ours.winograd,
             matmuls: ours.matmuls,
+            quant_convs: ours.quant_convs,
             file_size,
             plan,
             image_pos,
@@ -361,11 +362,18 @@ fn describe_kernels(kernels: Kernels, ours: &Rewritten) -> String {
     match kernels {
         Kernels::Tract => "tract".to_string(),
         Kernels::Ours(isa) => format!(
-            "{} ({} convolutions ({} by Winograd), {} matrix products, fused norms)",
+            "{} ({} convolutions ({} by Winograd), {} matrix products, fused norms{})",
             isa.describe(),
             ours.convs,
             ours.winograd,
-            ours.matmuls
+            ours.matmuls,
+            match ours.quant_convs {
+                0 => String::new(),
+                n => format!(
+                    "; {n} int8 convolutions on {}",
+                    super::ops::qconv::dot_isa_for(isa).name()
+                ),
+            }
         ),
     }
 }

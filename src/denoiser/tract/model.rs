@@ -74,6 +74,8 @@ pub struct Model {
     pub winograd_convs: usize,
     /// Matrix products (attention, linear layers) run on our tiles instead of tract's.
     pub matmuls: usize,
+    /// 8-bit convolutions (QLinearConv) run on our integer kernels.
+    pub quant_convs: usize,
     pub file_size: usize,
     pub(super) plan: Arc<TypedSimplePlan>,
     /// Position of the image among the plan's inputs (the timestep is the other one).

@@ -27,7 +27,7 @@ use tract_onnx::tract_hir::internal::*;
 
 use super::ops::{
     DirectConv, FusedInstanceNorm, FusedLayerNorm, FusedMatMul, FusedSoftmax, InstanceNormSpec,
-    LayerNormSpec, TeamSilu,
+    LayerNormSpec, QuantConvOp, TeamSilu,
 };
 use edge_sample_kernels::{ConvAlgorithm, ConvKind, Isa};
 
@@ -226,8 +226,28 @@ pub fn rewrite_before_declutter(model: &mut TypedModel, kernels: Isa) -> TractRe
                     && c.pool_spec.strides().iter().all(|&s| s == 1)
             })
     })?;
+    let count = count + replace_quant_convs(model, kernels)?;
     if count > 0 {
         model.compact()?;
+    }
+    Ok(count)
+}
+
+/// Replaces every quantized convolution (ONNX `QLinearConv`) our 8-bit kernels take by a
+/// [`QuantConvOp`]: before declutter, which turns the 1×1 ones into integer einsums.
+fn replace_quant_convs(model: &mut TypedModel, kernels: Isa) -> TractResult<usize> {
+    let mut count = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(conv) = node.op_as::<Conv>().filter(|c| c.q_params.is_some()) else {
+            continue;
+        };
+        let Some(op) = QuantConvOp::for_conv(model, node, conv, kernels)? else {
+            continue;
+        };
+        let patch = TypedModelPatch::replace_single_op(model, node, &[node.inputs[0]], op)?;
+        patch.apply(model)?;
+        count += 1;
     }
     Ok(count)
 }
@@ -274,6 +294,7 @@ pub fn rewrite(
                 .is_some_and(|c| c.kind() == ConvKind::Winograd)
         }),
         matmuls: count(|n| n.op_is::<FusedMatMul>()),
+        quant_convs: count(|n| n.op_is::<QuantConvOp>()),
     })
 }
 
@@ -286,6 +307,8 @@ pub struct Rewritten {
     pub winograd: usize,
     /// [`FusedMatMul`] nodes.
     pub matmuls: usize,
+    /// [`QuantConvOp`] nodes (8-bit convolutions).
+    pub quant_convs: usize,
 }
 
 /// Gives every norm the parser made ([`register`]) its kernels, in place: same node, same

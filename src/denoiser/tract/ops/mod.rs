@@ -7,6 +7,7 @@ pub mod conv;
 pub mod instance_norm;
 pub mod layer_norm;
 pub mod matmul;
+pub mod qconv;
 pub mod silu;
 pub mod softmax;
 
@@ -14,5 +15,6 @@ pub use self::conv::DirectConv;
 pub use self::instance_norm::{FusedInstanceNorm, InstanceNormSpec};
 pub use self::layer_norm::{FusedLayerNorm, LayerNormSpec};
 pub use self::matmul::FusedMatMul;
+pub use self::qconv::QuantConvOp;
 pub use self::silu::TeamSilu;
 pub use self::softmax::FusedSoftmax;
