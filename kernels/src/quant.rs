@@ -121,6 +121,35 @@ impl DotIsa {
 /// Channels and pixels of one tile.
 const TILE: usize = 4;
 
+/// Pixels whose sums are kept before they are requantized together (a multiple of `TILE`).
+const CHUNK: usize = 64;
+
+/// 1.5 · 2²³: adding it to an f32 of magnitude below 2²² leaves the value rounded half to even
+/// in the low mantissa bits (onnxruntime's `MlasRequantizeOutput` trick; it vectorizes, where
+/// `round_ties_even` is a libm call on x86-64 without SSE4.1).
+const MAGIC: f32 = 12_582_912.0;
+
+/// [`requantize`] over a run of sums of one channel, into bytes of the output type: `lo_hi`
+/// is the output range less the zero point.
+fn requantize_run(
+    acc: &[i32],
+    bias: i32,
+    scale: f32,
+    lo_hi: [f32; 2],
+    y_zero: i32,
+    dst: &mut [u8],
+) {
+    let magic = MAGIC.to_bits() as i32;
+    for (d, &a) in dst.iter_mut().zip(acc) {
+        let v = (a.wrapping_add(bias) as f32 * scale)
+            .max(lo_hi[0])
+            .min(lo_hi[1])
+            + MAGIC;
+        // Two's complement: the low byte is the u8 or the i8 value alike.
+        *d = (v.to_bits() as i32 - magic + y_zero) as u8;
+    }
+}
+
 /// An 8-bit value type of ONNX (`tensor(uint8)` or `tensor(int8)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Q8 {
@@ -191,6 +220,20 @@ pub fn requantize(acc: i32, scale: f32, y_zero: i32, y_type: Q8) -> i32 {
         .max((lo - y_zero) as f32)
         .min((hi - y_zero) as f32);
     v.round_ties_even() as i32 + y_zero
+}
+
+/// ONNX `QuantizeLinear` as onnxruntime (MLAS) computes it: `x / y_scale`, clamped to the
+/// output range less the zero point, rounded half to even, plus the zero point; into bytes of
+/// `y_type`. A NaN gives the lowest value.
+pub fn quantize(x: &[f32], y_scale: f32, y_zero: i32, y_type: Q8, y: &mut [u8]) {
+    assert_eq!(x.len(), y.len(), "quantize lengths");
+    let (lo, hi) = y_type.range();
+    let (lo, hi) = ((lo - y_zero) as f32, (hi - y_zero) as f32);
+    let magic = MAGIC.to_bits() as i32;
+    for (d, &v) in y.iter_mut().zip(x) {
+        let v = (v / y_scale).max(lo).min(hi) + MAGIC;
+        *d = (v.to_bits() as i32 - magic + y_zero) as u8;
+    }
 }
 
 /// `QLinearConv` from its definition: i64 sums of `(x − x_zp)(w − 0)` over the padded image,
@@ -428,33 +471,36 @@ impl QuantConv {
         }
     }
 
-    /// Output channels `range` (starting at a tile) of one image from its rows.
+    /// Output channels `range` (starting at a tile) of one image from its rows: the sums of
+    /// a tile of channels over a run of [`CHUNK`] pixels, then each channel's run requantized.
     fn channels(&self, rows: &[u8], range: std::ops::Range<usize>, out: &mut [u8]) {
         let pixels = self.shape.out_h() * self.shape.out_w();
         let kp = self.kp;
         let (lo, hi) = self.params.y_type.range();
-        let (lo, hi) = (
-            (lo - self.params.y_zero) as f32,
-            (hi - self.params.y_zero) as f32,
-        );
         let y_zero = self.params.y_zero;
-        let y_type = self.params.y_type;
+        let (lo, hi) = ((lo - y_zero) as f32, (hi - y_zero) as f32);
+        let mut acc = [[0i32; CHUNK]; TILE];
         for o0 in range.clone().step_by(TILE) {
             let w = &self.w[o0 * kp..(o0 + TILE) * kp];
-            for p0 in (0..pixels).step_by(TILE) {
-                let a = &rows[p0 * kp..(p0 + TILE) * kp];
-                let acc = self.tile(w, a);
-                for (i, acc) in acc.iter().enumerate() {
+            for c0 in (0..pixels).step_by(CHUNK) {
+                let n = CHUNK.min(pixels - c0);
+                for p0 in (c0..c0 + n).step_by(TILE) {
+                    let t = self.tile(w, &rows[p0 * kp..(p0 + TILE) * kp]);
+                    for (acc, t) in acc.iter_mut().zip(t) {
+                        acc[p0 - c0..p0 - c0 + TILE].copy_from_slice(&t);
+                    }
+                }
+                for (i, acc) in acc.iter().enumerate().take(range.end - o0) {
                     let o = o0 + i;
-                    if o >= range.end {
-                        break;
-                    }
-                    let (bias, scale) = (self.bias[o], self.scale[o]);
-                    let dst = &mut out[(o - range.start) * pixels..][..pixels];
-                    for (j, &acc) in acc.iter().enumerate().take(pixels - p0) {
-                        let v = (acc.wrapping_add(bias) as f32 * scale).max(lo).min(hi);
-                        dst[p0 + j] = y_type.byte(v.round_ties_even() as i32 + y_zero);
-                    }
+                    let dst = &mut out[(o - range.start) * pixels + c0..][..n];
+                    requantize_run(
+                        &acc[..n],
+                        self.bias[o],
+                        self.scale[o],
+                        [lo, hi],
+                        y_zero,
+                        dst,
+                    );
                 }
             }
         }
@@ -798,6 +844,38 @@ mod tests {
         assert_eq!(requantize(-1000, 1.0, 10, Q8::U8), 0);
         assert_eq!(requantize(-1000, 1.0, 0, Q8::I8), -128);
         assert_eq!(requantize(3, 1.0, 100, Q8::U8), 103);
+    }
+
+    /// QuantizeLinear against its definition in f64 (division, half to even, saturation), on
+    /// ties, both ends, NaN and both types.
+    #[test]
+    fn quantize_divides_rounds_half_to_even_and_saturates() {
+        let x = [
+            0.25f32,
+            0.75,
+            -0.25,
+            -0.75,
+            1e9,
+            -1e9,
+            f32::NAN,
+            3.3,
+            -127.9,
+            0.0,
+        ];
+        for (t, zero) in [(Q8::U8, 128), (Q8::U8, 0), (Q8::I8, -5), (Q8::I8, 0)] {
+            let mut y = vec![0u8; x.len()];
+            quantize(&x, 0.5, zero, t, &mut y);
+            let (lo, hi) = t.range();
+            for (&v, &b) in x.iter().zip(&y) {
+                let want = if v.is_nan() {
+                    lo
+                } else {
+                    ((v as f64 / 0.5).round_ties_even() as i64 + zero as i64)
+                        .clamp(lo as i64, hi as i64) as i32
+                };
+                assert_eq!(t.value(b), want, "{v} {t:?} zero {zero}");
+            }
+        }
     }
 
     #[test]

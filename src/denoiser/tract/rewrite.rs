@@ -27,7 +27,7 @@ use tract_onnx::tract_hir::internal::*;
 
 use super::ops::{
     DirectConv, FusedInstanceNorm, FusedLayerNorm, FusedMatMul, FusedSoftmax, InstanceNormSpec,
-    LayerNormSpec, QuantConvOp, TeamSilu,
+    LayerNormSpec, QuantConvOp, QuantizeOp, TeamSilu,
 };
 use edge_sample_kernels::{ConvAlgorithm, ConvKind, Isa};
 
@@ -281,6 +281,11 @@ pub fn rewrite(
         }
         if TeamSilu::applies(model, node)? {
             let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, TeamSilu)?;
+            patch.apply(model)?;
+            continue;
+        }
+        if let Some(op) = QuantizeOp::for_node(model, node)? {
+            let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?;
             patch.apply(model)?;
         }
     }

@@ -8,6 +8,7 @@ pub mod instance_norm;
 pub mod layer_norm;
 pub mod matmul;
 pub mod qconv;
+pub mod quantize;
 pub mod silu;
 pub mod softmax;
 
@@ -16,5 +17,6 @@ pub use self::instance_norm::{FusedInstanceNorm, InstanceNormSpec};
 pub use self::layer_norm::{FusedLayerNorm, LayerNormSpec};
 pub use self::matmul::FusedMatMul;
 pub use self::qconv::QuantConvOp;
+pub use self::quantize::QuantizeOp;
 pub use self::silu::TeamSilu;
 pub use self::softmax::FusedSoftmax;
