@@ -455,6 +455,44 @@ fn check_rewritten(stem: &str, rewrite: &str, scale: f32) {
     }
 }
 
+/// tests/fixtures/models/qconv_{case}.onnx (make_qconv.py): standard QLinearConv nodes, run by
+/// our 8-bit kernels in every kernel set (tract's own integer convolution as well), against
+/// onnxruntime's QLinearConv bit for bit: exact i32 sums, then onnxruntime's requantization
+/// (f32 scale x_scale · w_scale / y_scale, clamp, round half to even). Measured: 0 steps
+/// apart in all four cases, x86 tract/portable/AVX2/VNNI.
+#[test]
+fn qlinear_convs_run_on_our_int8_kernels_and_match_onnxruntime() {
+    // (case, QLinearConv nodes, output scale of the last one: the unit of the differences)
+    for (case, convs, scale) in [
+        ("3x3_1x1_u8", 2, 0.03),
+        ("3x3_s8_min_weight", 2, 0.03),
+        ("2x2_stride2", 1, 0.04),
+        ("3x3_stride2_pad1", 1, 0.06),
+    ] {
+        let stem = format!("qconv_{case}");
+        let r = Reference::load(&stem);
+        for kernels in kernel_choices() {
+            let m = load_with(&format!("{stem}.onnx"), r.n, Precision::Auto, kernels);
+            let ours = if kernels == Kernels::Tract { 0 } else { convs };
+            assert_eq!(
+                m.quant_convs,
+                ours,
+                "{stem} {}: {}",
+                kernels.name(),
+                m.kernels
+            );
+            let got = run_on(&m, &r);
+            assert_bits(
+                "QLINEAR_CONV",
+                &format!("{stem} {} ({})", kernels.name(), m.kernels),
+                &got,
+                &r.want,
+                scale,
+            );
+        }
+    }
+}
+
 #[test]
 fn qlinear_mul_is_rewritten_and_matches_onnxruntime() {
     check_contrib_op("QLinearMul", 12.0 / 255.0);

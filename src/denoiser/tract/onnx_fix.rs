@@ -273,6 +273,150 @@ fn rewrite_gemm(n: &pb::NodeProto) -> Option<Vec<pb::NodeProto>> {
     Some(b.nodes)
 }
 
+/// An initializer's values as f32 (FLOAT) or whether all are zero (integer types).
+fn init_floats(t: &pb::TensorProto) -> Option<Vec<f32>> {
+    if t.data_type != 1 {
+        return None;
+    }
+    if !t.float_data.is_empty() {
+        return Some(t.float_data.clone());
+    }
+    (t.raw_data.len() % 4 == 0).then(|| {
+        t.raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    })
+}
+
+fn init_all_zero(t: &pb::TensorProto) -> bool {
+    t.raw_data.iter().all(|&b| b == 0)
+        && t.int32_data.iter().all(|&v| v == 0)
+        && t.int64_data.is_empty()
+}
+
+/// QDQ convolutions: `DequantizeLinear(x)`, `DequantizeLinear(int8 weights, zero point 0)` and
+/// `DequantizeLinear(int32 bias, scale x_scale · w_scale)` → `Conv` → a single
+/// `QuantizeLinear` becomes one `QLinearConv` (what onnxruntime's QDQ transformer runs, so the
+/// same integer result), which edge-sample runs on its 8-bit kernels. Returns how many.
+fn fuse_qdq_convs(graph: &mut pb::GraphProto) -> usize {
+    use std::collections::HashMap;
+    let default = |n: &pb::NodeProto| n.domain.is_empty() || n.domain == "ai.onnx";
+    let inits: HashMap<&str, &pb::TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    let mut uses: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, n) in graph.node.iter().enumerate() {
+        for o in &n.output {
+            producer.insert(o, i);
+        }
+        for x in &n.input {
+            uses.entry(x).or_default().push(i);
+        }
+    }
+    let outputs: Vec<&str> = graph.output.iter().map(|v| v.name.as_str()).collect();
+    let dq = |name: &str| -> Option<&pb::NodeProto> {
+        let n = &graph.node[*producer.get(name)?];
+        (n.op_type == "DequantizeLinear" && default(n) && n.input.len() == 3).then_some(n)
+    };
+    // (conv index, quantize index, the QLinearConv)
+    let mut fused: Vec<(usize, usize, pb::NodeProto)> = vec![];
+    for (ci, conv) in graph.node.iter().enumerate() {
+        if conv.op_type != "Conv" || !default(conv) || conv.output.len() != 1 {
+            continue;
+        }
+        let y = conv.output[0].as_str();
+        let Some([qi]) = uses.get(y).map(|u| u.as_slice()) else {
+            continue;
+        };
+        let q = &graph.node[*qi];
+        if q.op_type != "QuantizeLinear"
+            || !default(q)
+            || q.input.len() != 3
+            || outputs.contains(&y)
+        {
+            continue;
+        }
+        let (Some(dx), Some(dw)) = (dq(input(conv, 0)), dq(input(conv, 1))) else {
+            continue;
+        };
+        let (Some(w), Some(wzp), Some(ws), Some(xs)) = (
+            inits.get(input(dw, 0)),
+            inits.get(input(dw, 2)),
+            inits.get(input(dw, 1)).and_then(|t| init_floats(t)),
+            inits.get(input(dx, 1)).and_then(|t| init_floats(t)),
+        ) else {
+            continue;
+        };
+        let per_channel = ws.len() > 1;
+        if w.data_type != 3
+            || !init_all_zero(wzp)
+            || xs.len() != 1
+            || (per_channel
+                && (attr_i(dw, "axis", 1) != 0 || w.dims.first() != Some(&(ws.len() as i64))))
+        {
+            continue;
+        }
+        let mut ins: Vec<&str> = vec![
+            input(dx, 0),
+            input(dx, 1),
+            input(dx, 2),
+            input(dw, 0),
+            input(dw, 1),
+            input(dw, 2),
+            input(q, 1),
+            input(q, 2),
+        ];
+        if !input(conv, 2).is_empty() {
+            let Some(db) = dq(input(conv, 2)) else {
+                continue;
+            };
+            let (Some(b), Some(bzp), Some(bs)) = (
+                inits.get(input(db, 0)),
+                inits.get(input(db, 2)),
+                inits.get(input(db, 1)).and_then(|t| init_floats(t)),
+            ) else {
+                continue;
+            };
+            let scale_ok =
+                bs.len() == ws.len() && bs.iter().zip(&ws).all(|(&b, &w)| b == xs[0] * w);
+            if b.data_type != 6 || !init_all_zero(bzp) || !scale_ok {
+                continue;
+            }
+            ins.push(input(db, 0));
+        }
+        let mut n = node(
+            "QLinearConv",
+            format!(
+                "{}__es_qlinearconv",
+                if conv.name.is_empty() { y } else { &conv.name }
+            ),
+            &ins,
+            &[&q.output[0]],
+        );
+        n.attribute = conv.attribute.clone();
+        fused.push((ci, *qi, n));
+    }
+    let count = fused.len();
+    let mut replace: HashMap<usize, pb::NodeProto> = HashMap::new();
+    let mut drop = std::collections::HashSet::new();
+    for (ci, qi, n) in fused {
+        replace.insert(ci, n);
+        drop.insert(qi);
+    }
+    let old = std::mem::take(&mut graph.node);
+    graph.node = old
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !drop.contains(i))
+        .map(|(i, n)| replace.remove(&i).unwrap_or(n))
+        .collect();
+    count
+}
+
 /// Applies every rewrite the graph needs; returns a line per kind of rewrite applied.
 /// The default-domain DequantizeLinear nodes with a scalar scale, by output name.
 fn per_tensor_dequantized(
@@ -310,6 +454,13 @@ pub fn apply(model: &mut pb::ModelProto) -> Vec<String> {
             )
         });
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let qdq_convs = fuse_qdq_convs(graph);
+    if qdq_convs > 0 {
+        counts.insert(
+            "QDQ DequantizeLinear → Conv → QuantizeLinear fused into QLinearConv;".into(),
+            qdq_convs,
+        );
+    }
     let dequantized = per_tensor_dequantized(graph);
     let mut nodes = Vec::with_capacity(graph.node.len());
     for mut n in graph.node.drain(..) {
