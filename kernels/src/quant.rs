@@ -27,7 +27,7 @@
 //! point, rounded half to even, plus the zero point.
 
 use crate::conv::ConvShape;
-use crate::team::{current, share};
+use crate::team::{current, share, Team};
 use crate::view::DisjointMut;
 
 /// An 8-bit dot-product kernel set.
@@ -407,67 +407,98 @@ impl QuantConv {
     }
 
     /// Runs on `x` (NCHW bytes of the input type, any number of images) into `y` (NCHW bytes
-    /// of the output type), splitting channels between the current team's threads.
+    /// of the output type). With a team (the current one, for layers big enough): several
+    /// images are split between its threads, each with its own share of `scratch`; one image
+    /// has its output channels split.
     pub fn run(&self, x: &[u8], y: &mut [u8], scratch: &mut Vec<u8>) {
+        let s = &self.shape;
+        let image_in = s.ci * s.h * s.w;
+        let image_out = s.co * s.out_h() * s.out_w();
+        let n = x.len() / image_in;
+        assert_eq!(x.len(), n * image_in, "input length for {s:?}");
+        assert_eq!(y.len(), n * image_out, "output length for {s:?}");
+        let len = self.scratch_len();
+        let team = current().filter(|t| t.threads() > 1 && n * image_out * self.k >= 1 << 16);
+        match &team {
+            Some(team) if n > 1 => {
+                let parts = team.threads().min(n);
+                scratch.resize(parts * len, 0);
+                let scratch = DisjointMut::new(scratch.as_mut_slice());
+                let dst = DisjointMut::new(y);
+                team.run(parts, &|part| {
+                    let images = share(n, part, parts);
+                    // SAFETY: parts take disjoint scratch shares and disjoint images.
+                    let (sc, out) = unsafe {
+                        (
+                            scratch.slice_mut(part * len..(part + 1) * len),
+                            dst.slice_mut(images.start * image_out..images.end * image_out),
+                        )
+                    };
+                    for (b, out) in images.zip(out.chunks_exact_mut(image_out)) {
+                        self.image(&x[b * image_in..(b + 1) * image_in], sc, out, None);
+                    }
+                });
+            }
+            _ => {
+                scratch.resize(len, 0);
+                for (xi, yi) in x.chunks_exact(image_in).zip(y.chunks_exact_mut(image_out)) {
+                    self.image(xi, scratch, yi, team.as_deref());
+                }
+            }
+        }
+    }
+
+    /// One image: its rows gathered into `scratch`, then its channels (split between the
+    /// threads of `team` when one is given).
+    fn image(&self, xi: &[u8], scratch: &mut [u8], yi: &mut [u8], team: Option<&Team>) {
         let s = &self.shape;
         let (hp, wp) = (s.h + s.pad[0] + s.pad[2], s.w + s.pad[1] + s.pad[3]);
         let (oh, ow) = (s.out_h(), s.out_w());
         let pixels = oh * ow;
-        let image_in = s.ci * s.h * s.w;
-        let image_out = s.co * pixels;
-        let n = x.len() / image_in;
-        assert_eq!(x.len(), n * image_in, "input length for {s:?}");
-        assert_eq!(y.len(), n * image_out, "output length for {s:?}");
-        scratch.resize(self.scratch_len(), 0);
-        let (bordered, rows) = scratch.split_at_mut(hp * wp * s.ci);
+        let (bordered, rows) = scratch[..self.scratch_len()].split_at_mut(hp * wp * s.ci);
         let flip = self.params.x_type.flip();
         let pad = self.params.x_type.byte(self.params.x_zero) ^ flip;
-        let team = current().filter(|t| t.threads() > 1 && image_out * self.k >= 1 << 16);
-        for b in 0..n {
-            let xi = &x[b * image_in..(b + 1) * image_in];
-            // The channels-last copy, bordered with the zero point.
-            bordered.fill(pad);
-            for c in 0..s.ci {
-                let plane = &xi[c * s.h * s.w..(c + 1) * s.h * s.w];
-                for iy in 0..s.h {
-                    let row = ((iy + s.pad[0]) * wp + s.pad[1]) * s.ci + c;
-                    for (ix, &v) in plane[iy * s.w..(iy + 1) * s.w].iter().enumerate() {
-                        bordered[row + ix * s.ci] = v ^ flip;
-                    }
+        // The channels-last copy, bordered with the zero point.
+        bordered.fill(pad);
+        for c in 0..s.ci {
+            let plane = &xi[c * s.h * s.w..(c + 1) * s.h * s.w];
+            for iy in 0..s.h {
+                let row = ((iy + s.pad[0]) * wp + s.pad[1]) * s.ci + c;
+                for (ix, &v) in plane[iy * s.w..(iy + 1) * s.w].iter().enumerate() {
+                    bordered[row + ix * s.ci] = v ^ flip;
                 }
             }
-            // One row of kp bytes per output pixel (trailing bytes and pixels stay zero).
-            let run = s.kw * s.ci;
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let row = &mut rows[(oy * ow + ox) * self.kp..][..self.kp];
-                    for ky in 0..s.kh {
-                        let at = ((oy * s.stride[0] + ky) * wp + ox * s.stride[1]) * s.ci;
-                        row[ky * run..(ky + 1) * run].copy_from_slice(&bordered[at..at + run]);
-                    }
-                    row[self.k..].fill(0);
+        }
+        // One row of kp bytes per output pixel (trailing bytes and pixels stay zero).
+        let run = s.kw * s.ci;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let row = &mut rows[(oy * ow + ox) * self.kp..][..self.kp];
+                for ky in 0..s.kh {
+                    let at = ((oy * s.stride[0] + ky) * wp + ox * s.stride[1]) * s.ci;
+                    row[ky * run..(ky + 1) * run].copy_from_slice(&bordered[at..at + run]);
                 }
+                row[self.k..].fill(0);
             }
-            for r in pixels..pixels.next_multiple_of(TILE) {
-                rows[r * self.kp..(r + 1) * self.kp].fill(0);
+        }
+        for r in pixels..pixels.next_multiple_of(TILE) {
+            rows[r * self.kp..(r + 1) * self.kp].fill(0);
+        }
+        let rows: &[u8] = rows;
+        let tiles = s.co.div_ceil(TILE);
+        match team {
+            Some(team) => {
+                let parts = team.threads().min(tiles);
+                let dst = DisjointMut::new(yi);
+                team.run(parts, &|part| {
+                    let t = share(tiles, part, parts);
+                    let (o0, o1) = (t.start * TILE, (t.end * TILE).min(s.co));
+                    // SAFETY: parts take disjoint channel ranges.
+                    let out = unsafe { dst.slice_mut(o0 * pixels..o1 * pixels) };
+                    self.channels(rows, o0..o1, out);
+                });
             }
-            let rows: &[u8] = rows;
-            let yi = &mut y[b * image_out..(b + 1) * image_out];
-            let tiles = s.co.div_ceil(TILE);
-            match &team {
-                Some(team) => {
-                    let parts = team.threads().min(tiles);
-                    let dst = DisjointMut::new(yi);
-                    team.run(parts, &|part| {
-                        let t = share(tiles, part, parts);
-                        let (o0, o1) = (t.start * TILE, (t.end * TILE).min(s.co));
-                        // SAFETY: parts take disjoint channel ranges.
-                        let out = unsafe { dst.slice_mut(o0 * pixels..o1 * pixels) };
-                        self.channels(rows, o0..o1, out);
-                    });
-                }
-                None => self.channels(rows, 0..s.co, yi),
-            }
+            None => self.channels(rows, 0..s.co, yi),
         }
     }
 
@@ -834,6 +865,27 @@ mod tests {
         }
     }
 
+    /// A team gives the definition's bits too: one image (channels split) and five (images
+    /// split, each part with its own scratch), a layer big enough to be split.
+    #[test]
+    fn teams_give_the_same_bits() {
+        let team = std::sync::Arc::new(crate::team::Team::new(3).unwrap());
+        let s = shape(16, 24, [12, 12], 3, 1, 1);
+        let w: Vec<i8> = bytes(s.co * s.ci * 9, 5).into_iter().map(|b| b as i8).collect();
+        let bias: Vec<i32> = (0..s.co as i32).map(|o| o * 300 - 3000).collect();
+        let p = params(Q8::U8, Q8::U8, vec![0.002]);
+        for images in [1, 5] {
+            let x = bytes(images * s.ci * s.h * s.w, 9);
+            let want = qconv_reference(&s, &x, &w, &bias, &p);
+            for isa in crate::testing::dot_isas() {
+                let conv = QuantConv::new(s, &w, &bias, p.clone(), isa).unwrap();
+                let mut y = vec![0u8; want.len()];
+                crate::team::with_team(&team, || conv.run(&x, &mut y, &mut Vec::new()));
+                assert!(y == want, "{} {images} images", isa.name());
+            }
+        }
+    }
+
     /// onnxruntime's rounding: half to even after the scale, clamped before rounding.
     #[test]
     fn requantize_rounds_half_to_even_and_saturates() {
@@ -876,6 +928,27 @@ mod tests {
                 assert_eq!(t.value(b), want, "{v} {t:?} zero {zero}");
             }
         }
+    }
+
+    /// Detection: no set of the other architecture, the x86 sets with their float
+    /// counterparts' features, and `all_supported` lists exactly the supported ones.
+    #[test]
+    fn detection_follows_the_architecture_and_the_cpu() {
+        let x86 = cfg!(target_arch = "x86_64");
+        let arm = cfg!(target_arch = "aarch64");
+        assert!(!DotIsa::Avx2.is_supported() || x86);
+        assert!(!DotIsa::Vnni.is_supported() || x86);
+        assert_eq!(DotIsa::Neon.is_supported(), arm);
+        assert!(!DotIsa::NeonDot.is_supported() || arm);
+        if x86 {
+            assert_eq!(DotIsa::Avx2.is_supported(), crate::Isa::Avx2.is_supported());
+            assert!(!DotIsa::Vnni.is_supported() || crate::Isa::Avx512.is_supported());
+        }
+        let all = DotIsa::all_supported();
+        for isa in DotIsa::ALL {
+            assert_eq!(all.contains(&isa), isa.is_supported(), "{}", isa.name());
+        }
+        assert!(all.contains(&DotIsa::Portable) && all.contains(&DotIsa::best()));
     }
 
     #[test]
