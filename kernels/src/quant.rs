@@ -871,7 +871,10 @@ mod tests {
     fn teams_give_the_same_bits() {
         let team = std::sync::Arc::new(crate::team::Team::new(3).unwrap());
         let s = shape(16, 24, [12, 12], 3, 1, 1);
-        let w: Vec<i8> = bytes(s.co * s.ci * 9, 5).into_iter().map(|b| b as i8).collect();
+        let w: Vec<i8> = bytes(s.co * s.ci * 9, 5)
+            .into_iter()
+            .map(|b| b as i8)
+            .collect();
         let bias: Vec<i32> = (0..s.co as i32).map(|o| o * 300 - 3000).collect();
         let p = params(Q8::U8, Q8::U8, vec![0.002]);
         for images in [1, 5] {
@@ -949,6 +952,28 @@ mod tests {
             assert_eq!(all.contains(&isa), isa.is_supported(), "{}", isa.name());
         }
         assert!(all.contains(&DotIsa::Portable) && all.contains(&DotIsa::best()));
+    }
+
+    /// Wrong weights, biases or scales are refused with a message naming them.
+    #[test]
+    fn mismatched_parameters_are_refused_by_name() {
+        let s = shape(4, 6, [5, 5], 3, 1, 1);
+        let w = vec![1i8; 6 * 4 * 9];
+        let p = params(Q8::U8, Q8::U8, vec![0.01]);
+        let err = |w: &[i8], b: &[i32], p: QuantParams| {
+            QuantConv::new(s, w, b, p, DotIsa::Portable)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&w[1..], &[], p.clone()).starts_with("215 weights for"));
+        assert_eq!(err(&w, &[1, 2], p.clone()), "2 biases for 6 channels");
+        let two = params(Q8::U8, Q8::U8, vec![0.01, 0.02]);
+        assert_eq!(err(&w, &[], two), "2 weight scales for 6 channels");
+        let bad = ConvShape { kh: 9, ..s };
+        assert!(QuantConv::new(bad, &w, &[], p, DotIsa::Portable)
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid shape"));
     }
 
     #[test]
