@@ -1,11 +1,12 @@
 //! 8-bit convolutions: ONNX `QLinearConv` on 8-bit activations (u8 or s8) and s8 weights,
 //! summed exactly in i32 and requantized into 8 bits as onnxruntime does.
 //!
-//! The layer is one matrix product: every output pixel's receptive field is gathered into one
-//! row of `kp` bytes (taps in `[ky][kx][ci]` order, from a zero-point-bordered channels-last
-//! copy of the image: for one `ky` the `kw · ci` bytes of a row are contiguous, so a row is `kh`
-//! copies), and the weights are packed as rows of the same `kp` bytes, one per output channel.
-//! A tile of 4 channels × 4 pixels takes the 16 dot products of their rows:
+//! The layer is one matrix product, read in place (no im2col copy): the image is copied once
+//! channels-last into a buffer bordered with the zero point, where an output pixel's taps for
+//! one kernel row `ky` are `kw · ci` contiguous bytes. The weights are packed per output channel
+//! as `kh` segments of `seg` bytes (`kw · ci` taps in `[kx][ci]` order, zero-padded to the
+//! ISA's granule: the products with the bytes read past a pixel's taps are zero). A tile of
+//! 4 channels × 4 pixels takes the 16 dot products over the `kh` segments:
 //!
 //! | [`DotIsa`] | product | per 16 bytes of one pair |
 //! |---|---|---|
@@ -287,10 +288,12 @@ pub struct QuantConv {
     shape: ConvShape,
     isa: DotIsa,
     params: QuantParams,
-    /// Taps per row (`kh · kw · ci`) and the row length padded to the ISA's granule.
+    /// Taps per output value (`kh · kw · ci`); bytes per kernel row (`kw · ci` padded to the
+    /// ISA's granule) and per packed channel (`kh · seg`).
     k: usize,
+    seg: usize,
     kp: usize,
-    /// `[co rounded up to TILE][kp]` weights, taps in `[ky][kx][ci]` order, zero-padded.
+    /// `[co rounded up to TILE][kh][seg]` weights, taps in `[kx][ci]` order, zero-padded.
     w: Vec<i8>,
     /// Per channel: the model's bias plus the folded offsets (see the module docs).
     bias: Vec<i32>,
@@ -349,14 +352,15 @@ impl QuantConv {
             )));
         }
         let k = s.kh * s.kw * s.ci;
-        let kp = k.next_multiple_of(isa.k_align());
+        let seg = (s.kw * s.ci).next_multiple_of(isa.k_align());
+        let kp = s.kh * seg;
         let cop = s.co.next_multiple_of(TILE);
         let mut packed = vec![0i8; cop * kp];
         for o in 0..s.co {
             for c in 0..s.ci {
                 for ky in 0..s.kh {
                     for kx in 0..s.kw {
-                        packed[o * kp + (ky * s.kw + kx) * s.ci + c] =
+                        packed[o * kp + ky * seg + kx * s.ci + c] =
                             w[((o * s.ci + c) * s.kh + ky) * s.kw + kx];
                     }
                 }
@@ -379,6 +383,7 @@ impl QuantConv {
             shape,
             isa,
             k,
+            seg,
             kp,
             has_min_weight: w.contains(&i8::MIN),
             w: packed,
@@ -398,12 +403,12 @@ impl QuantConv {
         &self.shape
     }
 
-    /// Bytes of scratch that [`QuantConv::run`] needs (the bordered image and the rows).
+    /// Bytes of scratch that [`QuantConv::run`] needs: the bordered image and the bytes that
+    /// the last pixel's padded segment reads past it.
     pub fn scratch_len(&self) -> usize {
         let s = &self.shape;
         let bordered = (s.h + s.pad[0] + s.pad[2]) * (s.w + s.pad[1] + s.pad[3]) * s.ci;
-        let rows = (s.out_h() * s.out_w()).next_multiple_of(TILE) * self.kp;
-        bordered + rows
+        bordered + self.seg - s.kw * s.ci
     }
 
     /// Runs on `x` (NCHW bytes of the input type, any number of images) into `y` (NCHW bytes
@@ -448,77 +453,72 @@ impl QuantConv {
         }
     }
 
-    /// One image: its rows gathered into `scratch`, then its channels (split between the
+    /// One image: copied channels-last into `scratch`, then its channels (split between the
     /// threads of `team` when one is given).
     fn image(&self, xi: &[u8], scratch: &mut [u8], yi: &mut [u8], team: Option<&Team>) {
         let s = &self.shape;
         let (hp, wp) = (s.h + s.pad[0] + s.pad[2], s.w + s.pad[1] + s.pad[3]);
-        let (oh, ow) = (s.out_h(), s.out_w());
-        let pixels = oh * ow;
-        let (bordered, rows) = scratch[..self.scratch_len()].split_at_mut(hp * wp * s.ci);
+        let bordered = &mut scratch[..self.scratch_len()];
         let flip = self.params.x_type.flip();
-        let pad = self.params.x_type.byte(self.params.x_zero) ^ flip;
-        // The channels-last copy, bordered with the zero point.
-        bordered.fill(pad);
-        for c in 0..s.ci {
-            let plane = &xi[c * s.h * s.w..(c + 1) * s.h * s.w];
-            for iy in 0..s.h {
-                let row = ((iy + s.pad[0]) * wp + s.pad[1]) * s.ci + c;
-                for (ix, &v) in plane[iy * s.w..(iy + 1) * s.w].iter().enumerate() {
-                    bordered[row + ix * s.ci] = v ^ flip;
-                }
-            }
-        }
-        // One row of kp bytes per output pixel (trailing bytes and pixels stay zero).
-        let run = s.kw * s.ci;
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let row = &mut rows[(oy * ow + ox) * self.kp..][..self.kp];
-                for ky in 0..s.kh {
-                    let at = ((oy * s.stride[0] + ky) * wp + ox * s.stride[1]) * s.ci;
-                    row[ky * run..(ky + 1) * run].copy_from_slice(&bordered[at..at + run]);
-                }
-                row[self.k..].fill(0);
-            }
-        }
-        for r in pixels..pixels.next_multiple_of(TILE) {
-            rows[r * self.kp..(r + 1) * self.kp].fill(0);
-        }
-        let rows: &[u8] = rows;
+        bordered.fill(self.params.x_type.byte(self.params.x_zero) ^ flip);
+        channels_last(xi, bordered, s, wp, flip);
+        // The farthest byte a tile reads: the last pixel's last segment.
+        let (oh, ow) = (s.out_h(), s.out_w());
+        let last = self.offset(oh * ow - 1) + (s.kh - 1) * wp * s.ci + self.seg;
+        assert!(last <= bordered.len() && hp * wp * s.ci <= bordered.len());
+        let bordered: &[u8] = bordered;
         let tiles = s.co.div_ceil(TILE);
         match team {
             Some(team) => {
                 let parts = team.threads().min(tiles);
+                let pixels = oh * ow;
                 let dst = DisjointMut::new(yi);
                 team.run(parts, &|part| {
                     let t = share(tiles, part, parts);
                     let (o0, o1) = (t.start * TILE, (t.end * TILE).min(s.co));
                     // SAFETY: parts take disjoint channel ranges.
                     let out = unsafe { dst.slice_mut(o0 * pixels..o1 * pixels) };
-                    self.channels(rows, o0..o1, out);
+                    self.channels(bordered, o0..o1, out);
                 });
             }
-            None => self.channels(rows, 0..s.co, yi),
+            None => self.channels(bordered, 0..s.co, yi),
         }
     }
 
-    /// Output channels `range` (starting at a tile) of one image from its rows: the sums of
-    /// a tile of channels over a run of [`CHUNK`] pixels, then each channel's run requantized.
-    fn channels(&self, rows: &[u8], range: std::ops::Range<usize>, out: &mut [u8]) {
-        let pixels = self.shape.out_h() * self.shape.out_w();
+    /// Where output pixel `p`'s taps start in the bordered image.
+    fn offset(&self, p: usize) -> usize {
+        let s = &self.shape;
+        let ow = s.out_w();
+        let wp = s.w + s.pad[1] + s.pad[3];
+        ((p / ow * s.stride[0]) * wp + p % ow * s.stride[1]) * s.ci
+    }
+
+    /// Output channels `range` (starting at a tile) of one image from its bordered copy: the
+    /// sums of a tile of channels over a run of [`CHUNK`] pixels, then each channel's run
+    /// requantized.
+    fn channels(&self, bordered: &[u8], range: std::ops::Range<usize>, out: &mut [u8]) {
+        let s = &self.shape;
+        let pixels = s.out_h() * s.out_w();
         let kp = self.kp;
+        let step = (s.w + s.pad[1] + s.pad[3]) * s.ci;
         let (lo, hi) = self.params.y_type.range();
         let y_zero = self.params.y_zero;
         let (lo, hi) = ((lo - y_zero) as f32, (hi - y_zero) as f32);
         let mut acc = [[0i32; CHUNK]; TILE];
-        for o0 in range.clone().step_by(TILE) {
-            let w = &self.w[o0 * kp..(o0 + TILE) * kp];
-            for c0 in (0..pixels).step_by(CHUNK) {
-                let n = CHUNK.min(pixels - c0);
-                for p0 in (c0..c0 + n).step_by(TILE) {
-                    let t = self.tile(w, &rows[p0 * kp..(p0 + TILE) * kp]);
+        let mut at = [0usize; CHUNK];
+        for c0 in (0..pixels).step_by(CHUNK) {
+            let n = CHUNK.min(pixels - c0);
+            // Pixels past the last one read the first one's taps; their sums are dropped.
+            for (i, at) in at.iter_mut().enumerate() {
+                *at = if i < n { self.offset(c0 + i) } else { 0 };
+            }
+            for o0 in range.clone().step_by(TILE) {
+                let w = &self.w[o0 * kp..(o0 + TILE) * kp];
+                for p0 in (0..n).step_by(TILE) {
+                    let at: [usize; TILE] = at[p0..p0 + TILE].try_into().unwrap();
+                    let t = self.tile(w, bordered, at, step);
                     for (acc, t) in acc.iter_mut().zip(t) {
-                        acc[p0 - c0..p0 - c0 + TILE].copy_from_slice(&t);
+                        acc[p0..p0 + TILE].copy_from_slice(&t);
                     }
                 }
                 for (i, acc) in acc.iter().enumerate().take(range.end - o0) {
@@ -537,51 +537,124 @@ impl QuantConv {
         }
     }
 
-    /// The 4 × 4 dot products of weight rows `w` and activation rows `a` (each `kp` long).
-    fn tile(&self, w: &[i8], a: &[u8]) -> [[i32; TILE]; TILE] {
-        let kp = self.kp;
-        debug_assert!(w.len() == TILE * kp && a.len() == TILE * kp);
+    /// The 4 × 4 dot products of the weights `w` of 4 channels and the taps of 4 pixels
+    /// starting at `at` in the bordered image `a`, kernel rows `step` bytes apart.
+    fn tile(&self, w: &[i8], a: &[u8], at: [usize; TILE], step: usize) -> [[i32; TILE]; TILE] {
+        let g = Segs {
+            kh: self.shape.kh,
+            seg: self.seg,
+            kp: self.kp,
+            step,
+        };
+        debug_assert!(w.len() == TILE * g.kp);
+        debug_assert!(at.iter().all(|&o| o + (g.kh - 1) * step + g.seg <= a.len()));
         match self.isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `new` was given this ISA and callers check `is_supported`; rows hold kp
-            // bytes each, kp a multiple of 16 (32 for VNNI).
-            DotIsa::Avx2 => unsafe { x86::tile_avx2(w, a, kp) },
+            // SAFETY: `new` was given this ISA and callers check `is_supported`; `image` checked
+            // that every pixel's segments lie in `a`; seg is a multiple of 16 (32 for VNNI).
+            DotIsa::Avx2 => unsafe { x86::tile_avx2(w, a, at, g) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            DotIsa::Vnni => unsafe { x86::tile_vnni(w, a, kp) },
+            DotIsa::Vnni => unsafe { x86::tile_vnni(w, a, at, g) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: as above.
-            DotIsa::Neon if self.has_min_weight => unsafe { arm::tile_smull::<false>(w, a, kp) },
+            DotIsa::Neon if self.has_min_weight => unsafe { arm::tile_smull::<false>(w, a, at, g) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: as above.
-            DotIsa::Neon => unsafe { arm::tile_smull::<true>(w, a, kp) },
+            DotIsa::Neon => unsafe { arm::tile_smull::<true>(w, a, at, g) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: as above.
-            DotIsa::NeonDot => unsafe { arm::tile_sdot(w, a, kp) },
-            _ => tile_portable(w, a, kp),
+            DotIsa::NeonDot => unsafe { arm::tile_sdot(w, a, at, g) },
+            _ => tile_portable(w, a, at, g),
         }
     }
 }
 
-fn tile_portable(w: &[i8], a: &[u8], kp: usize) -> [[i32; TILE]; TILE] {
+/// Where a tile's operands lie: channel `i`'s kernel row `ky` at `w[i·kp + ky·seg..][..seg]`,
+/// pixel `j`'s at `a[at[j] + ky·step..][..seg]`.
+#[derive(Debug, Clone, Copy)]
+struct Segs {
+    kh: usize,
+    seg: usize,
+    kp: usize,
+    step: usize,
+}
+
+fn tile_portable(w: &[i8], a: &[u8], at: [usize; TILE], g: Segs) -> [[i32; TILE]; TILE] {
     let mut acc = [[0i32; TILE]; TILE];
     for (i, acc) in acc.iter_mut().enumerate() {
-        let wr = &w[i * kp..(i + 1) * kp];
         for (j, acc) in acc.iter_mut().enumerate() {
-            let ar = &a[j * kp..(j + 1) * kp];
-            *acc = wr
-                .iter()
-                .zip(ar)
-                .map(|(&w, &a)| w as i32 * a as i8 as i32)
+            *acc = (0..g.kh)
+                .map(|ky| {
+                    let wr = &w[i * g.kp + ky * g.seg..][..g.seg];
+                    let ar = &a[at[j] + ky * g.step..][..g.seg];
+                    wr.iter()
+                        .zip(ar)
+                        .map(|(&w, &a)| w as i32 * a as i8 as i32)
+                        .sum::<i32>()
+                })
                 .sum();
         }
     }
     acc
 }
 
+/// The image `xi` (NCHW bytes of one image) copied channels-last into `bordered`, inside its
+/// border, each byte XORed with `flip`: 8 channels × 8 pixels at a time as an 8 × 8 byte
+/// transpose in u64 words (the last block of each kind overlaps the one before and rewrites
+/// the same bytes), the rest byte by byte.
+fn channels_last(xi: &[u8], bordered: &mut [u8], s: &ConvShape, wp: usize, flip: u8) {
+    let (ci, hw) = (s.ci, s.h * s.w);
+    // Where pixel p (row-major in the image) starts in the bordered copy.
+    let dst = |p: usize| ((p / s.w + s.pad[0]) * wp + s.pad[1] + p % s.w) * ci;
+    if ci < 8 || hw < 8 {
+        for c in 0..ci {
+            for (p, &v) in xi[c * hw..(c + 1) * hw].iter().enumerate() {
+                bordered[dst(p) + c] = v ^ flip;
+            }
+        }
+        return;
+    }
+    let flip = u64::from_ne_bytes([flip; 8]);
+    let starts = |n: usize| (0..n - 7).step_by(8).chain(std::iter::once(n - 8));
+    for c0 in starts(ci) {
+        for p0 in starts(hw) {
+            let mut r: [u64; 8] = std::array::from_fn(|c| {
+                let at = (c0 + c) * hw + p0;
+                u64::from_le_bytes(xi[at..at + 8].try_into().unwrap()) ^ flip
+            });
+            transpose8(&mut r);
+            for (p, r) in r.iter().enumerate() {
+                let at = dst(p0 + p) + c0;
+                bordered[at..at + 8].copy_from_slice(&r.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// Transposes the 8 × 8 bytes held in 8 little-endian words: byte `p` of word `c` moves to
+/// byte `c` of word `p` (off-diagonal 4 × 4, then 2 × 2, then 1 × 1 blocks swapped).
+fn transpose8(r: &mut [u64; 8]) {
+    for (shift, mask, pairs) in [
+        (
+            32,
+            0x0000_0000_FFFF_FFFF_u64,
+            [(0, 4), (1, 5), (2, 6), (3, 7)],
+        ),
+        (16, 0x0000_FFFF_0000_FFFF, [(0, 2), (1, 3), (4, 6), (5, 7)]),
+        (8, 0x00FF_00FF_00FF_00FF, [(0, 1), (2, 3), (4, 5), (6, 7)]),
+    ] {
+        for (i, j) in pairs {
+            let t = ((r[i] >> shift) ^ r[j]) & mask;
+            r[j] ^= t;
+            r[i] ^= t << shift;
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::TILE;
+    use super::{Segs, TILE};
     use std::arch::x86_64::*;
 
     /// Sums of the 8 lanes of each of 4 vectors.
@@ -598,21 +671,30 @@ mod x86 {
     }
 
     /// # Safety
-    /// AVX2; `w` and `a` hold 4 rows of `kp` bytes, `kp` a multiple of 16.
+    /// AVX2; the segments `g` names lie in `w` and `a`; `g.seg` a multiple of 16.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn tile_avx2(w: &[i8], a: &[u8], kp: usize) -> [[i32; TILE]; TILE] {
+    pub(super) unsafe fn tile_avx2(
+        w: &[i8],
+        a: &[u8],
+        at: [usize; TILE],
+        g: Segs,
+    ) -> [[i32; TILE]; TILE] {
         let mut acc = [[_mm256_setzero_si256(); TILE]; TILE];
-        for k in (0..kp).step_by(16) {
-            // SAFETY: each row holds kp bytes and k + 16 <= kp.
-            let load =
-                |p: *const u8| unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(k).cast())) };
-            let wv: [__m256i; TILE] =
-                std::array::from_fn(|i| load(w.as_ptr().cast::<u8>().wrapping_add(i * kp)));
-            let av: [__m256i; TILE] =
-                std::array::from_fn(|j| load(a.as_ptr().wrapping_add(j * kp)));
-            for i in 0..TILE {
-                for j in 0..TILE {
-                    acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(wv[i], av[j]));
+        let (w, a) = (w.as_ptr().cast::<u8>(), a.as_ptr());
+        for ky in 0..g.kh {
+            for k in (0..g.seg).step_by(16) {
+                // SAFETY: k + 16 <= seg and the segments lie in the slices.
+                let load = |p: *const u8| unsafe {
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(k).cast()))
+                };
+                let wv: [__m256i; TILE] =
+                    std::array::from_fn(|i| load(w.wrapping_add(i * g.kp + ky * g.seg)));
+                let av: [__m256i; TILE] =
+                    std::array::from_fn(|j| load(a.wrapping_add(at[j] + ky * g.step)));
+                for i in 0..TILE {
+                    for j in 0..TILE {
+                        acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(wv[i], av[j]));
+                    }
                 }
             }
         }
@@ -620,23 +702,32 @@ mod x86 {
     }
 
     /// # Safety
-    /// AVX2, AVX-512 VNNI and VL; rows of `kp` bytes, `kp` a multiple of 32.
+    /// AVX2, AVX-512 VNNI and VL; the segments `g` names lie in `w` and `a`; `g.seg` a
+    /// multiple of 32.
     #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
-    pub(super) unsafe fn tile_vnni(w: &[i8], a: &[u8], kp: usize) -> [[i32; TILE]; TILE] {
+    pub(super) unsafe fn tile_vnni(
+        w: &[i8],
+        a: &[u8],
+        at: [usize; TILE],
+        g: Segs,
+    ) -> [[i32; TILE]; TILE] {
         let mut acc = [[_mm256_setzero_si256(); TILE]; TILE];
         let flip = _mm256_set1_epi8(-128);
-        for k in (0..kp).step_by(32) {
-            // SAFETY: each row holds kp bytes and k + 32 <= kp.
-            let load = |p: *const u8| unsafe { _mm256_loadu_si256(p.add(k).cast()) };
-            let wv: [__m256i; TILE] =
-                std::array::from_fn(|i| load(w.as_ptr().cast::<u8>().wrapping_add(i * kp)));
-            // a + 128 as u8 for vpdpbusd's unsigned operand.
-            let av: [__m256i; TILE] = std::array::from_fn(|j| {
-                _mm256_xor_si256(load(a.as_ptr().wrapping_add(j * kp)), flip)
-            });
-            for i in 0..TILE {
-                for j in 0..TILE {
-                    acc[i][j] = _mm256_dpbusd_epi32(acc[i][j], av[j], wv[i]);
+        let (w, a) = (w.as_ptr().cast::<u8>(), a.as_ptr());
+        for ky in 0..g.kh {
+            for k in (0..g.seg).step_by(32) {
+                // SAFETY: k + 32 <= seg and the segments lie in the slices.
+                let load = |p: *const u8| unsafe { _mm256_loadu_si256(p.add(k).cast()) };
+                let wv: [__m256i; TILE] =
+                    std::array::from_fn(|i| load(w.wrapping_add(i * g.kp + ky * g.seg)));
+                // a + 128 as u8 for vpdpbusd's unsigned operand.
+                let av: [__m256i; TILE] = std::array::from_fn(|j| {
+                    _mm256_xor_si256(load(a.wrapping_add(at[j] + ky * g.step)), flip)
+                });
+                for i in 0..TILE {
+                    for j in 0..TILE {
+                        acc[i][j] = _mm256_dpbusd_epi32(acc[i][j], av[j], wv[i]);
+                    }
                 }
             }
         }
@@ -646,7 +737,7 @@ mod x86 {
 
 #[cfg(target_arch = "aarch64")]
 mod arm {
-    use super::TILE;
+    use super::{Segs, TILE};
     use std::arch::aarch64::*;
     use std::arch::asm;
 
@@ -663,20 +754,23 @@ mod arm {
     }
 
     /// # Safety
-    /// Rows of `kp` bytes, `kp` a multiple of 16; with `PAIRS`, no weight is −128.
+    /// The segments `g` names lie in `w` and `a`; `g.seg` a multiple of 16; with `PAIRS`, no
+    /// weight is −128.
     pub(super) unsafe fn tile_smull<const PAIRS: bool>(
         w: &[i8],
         a: &[u8],
-        kp: usize,
+        at: [usize; TILE],
+        g: Segs,
     ) -> [[i32; TILE]; TILE] {
-        // SAFETY: loads stay within the rows (k + 16 <= kp); NEON is part of aarch64.
+        // SAFETY: loads stay within the segments (k + 16 <= seg); NEON is part of aarch64.
         unsafe {
             let mut acc = [[vdupq_n_s32(0); TILE]; TILE];
-            for k in (0..kp).step_by(16) {
+            for (ky, k) in (0..g.kh).flat_map(|ky| (0..g.seg).step_by(16).map(move |k| (ky, k))) {
                 let wv: [int8x16_t; TILE] =
-                    std::array::from_fn(|i| vld1q_s8(w.as_ptr().add(i * kp + k)));
-                let av: [int8x16_t; TILE] =
-                    std::array::from_fn(|j| vld1q_s8(a.as_ptr().add(j * kp + k).cast()));
+                    std::array::from_fn(|i| vld1q_s8(w.as_ptr().add(i * g.kp + ky * g.seg + k)));
+                let av: [int8x16_t; TILE] = std::array::from_fn(|j| {
+                    vld1q_s8(a.as_ptr().add(at[j] + ky * g.step + k).cast())
+                });
                 for i in 0..TILE {
                     for j in 0..TILE {
                         let lo = vmull_s8(vget_low_s8(wv[i]), vget_low_s8(av[j]));
@@ -713,17 +807,23 @@ mod arm {
     }
 
     /// # Safety
-    /// FEAT_DotProd; rows of `kp` bytes, `kp` a multiple of 16.
+    /// FEAT_DotProd; the segments `g` names lie in `w` and `a`; `g.seg` a multiple of 16.
     #[target_feature(enable = "dotprod")]
-    pub(super) unsafe fn tile_sdot(w: &[i8], a: &[u8], kp: usize) -> [[i32; TILE]; TILE] {
-        // SAFETY: loads stay within the rows (k + 16 <= kp).
+    pub(super) unsafe fn tile_sdot(
+        w: &[i8],
+        a: &[u8],
+        at: [usize; TILE],
+        g: Segs,
+    ) -> [[i32; TILE]; TILE] {
+        // SAFETY: loads stay within the segments (k + 16 <= seg).
         unsafe {
             let mut acc = [[vdupq_n_s32(0); TILE]; TILE];
-            for k in (0..kp).step_by(16) {
+            for (ky, k) in (0..g.kh).flat_map(|ky| (0..g.seg).step_by(16).map(move |k| (ky, k))) {
                 let wv: [int8x16_t; TILE] =
-                    std::array::from_fn(|i| vld1q_s8(w.as_ptr().add(i * kp + k)));
-                let av: [int8x16_t; TILE] =
-                    std::array::from_fn(|j| vld1q_s8(a.as_ptr().add(j * kp + k).cast()));
+                    std::array::from_fn(|i| vld1q_s8(w.as_ptr().add(i * g.kp + ky * g.seg + k)));
+                let av: [int8x16_t; TILE] = std::array::from_fn(|j| {
+                    vld1q_s8(a.as_ptr().add(at[j] + ky * g.step + k).cast())
+                });
                 for i in 0..TILE {
                     for j in 0..TILE {
                         acc[i][j] = sdot(acc[i][j], wv[i], av[j]);
