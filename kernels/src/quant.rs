@@ -753,6 +753,33 @@ mod arm {
         }
     }
 
+    /// Calls `f` with the 4 weight and the 4 activation vectors of each 16-byte step of a tile.
+    ///
+    /// # Safety
+    /// The segments `g` names lie in `w` and `a`; `g.seg` a multiple of 16.
+    #[inline(always)]
+    unsafe fn steps(
+        w: &[i8],
+        a: &[u8],
+        at: [usize; TILE],
+        g: Segs,
+        mut f: impl FnMut(&[int8x16_t; TILE], &[int8x16_t; TILE]),
+    ) {
+        for ky in 0..g.kh {
+            for k in (0..g.seg).step_by(16) {
+                // SAFETY: k + 16 <= seg and the segments lie in the slices.
+                let wv: [int8x16_t; TILE] = std::array::from_fn(|i| unsafe {
+                    vld1q_s8(w.as_ptr().add(i * g.kp + ky * g.seg + k))
+                });
+                // SAFETY: as above.
+                let av: [int8x16_t; TILE] = std::array::from_fn(|j| unsafe {
+                    vld1q_s8(a.as_ptr().add(at[j] + ky * g.step + k).cast())
+                });
+                f(&wv, &av);
+            }
+        }
+    }
+
     /// # Safety
     /// The segments `g` names lie in `w` and `a`; `g.seg` a multiple of 16; with `PAIRS`, no
     /// weight is −128.
@@ -765,12 +792,7 @@ mod arm {
         // SAFETY: loads stay within the segments (k + 16 <= seg); NEON is part of aarch64.
         unsafe {
             let mut acc = [[vdupq_n_s32(0); TILE]; TILE];
-            for (ky, k) in (0..g.kh).flat_map(|ky| (0..g.seg).step_by(16).map(move |k| (ky, k))) {
-                let wv: [int8x16_t; TILE] =
-                    std::array::from_fn(|i| vld1q_s8(w.as_ptr().add(i * g.kp + ky * g.seg + k)));
-                let av: [int8x16_t; TILE] = std::array::from_fn(|j| {
-                    vld1q_s8(a.as_ptr().add(at[j] + ky * g.step + k).cast())
-                });
+            steps(w, a, at, g, |wv, av| {
                 for i in 0..TILE {
                     for j in 0..TILE {
                         let lo = vmull_s8(vget_low_s8(wv[i]), vget_low_s8(av[j]));
@@ -783,7 +805,7 @@ mod arm {
                         }
                     }
                 }
-            }
+            });
             std::array::from_fn(|i| hsum4(acc[i]))
         }
     }
@@ -818,18 +840,13 @@ mod arm {
         // SAFETY: loads stay within the segments (k + 16 <= seg).
         unsafe {
             let mut acc = [[vdupq_n_s32(0); TILE]; TILE];
-            for (ky, k) in (0..g.kh).flat_map(|ky| (0..g.seg).step_by(16).map(move |k| (ky, k))) {
-                let wv: [int8x16_t; TILE] =
-                    std::array::from_fn(|i| vld1q_s8(w.as_ptr().add(i * g.kp + ky * g.seg + k)));
-                let av: [int8x16_t; TILE] = std::array::from_fn(|j| {
-                    vld1q_s8(a.as_ptr().add(at[j] + ky * g.step + k).cast())
-                });
+            steps(w, a, at, g, |wv, av| {
                 for i in 0..TILE {
                     for j in 0..TILE {
                         acc[i][j] = sdot(acc[i][j], wv[i], av[j]);
                     }
                 }
-            }
+            });
             std::array::from_fn(|i| hsum4(acc[i]))
         }
     }
