@@ -25,12 +25,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data  # noqa: E402
-import nets  # noqa: E402
-from diffusion import Schedule  # noqa: E402
+
+try:  # the export needs torch; the int8 helpers (quantize, Calib, ...) used by
+    import torch  # quant_sensitivity.py do not
+    import nets  # noqa: E402
+    from diffusion import Schedule  # noqa: E402
+except ImportError:
+    torch = None
 
 OPSET = 17
 META = dict(beta_schedule="linear", num_train_timesteps="1000", beta_start="0.0001",
@@ -257,7 +261,10 @@ def qdq_float_bypass(model: onnx.ModelProto, quantized_ops) -> onnx.ModelProto:
     return model
 
 
-def quantize(pre_path, out_path, fmt, calib, exclude_types, qop_ops, cache=None):
+def quantize(pre_path, out_path, fmt, calib, exclude_types, qop_ops, cache=None,
+             per_channel=False, method="MinMax", extra=None, nodes=None):
+    """quantize_static with the exclusion set `exclude_types` (or the node names `nodes`);
+    `method`: MinMax, Percentile or Entropy (`extra`: their extra_options)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     model = onnx.load(str(pre_path))
     excl = [n.name for n in model.graph.node if n.op_type in exclude_types]
@@ -265,14 +272,16 @@ def quantize(pre_path, out_path, fmt, calib, exclude_types, qop_ops, cache=None)
         excl += io_convs(model)
     if "@fullres" in exclude_types:
         excl = sorted(set(excl) | set(fullres_convs(model)) | set(io_convs(model)))
+    if nodes is not None:
+        excl = list(nodes)
     op_types = QDQ_OPS if fmt == "qdq" else (QOP_STANDARD_OPS if qop_ops == "standard" else None)
     calib.rewind()
     quantize_static(str(pre_path), str(out_path), calib,
                     quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
-                    op_types_to_quantize=op_types, per_channel=False, reduce_range=False,
+                    op_types_to_quantize=op_types, per_channel=per_channel, reduce_range=False,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=excl, calibrate_method=CalibrationMethod.MinMax,
-                    calibration_cache_path=cache)
+                    nodes_to_exclude=excl, calibrate_method=getattr(CalibrationMethod, method),
+                    calibration_cache_path=cache, extra_options=extra or {})
     if fmt == "qdq":
         onnx.save(qdq_float_bypass(onnx.load(str(out_path)), QDQ_OPS), str(out_path))
     return excl
@@ -287,6 +296,8 @@ def main():
     import logging
     logging.getLogger().setLevel(logging.ERROR)  # quantizer warns about every int64 tensor
     a = parse()
+    if torch is None:
+        sys.exit("export.py needs torch (models/train/requirements.txt)")
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     m, st = load_model(a.ckpt, a.weights)
