@@ -29,6 +29,13 @@ pub fn run(plan: &Plan) -> Result<()> {
 
 fn load(m: &ModelPlan) -> Result<Model> {
     let source = models::resolve(m.model.as_deref())?;
+    if m.precision == Precision::F16 && !cpu_has_fp16() {
+        eprintln!(
+            "edge-sample: warning: this CPU has no FP16 arithmetic (FEAT_FP16): --precision f16 \
+             runs emulated, tens to hundreds of times slower than f32 (--precision auto picks \
+             the fast path)"
+        );
+    }
     load_within_ceiling(
         &source,
         &LoadOptions {
@@ -321,17 +328,26 @@ pub fn frame(p: &FramePlan) -> Result<()> {
         show::clear(&mut **s, l)?;
     }
     if !p.quiet {
-        eprintln!("edge-sample frame: stopped after {shown_count} pictures");
+        eprintln!(
+            "edge-sample frame: stopped after {}",
+            plural(shown_count as usize, "picture")
+        );
     }
     Ok(())
+}
+
+/// `n` and `word`, plural unless `n` is 1.
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 fn summary(s: &Samples, num: usize, batch: usize) -> String {
     let secs = s.elapsed.as_secs_f64();
     let calls = num.div_ceil(batch) * s.steps_run;
     format!(
-        "{num} images, {} steps in {secs:.2} s: {:.2} ms/step, {:.1} images/s",
-        s.steps_run,
+        "{}, {} in {secs:.2} s: {:.2} ms per network call, {:.1} images/s",
+        plural(num, "image"),
+        plural(s.steps_run, "step"),
         secs * 1e3 / calls as f64,
         num as f64 / secs
     )
@@ -447,17 +463,17 @@ pub fn bench(a: &BenchPlan) -> Result<()> {
     walls.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "model {} ({}, compute {}, kernels {}), batch {}, {} threads, {} images × {} steps ({}), {} runs",
+        "model {} ({}, compute {}, kernels {}), batch {}, {}, {} × {} ({}), {}",
         model.info.name,
         model.source,
         model.compute,
         model.kernels,
         model.batch,
-        threads,
-        a.num,
-        cfg.steps,
+        plural(threads, "thread"),
+        plural(a.num, "image"),
+        plural(cfg.steps, "step"),
         cfg.kind,
-        a.runs
+        plural(a.runs, "run")
     );
     println!(
         "denoiser call: median {:.3} ms, min {:.3} ms, max {:.3} ms ({} calls)",

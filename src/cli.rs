@@ -142,7 +142,8 @@ pub struct ModelArgs {
     /// ONNX model file, or the name of a bundled model (see `edge-sample models`).
     #[arg(long, short = 'm')]
     pub model: Option<String>,
-    /// Arithmetic: f16 only where the CPU has FEAT_FP16 (auto), or forced.
+    /// Arithmetic: auto (f32 with edge-sample's kernels; the board profile's choice), f32, or
+    /// f16 (tract's f16 kernels; emulated, and warned about, on CPUs without FEAT_FP16).
     #[arg(long, default_value = "auto")]
     pub precision: Precision,
     /// Threads; each runs whole batches of images. Default: all cores.

@@ -181,6 +181,51 @@ fn out_dir_writes_one_png_per_image() {
     assert!(!dir.path().join("edge-sample.png").exists());
 }
 
+/// `--precision f16` where the CPU has no FP16 arithmetic runs tract's f16 kernels emulated
+/// (hundreds of times slower on x86): one warning line says so before the run, even with -q;
+/// on an FP16 CPU, and with f32, none.
+#[test]
+fn f16_without_fp16_arithmetic_warns_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = fx("models/tiny_unet.onnx");
+    let warned = |precision: &str| {
+        let o = run(
+            dir.path(),
+            &[
+                "-q",
+                "-m",
+                &tiny,
+                "--precision",
+                precision,
+                "-n",
+                "1",
+                "--steps",
+                "1",
+                "-o",
+                "p.png",
+            ],
+        );
+        assert!(o.status.success(), "{precision}: {}", stderr(&o));
+        let err = stderr(&o);
+        let lines: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+        assert!(lines.len() <= 1, "{precision}: {err}");
+        lines.first().map(|l| l.to_string())
+    };
+    let f16 = warned("f16");
+    if edge_sample::denoiser::tract::cpu_has_fp16() {
+        assert_eq!(f16, None);
+    } else {
+        let line = f16.expect("no warning for emulated f16");
+        assert!(
+            line.contains("no FP16 arithmetic")
+                && line.contains("emulated")
+                && line.contains("--precision auto"),
+            "{line}"
+        );
+    }
+    assert_eq!(warned("f32"), None);
+}
+
 #[test]
 fn summary_line_reports_timing() {
     let dir = tempfile::tempdir().unwrap();
@@ -198,7 +243,9 @@ fn summary_line_reports_timing() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        out.contains("2 images, 3 steps in") && out.contains("ms/step") && out.contains("images/s"),
+        out.contains("2 images, 3 steps in")
+            && out.contains("ms per network call")
+            && out.contains("images/s"),
         "{out}"
     );
 }
