@@ -912,6 +912,10 @@ mod tests {
             shape(10, 10, [8, 6], 2, 2, 0),
             shape(3, 5, [5, 5], 3, 2, 1),
             shape(37, 6, [3, 4], 3, 1, 1),
+            // More than one run of CHUNK output pixels (the last one partial).
+            shape(6, 10, [12, 11], 3, 1, 1),
+            // 8 channels or more on fewer than 8 pixels: the byte-by-byte channels-last copy.
+            shape(16, 5, [2, 3], 3, 1, 1),
         ];
         let mut checked = 0;
         for (n, s) in cases.iter().enumerate() {
