@@ -8,7 +8,7 @@ use crate::boards;
 use crate::denoiser::tract::cpu_has_fp16;
 use crate::denoiser::{Engine, LoadOptions, Model, ModelSource, Precision};
 use crate::error::{Error, Result};
-use crate::image::{encode_png, grid, upscale, write_png, Pixels};
+use crate::image::{encode_png, grid, upscale, write_png, Pixels, GRID_PAD};
 use crate::output;
 use crate::pipeline::{generate, img2img_start, Samples};
 use crate::plan::{BenchPlan, FramePlan, ModelPlan, Plan, SamplePlan};
@@ -174,11 +174,8 @@ pub fn sample(p: &SamplePlan) -> Result<()> {
     let samples = &shown.samples;
 
     let params = job.parameters(&spec);
-    let images: Vec<Pixels> = if p.scale > 1 {
-        shown.images.iter().map(|i| upscale(i, p.scale)).collect()
-    } else {
-        shown.images
-    };
+    let (file_scale, sheet_scale) = p.scales(shape);
+    let scaled = |k: usize| -> Vec<Pixels> { shown.images.iter().map(|i| upscale(i, k)).collect() };
     // Every file is written under a temporary name and renamed into place only when all are
     // complete; SIGINT/SIGTERM meanwhile are held until then (or the files are removed).
     let deferred = output::Deferred::new()?;
@@ -200,7 +197,7 @@ pub fn sample(p: &SamplePlan) -> Result<()> {
         written.push(path.display().to_string());
     }
     if let Some(d) = &p.out_dir {
-        for (k, img) in images.iter().enumerate() {
+        for (k, img) in scaled(file_scale).iter().enumerate() {
             let text = [("parameters", format!("{params}, image: {k}"))];
             staged.write(&d.join(format!("{k:04}.png")), |w| {
                 encode_png(w, img, &text)
@@ -209,7 +206,7 @@ pub fn sample(p: &SamplePlan) -> Result<()> {
         written.push(format!("{}/NNNN.png", d.display()));
     }
     if let Some(path) = &p.grid {
-        let sheet = grid(&images, 2 * p.scale);
+        let sheet = grid(&scaled(sheet_scale), GRID_PAD * sheet_scale);
         let text = [("parameters", params.clone())];
         staged.write(path, |w| encode_png(w, &sheet, &text))?;
         written.push(path.display().to_string());
@@ -305,7 +302,7 @@ pub fn frame(p: &FramePlan) -> Result<()> {
             // The same parameters as the main job writes.
             write_png(
                 path,
-                &grid(&shown.images, 2),
+                &grid(&shown.images, GRID_PAD),
                 &[("parameters", job.parameters(&spec))],
             )?;
         }

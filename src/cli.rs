@@ -17,7 +17,8 @@ use crate::sampler::{SamplerKind, Spacing, Variance};
     about = "Generate images with a diffusion model on a small CPU",
     long_about = "Generate images with an ONNX diffusion denoiser (run by tract) and write them \
                   as PNG. With no options: 16 digits from the built-in model, 20 DPM-Solver++(2M) steps, \
-                  written to ./edge-sample.png."
+                  written to ./edge-sample.png.",
+    after_help = ENVIRONMENT
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -25,6 +26,25 @@ pub struct Cli {
     #[command(flatten)]
     pub sample: SampleArgs,
 }
+
+/// The "Environment" section of `--help`: the variables edge-sample reads.
+pub const ENVIRONMENT: &str = "\
+Environment:
+  EDGE_SAMPLE_KERNELS=NAME       who runs convolutions, norms and softmax: auto (default: the best
+                                 of edge-sample's own for this CPU), tract (tract's lowering, for
+                                 A/B runs), portable, avx2, avx512 or neon
+  EDGE_SAMPLE_CONV=NAME          3x3 stride-1 convolutions: auto (default: Winograd where it pays),
+                                 direct, winograd, winograd-f2 or winograd-f4
+  EDGE_SAMPLE_LOAD_MEMORY_MB=N   heap a model's load may take (default 192 + 8 x the file's size
+                                 in MiB); past it the load stops with one line
+  EDGE_SAMPLE_DT_MODEL=PATH      file naming the board for --board auto (default
+                                 /proc/device-tree/model)
+  TRACT_CPU_ISA=NAME             tract's own; when unset, edge-sample turns tract's AMX kernels
+                                 off (x86-64)
+  TRACT_CPU_AARCH64_KIND=NAME, TRACT_CPU_AARCH64_OVERRIDE_CPU_PART=ID
+                                 tract's own; when both are unset and /proc/cpuinfo does not
+                                 describe the CPU (qemu-user), edge-sample names the core from
+                                 HWCAP";
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -196,9 +216,10 @@ pub struct SampleArgs {
     /// Folder for one PNG per image (created if missing).
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
-    /// Integer nearest-neighbour upscaling of the written PNGs.
-    #[arg(long, default_value_t = 1)]
-    pub scale: usize,
+    /// Integer nearest-neighbour upscaling of the written PNGs, 1 to 64. Default: the contact
+    /// sheet just to at least 480 pixels wide, the --out-dir files at their raw size.
+    #[arg(long, value_name = "K")]
+    pub scale: Option<usize>,
     /// x_T as a float32 NCHW .npy of shape [num, C, H, W] instead of seeded noise.
     #[arg(long)]
     pub init_noise: Option<PathBuf>,

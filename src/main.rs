@@ -14,7 +14,10 @@ fn main() {
         Err(e) => match e.kind() {
             ErrorKind::DisplayHelp
             | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            // "the following required arguments were not provided:" is only whole with the
+            // argument names and usage clap prints after it (exit code 2).
+            | ErrorKind::MissingRequiredArgument => e.exit(),
             _ => {
                 // clap's message, kept to its first line: one line naming the problem.
                 let text = e.render().to_string();

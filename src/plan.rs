@@ -13,7 +13,7 @@ use crate::denoiser::tract::cpu_has_fp16;
 use crate::denoiser::{ModelSpec, Precision};
 use crate::display::{DisplaySpec, Kind as ScreenKind};
 use crate::error::{Error, Result};
-use crate::image::load_image;
+use crate::image::{grid_width, load_image, GRID_PAD};
 use crate::npy;
 use crate::output::{self, check_writable, Named};
 use crate::pipeline::{InitImage, Job};
@@ -155,6 +155,9 @@ fn check_num(num: usize) -> Result<()> {
     Ok(())
 }
 
+/// The contact sheet's default width at least: readable on a desktop screen.
+pub const SHEET_MIN_WIDTH: usize = 480;
+
 /// `--num` images of the model's C × H × W, kept as f32 and written upscaled by `--scale`.
 fn check_memory(num: usize, scale: usize, [c, h, w]: [usize; 3]) -> Result<()> {
     let image = (c * h * w) as u64;
@@ -221,8 +224,8 @@ pub struct SamplePlan {
     pub seed: u64,
     /// Images (≥ 1).
     pub num: usize,
-    /// Upscaling of the written PNGs, 1..=64.
-    pub scale: usize,
+    /// `--scale`: upscaling of the written PNGs, 1..=64 (None: [`SamplePlan::scales`]' default).
+    pub scale: Option<usize>,
     /// The contact sheet, writable.
     pub grid: Option<PathBuf>,
     /// The folder of one PNG per image, created.
@@ -242,10 +245,9 @@ impl SamplePlan {
     pub fn from_args(a: &SampleArgs) -> Result<SamplePlan> {
         let sampler = sampler_config(&a.sampler)?;
         check_num(a.num)?;
-        if a.scale == 0 || a.scale > 64 {
+        if let Some(k @ (0 | 65..)) = a.scale {
             return Err(Error::usage(format!(
-                "--scale must be in 1..=64, found {}",
-                a.scale
+                "--scale must be in 1..=64, found {k}"
             )));
         }
         if a.init_image.is_some() {
@@ -310,13 +312,26 @@ impl SamplePlan {
         })
     }
 
+    /// The upscaling of the `--out-dir` files and of the contact sheet for images of `[c, h, w]`:
+    /// `--scale` for both, else raw files and a sheet at least [`SHEET_MIN_WIDTH`] wide.
+    pub fn scales(&self, [_, _, w]: [usize; 3]) -> (usize, usize) {
+        match self.scale {
+            Some(k) => (k, k),
+            None => {
+                let width = grid_width(self.num, w, GRID_PAD);
+                (1, SHEET_MIN_WIDTH.div_ceil(width).clamp(1, 64))
+            }
+        }
+    }
+
     /// The job for the loaded model: `--steps` checked against its T, `--init-noise` read and
     /// its shape checked, `--init-image` read into model space. Also returns notes for the
     /// user (an init image resized).
     pub fn job(&self, spec: &ModelSpec) -> Result<(Job, Vec<String>)> {
         check_steps(&self.sampler, spec)?;
         let shape = spec.image_shape;
-        check_memory(self.num, self.scale, shape)?;
+        let (files, sheet) = self.scales(shape);
+        check_memory(self.num, files.max(sheet), shape)?;
         let init_noise = match &self.init_noise {
             Some(p) => {
                 let want = [self.num, shape[0], shape[1], shape[2]];

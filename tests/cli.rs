@@ -41,12 +41,22 @@ fn no_arguments_writes_a_grid_of_the_default_model() {
     let o = run(dir.path(), &["--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let png = dir.path().join("edge-sample.png");
-    let img = image::open(&png).unwrap();
-    // 16 images of 28×28 on a 4×4 grid with 2-pixel gaps.
-    assert_eq!(
-        (img.width(), img.height()),
-        (4 * 28 + 5 * 2, 4 * 28 + 5 * 2)
-    );
+    // 16 images of 28×28 on a 4×4 grid with 2-pixel gaps: 122 pixels, upscaled by the
+    // smallest integer that makes it at least 480 wide (4: 488), pixel for pixel the
+    // `--scale 1` sheet's.
+    let (w, h, big) = common::read_rgb(&png);
+    assert_eq!((w, h), (4 * 122, 4 * 122));
+    let o = run(dir.path(), &["--quiet", "--scale", "1", "-o", "raw.png"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (rw, rh, raw) = common::read_rgb(&dir.path().join("raw.png"));
+    std::fs::remove_file(dir.path().join("raw.png")).unwrap();
+    assert_eq!((rw, rh), (122, 122));
+    for y in 0..h {
+        for x in 0..w {
+            let (b, r) = (3 * (y * w + x), 3 * ((y / 4) * rw + x / 4));
+            assert_eq!(big[b..b + 3], raw[r..r + 3], "pixel ({x}, {y})");
+        }
+    }
     let bytes = std::fs::read(&png).unwrap();
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.contains("parameters"), "no parameters chunk");
@@ -226,6 +236,63 @@ fn f16_without_fp16_arithmetic_warns_before_the_run() {
     assert_eq!(warned("f32"), None);
 }
 
+/// The names of the environment variables the program's source reads (`var("…")`,
+/// `var_os("…")` anywhere under src/).
+fn environment_read_by_src() -> Vec<String> {
+    fn walk(dir: &Path, names: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                walk(&path, names);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for pat in ["var(\"", "var_os(\""] {
+                    for (at, _) in text.match_indices(pat) {
+                        let rest = &text[at + pat.len()..];
+                        let name = &rest[..rest.find('"').unwrap()];
+                        if !name.is_empty() && !names.iter().any(|n| n == name) {
+                            names.push(name.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut names = vec![];
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut names,
+    );
+    names
+}
+
+#[test]
+fn help_lists_the_environment_and_a_missing_argument_shows_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &["--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let help = String::from_utf8_lossy(&o.stdout);
+    let env = &help[help
+        .find("\nEnvironment:\n")
+        .expect("an Environment section")..];
+    let names = environment_read_by_src();
+    assert!(names.len() >= 5, "found only {names:?}");
+    for name in names {
+        assert!(
+            env.contains(&format!("{name}=")),
+            "--help does not explain {name}"
+        );
+    }
+    // clap's whole message: which argument, and the usage line (not just its first line).
+    let o = run(dir.path(), &["info"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("<MODEL>") && err.contains("Usage: edge-sample info <MODEL>"),
+        "{err}"
+    );
+}
+
 #[test]
 fn summary_line_reports_timing() {
     let dir = tempfile::tempdir().unwrap();
@@ -275,6 +342,8 @@ fn variant_run(dir: &Path, model: &str, chw: [usize; 3], min_levels: usize) -> V
             "21",
             "-o",
             &png,
+            "--scale",
+            "1",
             "--save-npy",
             &npy,
         ],

@@ -360,7 +360,7 @@ type Rgb = (usize, usize, Vec<u8>);
 /// Runs the binary on a simulated screen and returns (screen, grid written by the same run).
 fn run_on_screen(dir: &Path, extra: &[&str]) -> (Rgb, Rgb) {
     let mut args = vec![
-        "--num", "4", "--seed", "7", "--steps", "8", "-o", "grid.png", "-j", "2",
+        "--num", "4", "--seed", "7", "--steps", "8", "-o", "grid.png", "--scale", "1", "-j", "2",
     ];
     args.extend_from_slice(extra);
     run_ok(dir, &args);

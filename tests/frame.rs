@@ -2,6 +2,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -72,7 +73,7 @@ fn frame_shows_a_new_seed_each_picture() {
     run_ok(
         dir.path(),
         &[
-            "--num", "1", "--seed", "6", "--steps", "4", "-o", "ref.png", "-q",
+            "--num", "1", "--seed", "6", "--steps", "4", "-o", "ref.png", "--scale", "1", "-q",
         ],
     );
     assert_eq!(
@@ -82,6 +83,60 @@ fn frame_shows_a_new_seed_each_picture() {
     let screen = read_rgb(&dir.path().join("screen.png"));
     assert_eq!((screen.0, screen.1), (96, 96));
     assert_shows(&screen, &read_rgb(&dir.path().join("ref.png")));
+}
+
+/// The boot unit's command line (boards/edge-sample-frame.service), run with a simulated screen
+/// and no wait: what reaches the journal is one line per picture, plus where it shows and why it
+/// stopped.
+#[test]
+fn the_boot_unit_logs_one_line_per_picture() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/edge-sample-frame.service"),
+    )
+    .unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart= line");
+    let mut words = exec.split_whitespace().skip(1).peekable();
+    let mut args = vec![];
+    while let Some(w) = words.next() {
+        assert!(
+            w != "--quiet" && w != "-q",
+            "the unit silences the journal: {exec}"
+        );
+        match w {
+            "--interval" => {
+                words.next();
+            }
+            _ => args.push(w.to_string()),
+        }
+    }
+    assert_eq!(args.first().map(String::as_str), Some("frame"), "{exec}");
+    let dir = tempfile::tempdir().unwrap();
+    #[rustfmt::skip]
+    args.extend(
+        ["--interval", "0s", "--count", "2", "--seed", "3", "--steps", "2",
+         "--display", "png:screen.png", "--screen", "96x96"].map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run_ok(dir.path(), &args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    let pictures: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("edge-sample frame: picture "))
+        .collect();
+    assert_eq!(pictures.len(), 2, "{err}");
+    assert!(
+        pictures[0].starts_with("edge-sample frame: picture 1, seed 3, "),
+        "{err}"
+    );
+    assert_eq!(lines.len(), 4, "showing on, two pictures, stopped: {err}");
+    assert_eq!(
+        lines[3], "edge-sample frame: stopped after 2 pictures",
+        "{err}"
+    );
 }
 
 /// Starts a frame that waits an hour between pictures, waits for its first picture, sends
@@ -155,7 +210,7 @@ fn frame_keeps_the_last_picture_on_sigint() {
     run_ok(
         dir.path(),
         &[
-            "--num", "1", "--seed", "1", "--steps", "4", "-o", "ref.png", "-q",
+            "--num", "1", "--seed", "1", "--steps", "4", "-o", "ref.png", "--scale", "1", "-q",
         ],
     );
     assert_shows(&screen, &read_rgb(&dir.path().join("ref.png")));

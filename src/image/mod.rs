@@ -37,10 +37,10 @@ pub fn to_pixels(x: &[f32], [c, h, w]: [usize; 3], (lo, hi): (f32, f32)) -> Pixe
 /// Lays images out on a near-square contact sheet with a `pad`-pixel gap of black.
 pub fn grid(images: &[Pixels], pad: usize) -> Pixels {
     let n = images.len().max(1);
-    let cols = (n as f64).sqrt().ceil() as usize;
+    let cols = grid_columns(n);
     let rows = n.div_ceil(cols);
     let (w, h, ch) = (images[0].width, images[0].height, images[0].channels);
-    let gw = cols * w + (cols + 1) * pad;
+    let gw = grid_width(n, w, pad);
     let gh = rows * h + (rows + 1) * pad;
     let mut data = vec![0u8; gw * gh * ch];
     for (k, img) in images.iter().enumerate() {
@@ -58,6 +58,20 @@ pub fn grid(images: &[Pixels], pad: usize) -> Pixels {
         channels: ch,
         data,
     }
+}
+
+/// The gap between the images of a contact sheet, and around them, at scale 1.
+pub const GRID_PAD: usize = 2;
+
+/// Columns of [`grid`]'s sheet of `n` images: as square as it gets.
+pub fn grid_columns(n: usize) -> usize {
+    (n.max(1) as f64).sqrt().ceil() as usize
+}
+
+/// Width of [`grid`]'s sheet of `n` images `w` wide with `pad` between them.
+pub fn grid_width(n: usize, w: usize, pad: usize) -> usize {
+    let cols = grid_columns(n);
+    cols * w + (cols + 1) * pad
 }
 
 /// Nearest-neighbour upscaling by an integer factor.

@@ -270,7 +270,7 @@ fn computes_f16(opts: &LoadOptions, io: &IoSpec) -> bool {
         Precision::F32 => false,
         Precision::F16 => true,
         // fp16 models compute in f16 where the CPU has FEAT_FP16, unless our kernels run
-        // the convolutions: they are f32 only and beat tract's f16 ones (README, "ARM,
+        // the convolutions: they are f32 only and beat tract's f16 ones (docs/PERFORMANCE.md, "ARM,
         // without a board": 12.0 M vs 15.2 M instructions per step on Cortex-A76).
         Precision::Auto => {
             (io.fp16_weights || io.image_type == DatumType::F16)
