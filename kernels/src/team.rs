@@ -360,16 +360,8 @@ mod tests {
             return;
         }
         let exe = std::env::current_exe().unwrap();
-        // The same runner as the crate's other tests spawn binaries with (qemu under CI).
-        let mut cmd = match std::env::var("EDGE_SAMPLE_RUNNER") {
-            Ok(r) if !r.trim().is_empty() => {
-                let mut parts = r.split_whitespace();
-                let mut c = std::process::Command::new(parts.next().unwrap());
-                c.args(parts).arg(&exe);
-                c
-            }
-            _ => std::process::Command::new(&exe),
-        };
+        // Through qemu when the tests run emulated.
+        let mut cmd = crate::testing::command(&exe);
         let name = "team::tests::a_panicking_part_aborts_the_process";
         let out = cmd
             .args(["--exact", name, "--test-threads=1"])
