@@ -44,33 +44,14 @@ pub fn emulated() -> bool {
     std::env::var_os("EDGE_SAMPLE_EMULATED").is_some()
 }
 
-/// The runner of `.cargo/config.toml`, used for the binary when the tests run emulated.
-pub const QEMU_RUNNER: &str = "qemu-aarch64-static -L /usr/aarch64-linux-gnu";
+// The kernel crate's rule for starting a program from a test (directly, through
+// `EDGE_SAMPLE_RUNNER`, or through qemu under `EDGE_SAMPLE_EMULATED` on aarch64).
+#[path = "../../kernels/src/test_runner.rs"]
+mod test_runner;
 
-/// The runner that starts the binary: `EDGE_SAMPLE_RUNNER` when it is set (empty: none), else,
-/// for an aarch64 build tested under qemu (`EDGE_SAMPLE_EMULATED`), the qemu runner of
-/// `.cargo/config.toml` — a process inside qemu-user cannot start another aarch64 binary
-/// itself on a host without binfmt_misc.
-pub fn runner() -> Option<String> {
-    match std::env::var("EDGE_SAMPLE_RUNNER") {
-        Ok(runner) => Some(runner).filter(|r| !r.trim().is_empty()),
-        Err(_) if cfg!(target_arch = "aarch64") && emulated() => Some(QEMU_RUNNER.to_string()),
-        Err(_) => None,
-    }
-}
-
-/// The binary, through [`runner`].
+/// The binary, started as [`test_runner::command`] starts programs.
 pub fn binary() -> std::process::Command {
-    let bin = env!("CARGO_BIN_EXE_edge-sample");
-    match runner() {
-        Some(runner) => {
-            let mut parts = runner.split_whitespace();
-            let mut c = std::process::Command::new(parts.next().unwrap());
-            c.args(parts).arg(bin);
-            c
-        }
-        _ => std::process::Command::new(bin),
-    }
+    test_runner::command(std::path::Path::new(env!("CARGO_BIN_EXE_edge-sample")))
 }
 
 /// Runs the binary in `dir`, asserting it succeeded.
