@@ -155,6 +155,7 @@ impl Model {
             winograd_convs: ours.winograd,
             matmuls: ours.matmuls,
             quant_convs: ours.quant_convs,
+            group_norms: ours.group_norms,
             file_size,
             plan,
             image_pos,
@@ -362,11 +363,15 @@ fn describe_kernels(kernels: Kernels, ours: &Rewritten) -> String {
     match kernels {
         Kernels::Tract => "tract".to_string(),
         Kernels::Ours(isa) => format!(
-            "{} ({} convolutions ({} by Winograd), {} matrix products, fused norms{})",
+            "{} ({} convolutions ({} by Winograd), {} matrix products, fused norms{}{})",
             isa.describe(),
             ours.convs,
             ours.winograd,
             ours.matmuls,
+            match ours.group_norms {
+                0 => String::new(),
+                n => format!(" ({n} group norms in one node each)"),
+            },
             match ours.quant_convs {
                 0 => String::new(),
                 n => format!(

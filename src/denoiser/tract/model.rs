@@ -76,6 +76,8 @@ pub struct Model {
     pub matmuls: usize,
     /// 8-bit convolutions (QLinearConv) run on our integer kernels.
     pub quant_convs: usize,
+    /// Group norms run as one node with their reshapes and affine (PyTorch's GroupNorm).
+    pub group_norms: usize,
     pub file_size: usize,
     pub(super) plan: Arc<TypedSimplePlan>,
     /// Position of the image among the plan's inputs (the timestep is the other one).

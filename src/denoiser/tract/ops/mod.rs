@@ -4,7 +4,7 @@
 
 pub mod common;
 pub mod conv;
-pub mod instance_norm;
+pub mod group_norm;
 pub mod layer_norm;
 pub mod matmul;
 pub mod qconv;
@@ -13,7 +13,7 @@ pub mod silu;
 pub mod softmax;
 
 pub use self::conv::DirectConv;
-pub use self::instance_norm::{FusedInstanceNorm, InstanceNormSpec};
+pub use self::group_norm::{FusedGroupNorm, InstanceNormSpec};
 pub use self::layer_norm::{FusedLayerNorm, LayerNormSpec};
 pub use self::matmul::FusedMatMul;
 pub use self::qconv::QuantConvOp;

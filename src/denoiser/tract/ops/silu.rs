@@ -34,7 +34,7 @@ impl TeamSilu {
     }
 
     /// tract's f32 SiLU routine for this CPU, looked up once.
-    fn routine() -> TractResult<&'static dyn ElementWise<f32>> {
+    pub fn routine() -> TractResult<&'static dyn ElementWise<f32>> {
         static ROUTINE: OnceLock<Box<dyn ElementWise<f32>>> = OnceLock::new();
         if let Some(r) = ROUTINE.get() {
             return Ok(r.as_ref());
