@@ -22,7 +22,7 @@ pub fn in_f32(x: TValue, f: impl FnOnce(&mut [f32])) -> TractResult<TVec<TValue>
 
 /// Row-wise work on tensors of at least this many floats is split between the current
 /// team's threads (smaller ones cost more to hand over than they take).
-const SPLIT_ROWS_MIN: usize = 1 << 15;
+pub const SPLIT_ROWS_MIN: usize = 1 << 15;
 
 /// `f(rows, first row)` over `data`'s rows of `inner` floats: all at once, or an even share of
 /// whole rows per thread of the current team. Same results either way (rows are independent).

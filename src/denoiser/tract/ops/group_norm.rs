@@ -5,8 +5,8 @@ use tract_onnx::tract_core::internal::*;
 
 use edge_sample_kernels::{group_norm_rows, Isa};
 
-use super::common::{in_f32, split_rows};
-use super::TeamSilu;
+use super::common::{in_f32, split_units, SPLIT_ROWS_MIN};
+use super::silu::{TeamSilu, SPLIT_SILU_MIN};
 
 /// ONNX `InstanceNormalization` as parsed: it holds no kernels and does not run;
 /// [`super::super::rewrite`] replaces it by a [`FusedGroupNorm`].
@@ -112,7 +112,9 @@ impl EvalOp for FusedGroupNorm {
             "FusedGroupNorm shapes"
         );
         in_f32(x, |data| {
-            split_rows(data, plane * cpg, &|groups, first| {
+            // With the SiLU in, a tensor is split between threads where TeamSilu's would be.
+            let min = if silu.is_some() { SPLIT_SILU_MIN } else { SPLIT_ROWS_MIN };
+            split_units(data, plane * cpg, min, &|groups, first| {
                 group_norm_rows(
                     groups,
                     first,

@@ -13,7 +13,7 @@ use super::common::split_units;
 /// a quarter of the norms' threshold, since it costs an exponential and a division per value
 /// (the attention UNet's 64-channel 16×16 activations, 16 K floats, are split; its 8×8 ones
 /// are not).
-const SPLIT_SILU_MIN: usize = 1 << 13;
+pub const SPLIT_SILU_MIN: usize = 1 << 13;
 
 /// SiLU (`x·σ(x)`, which tract's declutter makes of `x · Sigmoid(x)`) by tract's own SIMD
 /// routine for this CPU, split between the current team's threads: tract's element-wise node
