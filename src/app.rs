@@ -23,6 +23,7 @@ pub fn run(plan: &Plan) -> Result<()> {
         Plan::Bench(p) => bench(p),
         Plan::Info { model, precision } => info(model, *precision),
         Plan::Models => list_models(),
+        Plan::Samplers => list_samplers(),
         Plan::Boards => list_boards(),
     }
 }
@@ -434,6 +435,39 @@ pub fn list_models() -> Result<()> {
             b.description
         );
         println!("{:<8} quality at 20 steps: {}", "", b.quality);
+    }
+    Ok(())
+}
+
+/// `edge-sample samplers`: one block per sampler.
+pub fn list_samplers() -> Result<()> {
+    use crate::sampler::SamplerKind;
+    for k in SamplerKind::ALL {
+        let mut options = vec![format!("--spacing (default {})", k.default_spacing())];
+        if k.takes_sigmas() {
+            options.push("--sigmas".into());
+        }
+        match k {
+            SamplerKind::Ddpm => options.extend(["--variance".into(), "--no-clip".into()]),
+            SamplerKind::Ddim => options.extend(["--eta".into(), "--no-clip".into()]),
+            _ => {}
+        }
+        let calls = match k {
+            SamplerKind::Heun => "2·steps − 1 network calls",
+            _ => "1 network call per step",
+        };
+        let noise = match k {
+            SamplerKind::Ddim => "deterministic at --eta 0, draws noise above",
+            _ if k.stochastic(0.0) => "draws noise",
+            _ => "deterministic",
+        };
+        println!(
+            "{:<9} diffusers {}; {calls}, {noise}",
+            k.name(),
+            k.diffusers()
+        );
+        println!("{:<9} also: {}", "", k.aliases().join(", "));
+        println!("{:<9} options: {}", "", options.join(", "));
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use embedded_graphics::prelude::Size;
 
 use crate::denoiser::Precision;
 use crate::display::{parse_screen_size, DisplaySpec, Rotation};
-use crate::sampler::{SamplerKind, Spacing, Variance};
+use crate::sampler::{SamplerKind, SigmaSchedule, Spacing, Variance};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -59,6 +59,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// List the models built into this binary.
     Models,
+    /// List the samplers: names and aliases, the diffusers scheduler each matches, its options.
+    Samplers,
     /// List the board profiles (boards/*.toml) and which one this machine is.
     Boards,
     /// Photo frame: generate and show a new picture every --interval, until SIGINT/SIGTERM.
@@ -176,20 +178,26 @@ pub struct ModelArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct SamplerArgs {
-    /// Sampler: ddpm, ddim or dpmpp-2m.
+    /// Sampler: ddpm, ddim, euler, euler-a, heun, dpmpp-2m or dpmpp-3m (diffusers' and A1111's
+    /// names work too; `edge-sample samplers` lists them).
     #[arg(long, short = 's', default_value = "dpmpp-2m")]
     pub sampler: SamplerKind,
-    /// Network evaluations. ddpm with --steps equal to the model's T (1000) is the seed's exact
-    /// chain; fewer steps respace it.
+    /// Sampler steps (diffusers' num_inference_steps): one network call each, heun two but
+    /// the last (2·steps − 1). ddpm with --steps equal to the model's T (1000) is the seed's
+    /// exact chain; fewer steps respace it.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
     /// DDIM stochasticity: 0 deterministic, 1 DDPM-like.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub eta: f64,
     /// Timestep spacing: leading, trailing or linspace. Default: trailing (ddpm, ddim),
-    /// linspace (dpmpp-2m), as diffusers.
+    /// linspace (the others), as diffusers.
     #[arg(long)]
     pub spacing: Option<Spacing>,
+    /// Noise levels: default (the spacing's timesteps), karras or exponential (euler, heun,
+    /// dpmpp-2m, dpmpp-3m; diffusers' use_karras_sigmas / use_exponential_sigmas).
+    #[arg(long, default_value = "default")]
+    pub sigmas: SigmaSchedule,
     /// DDPM noise variance: beta (σ² = β_t) or posterior (σ² = β̃_t).
     #[arg(long, default_value = "beta")]
     pub variance: Variance,

@@ -292,6 +292,13 @@ impl<'s> Worker<'s> {
                 }
                 _ => stream.fill(xj),
             }
+            let scale = self.sampler.init_noise_scale();
+            if job.init_image.is_none() && scale != 1.0 {
+                // diffusers' init_noise_sigma, in the network's input space (σ samplers).
+                for v in xj.iter_mut() {
+                    *v *= scale;
+                }
+            }
             if let Some(init) = &job.init_image {
                 // The seed's sample_forward: x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε at the first step run.
                 let t = self.sampler.timesteps()[start];

@@ -33,6 +33,8 @@ pub enum Plan {
     Info { model: String, precision: Precision },
     /// List the bundled models.
     Models,
+    /// List the samplers.
+    Samplers,
     /// List the board profiles.
     Boards,
 }
@@ -47,6 +49,7 @@ impl Plan {
             },
             Some(Command::Bench(b)) => Plan::Bench(BenchPlan::from_args(b)?),
             Some(Command::Models) => Plan::Models,
+            Some(Command::Samplers) => Plan::Samplers,
             Some(Command::Boards) => Plan::Boards,
             Some(Command::Frame(f)) => Plan::Frame(Box::new(FramePlan::from_args(f)?)),
         })
@@ -129,6 +132,7 @@ pub fn sampler_config(a: &SamplerArgs) -> Result<SamplerConfig> {
         spacing: a.spacing,
         variance: a.variance,
         clip: !a.no_clip,
+        sigmas: a.sigmas,
         ..Default::default()
     })
 }

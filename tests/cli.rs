@@ -640,9 +640,19 @@ fn bad_inputs_fail_cleanly() {
             "1000 training timesteps",
         ),
         (
-            vec!["--sampler".into(), "euler".into()],
+            vec!["--sampler".into(), "lms".into()],
             2,
-            "ddpm, ddim, dpmpp-2m",
+            "ddpm, ddim, euler, euler-a, heun, dpmpp-2m, dpmpp-3m",
+        ),
+        (
+            vec!["--sigmas".into(), "karras".into(), "-s".into(), "ddim".into()],
+            2,
+            "--sigmas karras does not apply to ddim (samplers that take it: euler, heun, dpmpp-2m, dpmpp-3m)",
+        ),
+        (
+            vec!["--sigmas".into(), "beta".into()],
+            2,
+            "default, karras, exponential",
         ),
         (vec!["--num".into(), "0".into()], 2, "--num"),
         (vec!["--eta".into(), "-0.5".into()], 2, "--eta must be >= 0"),

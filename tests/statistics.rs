@@ -11,9 +11,11 @@ mod common;
 
 use common::*;
 use edge_sample::pipeline::{generate, Job};
+use edge_sample::sampler::sigmas::{dpm_path, euler_path, Level, Path};
 use edge_sample::sampler::{
-    dpm_timesteps, timesteps, SamplerConfig, SamplerKind, Spacing, Variance,
+    dpm_timesteps, timesteps, SamplerConfig, SamplerKind, SigmaSchedule, Spacing, Variance,
 };
+use edge_sample::schedule::Schedule;
 
 const T: usize = 1000;
 
@@ -233,12 +235,69 @@ fn alpha_bars() -> Vec<f64> {
         .collect()
 }
 
-/// x = k·x_T + l + (independent noise of variance q), per pixel.
+/// x = k·x_T + l + g·z per pixel, z one standard normal independent of x_T: the noise added
+/// so far, all of it one Gaussian (each step is linear in x, so everything computed from x
+/// within a step carries the same z; fresh noise of variance v re-bases it:
+/// g' = √(g² + v)).
 #[derive(Clone, Copy, Debug)]
 struct Affine {
     k: f64,
     l: f64,
-    q: f64,
+    g: f64,
+}
+
+impl Affine {
+    /// u·self + v·other, both functions of the same x (and so of the same z).
+    fn mix(self, u: f64, other: Affine, v: f64) -> Affine {
+        Affine {
+            k: u * self.k + v * other.k,
+            l: u * self.l + v * other.l,
+            g: u * self.g + v * other.g,
+        }
+    }
+    fn scale(self, u: f64) -> Affine {
+        self.mix(u, self, 0.0)
+    }
+    /// Plus fresh independent noise of variance `v`.
+    fn noise(self, v: f64) -> Affine {
+        Affine {
+            g: (self.g * self.g + v).sqrt(),
+            ..self
+        }
+    }
+}
+
+/// x̂0 of the optimal denoiser for a sampler at level `lv` (its own √ᾱ, √(1 − ᾱ)) whose
+/// network is called at training timestep `t`: ε = c·x + d at ᾱ_t, x̂0 = (x − s·ε)/a.
+fn x0_at(x: Affine, lv: Level, ab_t: f64) -> Affine {
+    let (c, d) = eps_coefs(ab_t);
+    let p = (1.0 - lv.s * c) / lv.a;
+    Affine {
+        k: p * x.k,
+        l: p * x.l - lv.s * d / lv.a,
+        g: p * x.g,
+    }
+}
+
+/// The σ samplers' path for `cfg`, from edge-sample (tests/parity.rs checks it against
+/// diffusers' own σ and timesteps).
+fn sigma_path(cfg: &SamplerConfig) -> Path {
+    let sched = Schedule::tutorial();
+    match cfg.kind {
+        SamplerKind::DpmPp2m | SamplerKind::DpmPp3m => {
+            dpm_path(&sched, cfg.spacing(), cfg.sigmas, cfg.steps)
+        }
+        _ => euler_path(&sched, cfg.spacing(), cfg.sigmas, cfg.steps),
+    }
+}
+
+/// diffusers' init_noise_sigma in the network's space: σ_max·a_max, 1 for leading spacing.
+fn init_scale(cfg: &SamplerConfig, first: Level) -> f64 {
+    if cfg.spacing() == Spacing::Leading {
+        1.0
+    } else {
+        first.s
+    }
 }
 
 /// The optimal ε = c·x + d at t.
@@ -266,7 +325,7 @@ fn exact(cfg: &SamplerConfig) -> (f64, f64) {
     let mut x = Affine {
         k: 1.0,
         l: 0.0,
-        q: 0.0,
+        g: 0.0,
     };
     match cfg.kind {
         SamplerKind::Ddpm => {
@@ -289,8 +348,9 @@ fn exact(cfg: &SamplerConfig) -> (f64, f64) {
                 x = Affine {
                     k: big_a * x.k,
                     l: big_a * x.l + big_b,
-                    q: big_a * big_a * x.q + var,
-                };
+                    g: big_a * x.g,
+                }
+                .noise(var);
             }
         }
         SamplerKind::Ddim => {
@@ -308,8 +368,98 @@ fn exact(cfg: &SamplerConfig) -> (f64, f64) {
                 x = Affine {
                     k: big_a * x.k,
                     l: big_a * x.l + big_b,
-                    q: big_a * big_a * x.q + sigma2,
+                    g: big_a * x.g,
+                }
+                .noise(sigma2);
+            }
+        }
+        SamplerKind::Euler | SamplerKind::EulerAncestral => {
+            // Karras et al. 2022 in σ: x_σ' = x_σ + (σ_to − σ)(x_σ − x̂0)/σ (+ σ_up·z), in
+            // the network's space x = a·x_σ; σ_to = σ' (Euler) or σ_down (ancestral).
+            let path = sigma_path(cfg);
+            x = x.scale(init_scale(cfg, path.levels[0]));
+            for i in 0..path.timesteps.len() {
+                let (lv, nx) = (path.levels[i], path.levels[i + 1]);
+                let x0 = x0_at(x, lv, ab[path.timesteps[i]]);
+                let (sig, next) = (lv.sigma(), nx.sigma());
+                let (to, up) = if cfg.kind == SamplerKind::Euler {
+                    (next, 0.0)
+                } else {
+                    let up = (next * next * (sig * sig - next * next) / (sig * sig)).sqrt();
+                    ((next * next - up * up).max(0.0).sqrt(), up)
                 };
+                let xs = x.scale(1.0 / lv.a);
+                let moved = xs.mix(to / sig, x0, 1.0 - to / sig);
+                x = moved.scale(nx.a).noise((nx.a * up).powi(2));
+            }
+        }
+        SamplerKind::Heun => {
+            // Karras et al. 2022, Algorithm 1 (no churn): Euler to σ', then the average of
+            // the two slopes; the last step (σ' = 0) Euler only.
+            let path = sigma_path(cfg);
+            x = x.scale(init_scale(cfg, path.levels[0]));
+            let n = path.timesteps.len();
+            for i in 0..n {
+                let (lv, nx) = (path.levels[i], path.levels[i + 1]);
+                let (sig, next) = (lv.sigma(), nx.sigma());
+                let xs = x.scale(1.0 / lv.a);
+                let d = xs.mix(1.0 / sig, x0_at(x, lv, ab[path.timesteps[i]]), -1.0 / sig);
+                let x1s = xs.mix(1.0, d, next - sig);
+                if i + 1 == n {
+                    x = x1s.scale(nx.a);
+                    break;
+                }
+                let x1 = x1s.scale(nx.a);
+                let x0b = x0_at(x1, nx, ab[path.timesteps[i + 1]]);
+                let d2 = x1s.mix(1.0 / next, x0b, -1.0 / next);
+                x = xs.mix(1.0, d.mix(0.5, d2, 0.5), next - sig).scale(nx.a);
+            }
+        }
+        SamplerKind::DpmPp3m => {
+            // Lu et al. 2022, DPM-Solver++(3M) as diffusers orders it: first, second, then
+            // third order; the last step to σ = 0 (x̂0), the one before it at most second
+            // order below 15 steps.
+            let path = sigma_path(cfg);
+            let n = path.timesteps.len();
+            let lam = |l: Level| (l.a / l.s).ln();
+            let mut hist: Vec<(Affine, f64)> = vec![];
+            for i in 0..n {
+                let (lv, nx) = (path.levels[i], path.levels[i + 1]);
+                let x0 = x0_at(x, lv, ab[path.timesteps[i]]);
+                if i + 1 == n {
+                    x = x0;
+                    break;
+                }
+                let h = lam(nx) - lam(lv);
+                let e = (-h).exp() - 1.0;
+                let mut order = 3.min(hist.len() + 1);
+                if i + 2 == n && n < 15 {
+                    order = order.min(2);
+                }
+                let base = x.scale(nx.s / lv.s).mix(1.0, x0, -nx.a * e);
+                x = match order {
+                    1 => base,
+                    2 => {
+                        let (m1, l1) = hist[hist.len() - 1];
+                        let r0 = (lam(lv) - l1) / h;
+                        let d1 = x0.mix(1.0 / r0, m1, -1.0 / r0);
+                        base.mix(1.0, d1, -0.5 * nx.a * e)
+                    }
+                    _ => {
+                        let ((m1, l1), (m2, l2)) = (hist[hist.len() - 1], hist[hist.len() - 2]);
+                        let (r0, r1) = ((lam(lv) - l1) / h, (l1 - l2) / h);
+                        let d10 = x0.mix(1.0 / r0, m1, -1.0 / r0);
+                        let d11 = m1.mix(1.0 / r1, m2, -1.0 / r1);
+                        let d1 = d10.mix(1.0 + r0 / (r0 + r1), d11, -r0 / (r0 + r1));
+                        let d2 = d10.mix(1.0 / (r0 + r1), d11, -1.0 / (r0 + r1));
+                        base.mix(1.0, d1, nx.a * (e / h + 1.0)).mix(
+                            1.0,
+                            d2,
+                            -nx.a * ((e + h) / (h * h) - 0.5),
+                        )
+                    }
+                };
+                hist.push((x0, lam(lv)));
             }
         }
         SamplerKind::DpmPp2m => {
@@ -323,7 +473,7 @@ fn exact(cfg: &SamplerConfig) -> (f64, f64) {
                 let x0 = Affine {
                     k: p * x.k,
                     l: p * x.l + r,
-                    q: 0.0,
+                    g: p * x.g,
                 };
                 if i + 1 == s {
                     x = x0;
@@ -338,23 +488,15 @@ fn exact(cfg: &SamplerConfig) -> (f64, f64) {
                     Some((x0p, lam_p)) => {
                         let rr = (lambda(a_t) - lam_p) / h;
                         let f = 1.0 / (2.0 * rr);
-                        Affine {
-                            k: (1.0 + f) * x0.k - f * x0p.k,
-                            l: (1.0 + f) * x0.l - f * x0p.l,
-                            q: 0.0,
-                        }
+                        x0.mix(1.0 + f, x0p, -f)
                     }
                 };
                 prev = Some((x0, lambda(a_t)));
-                x = Affine {
-                    k: ratio * x.k + w * d.k,
-                    l: ratio * x.l + w * d.l,
-                    q: 0.0,
-                };
+                x = x.mix(ratio, d, w);
             }
         }
     }
-    (x.l, x.k * x.k + x.q)
+    (x.l, x.k * x.k + x.g * x.g)
 }
 
 fn cfg(kind: SamplerKind, steps: usize, eta: f64, variance: Variance) -> SamplerConfig {
@@ -375,6 +517,10 @@ fn exact_reference_recovers_the_data_distribution_with_many_steps() {
         cfg(SamplerKind::Ddpm, 1000, 0.0, Variance::Posterior),
         cfg(SamplerKind::Ddim, 1000, 0.0, Variance::Beta),
         cfg(SamplerKind::DpmPp2m, 100, 0.0, Variance::Beta),
+        cfg(SamplerKind::DpmPp3m, 100, 0.0, Variance::Beta),
+        cfg(SamplerKind::Euler, 1000, 0.0, Variance::Beta),
+        cfg(SamplerKind::EulerAncestral, 1000, 0.0, Variance::Beta),
+        cfg(SamplerKind::Heun, 100, 0.0, Variance::Beta),
     ] {
         let (m, v) = exact(&c);
         assert!((m - MU).abs() < 0.01, "{:?}: mean {m}", c.kind);
@@ -405,6 +551,23 @@ fn samplers_produce_the_exact_gaussian() {
             spacing: Some(Spacing::Leading),
             ..cfg(SamplerKind::Ddim, 20, 0.0, Variance::Beta)
         },
+        cfg(SamplerKind::Euler, 20, 0.0, Variance::Beta),
+        cfg(SamplerKind::EulerAncestral, 20, 0.0, Variance::Beta),
+        cfg(SamplerKind::Heun, 10, 0.0, Variance::Beta),
+        cfg(SamplerKind::DpmPp3m, 10, 0.0, Variance::Beta),
+        cfg(SamplerKind::DpmPp3m, 20, 0.0, Variance::Beta),
+        SamplerConfig {
+            sigmas: SigmaSchedule::Karras,
+            ..cfg(SamplerKind::Euler, 20, 0.0, Variance::Beta)
+        },
+        SamplerConfig {
+            sigmas: SigmaSchedule::Exponential,
+            ..cfg(SamplerKind::DpmPp3m, 20, 0.0, Variance::Beta)
+        },
+        SamplerConfig {
+            spacing: Some(Spacing::Leading),
+            ..cfg(SamplerKind::EulerAncestral, 20, 0.0, Variance::Beta)
+        },
         // The unrespaced chain (consecutive timesteps, its own code path).
         cfg(SamplerKind::Ddpm, 1000, 0.0, Variance::Beta),
         cfg(SamplerKind::Ddpm, 1000, 0.0, Variance::Posterior),
@@ -431,12 +594,13 @@ fn samplers_produce_the_exact_gaussian() {
             / (n - 1.0);
         let (m, v) = exact(&c);
         let label = format!(
-            "{} steps={} eta={} {} {}",
+            "{} steps={} eta={} {} {} sigmas {}",
             c.kind,
             c.steps,
             c.eta,
             c.variance,
-            c.spacing()
+            c.spacing(),
+            c.sigmas
         );
         let se_m = (v / n).sqrt();
         let se_v = v * (2.0 / (n - 1.0)).sqrt();

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::sigmas::SigmaSchedule;
 use crate::error::Error;
 use crate::schedule::Schedule;
 
@@ -14,17 +15,78 @@ pub enum SamplerKind {
     Ddpm,
     /// DDIM (Song et al. 2021) with stochasticity η.
     Ddim,
+    /// Euler's method on the probability-flow ODE in σ (Karras et al. 2022; diffusers
+    /// `EulerDiscreteScheduler`).
+    Euler,
+    /// Euler ancestral: an Euler step down to σ_down, then fresh noise up to σ_next
+    /// (diffusers `EulerAncestralDiscreteScheduler`).
+    EulerAncestral,
+    /// Heun's second-order method (Karras et al. 2022, Algorithm 1): two network calls per
+    /// step but the last (diffusers `HeunDiscreteScheduler`).
+    Heun,
     /// DPM-Solver++(2M) (Lu et al. 2022), diffusers' multistep defaults.
     DpmPp2m,
+    /// DPM-Solver++(3M): the same solver with `solver_order=3`.
+    DpmPp3m,
 }
 
 impl SamplerKind {
-    pub const NAMES: &'static str = "ddpm, ddim, dpmpp-2m";
+    pub const ALL: [SamplerKind; 7] = [
+        SamplerKind::Ddpm,
+        SamplerKind::Ddim,
+        SamplerKind::Euler,
+        SamplerKind::EulerAncestral,
+        SamplerKind::Heun,
+        SamplerKind::DpmPp2m,
+        SamplerKind::DpmPp3m,
+    ];
+    pub const NAMES: &'static str = "ddpm, ddim, euler, euler-a, heun, dpmpp-2m, dpmpp-3m";
     pub fn name(self) -> &'static str {
         match self {
             SamplerKind::Ddpm => "ddpm",
             SamplerKind::Ddim => "ddim",
+            SamplerKind::Euler => "euler",
+            SamplerKind::EulerAncestral => "euler-a",
+            SamplerKind::Heun => "heun",
             SamplerKind::DpmPp2m => "dpmpp-2m",
+            SamplerKind::DpmPp3m => "dpmpp-3m",
+        }
+    }
+    /// Other names it answers to: diffusers' scheduler class, A1111's and stable-diffusion.cpp's.
+    pub fn aliases(self) -> &'static [&'static str] {
+        match self {
+            SamplerKind::Ddpm => &["DDPMScheduler"],
+            SamplerKind::Ddim => &["DDIMScheduler"],
+            SamplerKind::Euler => &["EulerDiscreteScheduler", "Euler", "k_euler"],
+            SamplerKind::EulerAncestral => &[
+                "EulerAncestralDiscreteScheduler",
+                "Euler a",
+                "euler_a",
+                "euler-ancestral",
+                "k_euler_a",
+            ],
+            SamplerKind::Heun => &["HeunDiscreteScheduler", "Heun", "k_heun"],
+            SamplerKind::DpmPp2m => &[
+                "DPMSolverMultistepScheduler",
+                "DPM++ 2M",
+                "dpmpp_2m",
+                "dpm++2m",
+                "dpm-solver++",
+                "dpmsolver++",
+            ],
+            SamplerKind::DpmPp3m => &["DPM++ 3M", "dpmpp_3m", "dpm++3m"],
+        }
+    }
+    /// The diffusers scheduler class it matches, and its settings where not the defaults.
+    pub fn diffusers(self) -> &'static str {
+        match self {
+            SamplerKind::Ddpm => "DDPMScheduler",
+            SamplerKind::Ddim => "DDIMScheduler",
+            SamplerKind::Euler => "EulerDiscreteScheduler",
+            SamplerKind::EulerAncestral => "EulerAncestralDiscreteScheduler",
+            SamplerKind::Heun => "HeunDiscreteScheduler",
+            SamplerKind::DpmPp2m => "DPMSolverMultistepScheduler",
+            SamplerKind::DpmPp3m => "DPMSolverMultistepScheduler(solver_order=3)",
         }
     }
     /// diffusers' default spacing for the matching scheduler, except DDPM, where `trailing`
@@ -32,7 +94,30 @@ impl SamplerKind {
     pub fn default_spacing(self) -> Spacing {
         match self {
             SamplerKind::Ddpm | SamplerKind::Ddim => Spacing::Trailing,
-            SamplerKind::DpmPp2m => Spacing::Linspace,
+            _ => Spacing::Linspace,
+        }
+    }
+    /// Whether `--sigmas` (Karras, exponential) applies: the schedulers that take
+    /// `use_karras_sigmas` in diffusers.
+    pub fn takes_sigmas(self) -> bool {
+        matches!(
+            self,
+            SamplerKind::Euler | SamplerKind::Heun | SamplerKind::DpmPp2m | SamplerKind::DpmPp3m
+        )
+    }
+    /// Network calls for `steps` steps (Heun: two per step but the last).
+    pub fn calls(self, steps: usize) -> usize {
+        match self {
+            SamplerKind::Heun => (2 * steps).saturating_sub(1),
+            _ => steps,
+        }
+    }
+    /// Whether it draws fresh noise during the chain (with `eta` for DDIM).
+    pub fn stochastic(self, eta: f64) -> bool {
+        match self {
+            SamplerKind::Ddpm | SamplerKind::EulerAncestral => true,
+            SamplerKind::Ddim => eta > 0.0,
+            _ => false,
         }
     }
 }
@@ -40,17 +125,17 @@ impl SamplerKind {
 impl FromStr for SamplerKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "ddpm" => Ok(SamplerKind::Ddpm),
-            "ddim" => Ok(SamplerKind::Ddim),
-            "dpmpp-2m" | "dpmpp_2m" | "dpm++2m" | "dpm-solver++" | "dpmsolver++" => {
-                Ok(SamplerKind::DpmPp2m)
-            }
-            _ => Err(format!(
-                "unknown sampler '{s}' (valid: {})",
-                SamplerKind::NAMES
-            )),
-        }
+        let key = |v: &str| v.to_ascii_lowercase().replace([' ', '_'], "-");
+        let want = key(s);
+        SamplerKind::ALL
+            .into_iter()
+            .find(|k| key(k.name()) == want || k.aliases().iter().any(|a| key(a) == want))
+            .ok_or_else(|| {
+                format!(
+                    "unknown sampler '{s}' (valid: {}; `edge-sample samplers` lists them)",
+                    SamplerKind::NAMES
+                )
+            })
     }
 }
 
@@ -186,6 +271,9 @@ pub struct SamplerConfig {
     /// Clamp x̂0 to [−1, 1] (DDPM, DDIM). DPM-Solver++ never clips, as in diffusers.
     pub clip: bool,
     pub prediction: Prediction,
+    /// How the noise levels are spread (`--sigmas`): Karras or exponential σ for the samplers
+    /// that take them ([`SamplerKind::takes_sigmas`]).
+    pub sigmas: SigmaSchedule,
 }
 
 impl Default for SamplerConfig {
@@ -199,6 +287,7 @@ impl Default for SamplerConfig {
             variance: Variance::Beta,
             clip: true,
             prediction: Prediction::Epsilon,
+            sigmas: SigmaSchedule::Default,
         }
     }
 }
@@ -223,14 +312,33 @@ impl SamplerConfig {
                 self.eta
             )));
         }
+        if self.sigmas != SigmaSchedule::Default && !self.kind.takes_sigmas() {
+            let takers: Vec<&str> = SamplerKind::ALL
+                .into_iter()
+                .filter(|k| k.takes_sigmas())
+                .map(|k| k.name())
+                .collect();
+            return Err(Error::usage(format!(
+                "--sigmas {} does not apply to {} (samplers that take it: {})",
+                self.sigmas,
+                self.kind,
+                takers.join(", ")
+            )));
+        }
         // A repeated timestep is a step of size zero: DPM-Solver's h = 0 divides by zero
         // (linspace at S = T, leading at S = T), the others would call the network twice at
-        // one t.
+        // one t. (Karras and exponential σ, and the Euler family's fractional linspace
+        // timesteps, always decrease.)
+        let fractional = matches!(
+            self.kind,
+            SamplerKind::Euler | SamplerKind::EulerAncestral | SamplerKind::Heun
+        ) && self.spacing() == Spacing::Linspace;
+        let integer_steps = self.sigmas == SigmaSchedule::Default && !fractional;
         let repeats = |s: usize| {
             let ts = self.timesteps_for(t_max, s);
             ts.windows(2).any(|w| w[0] <= w[1])
         };
-        if repeats(self.steps) {
+        if integer_steps && repeats(self.steps) {
             let most = (1..self.steps).rev().find(|&s| !repeats(s)).unwrap_or(1);
             return Err(Error::usage(format!(
                 "--steps {} with {} and {} spacing repeats timesteps of the model's {t_max}: at most {most} steps",
@@ -242,11 +350,14 @@ impl SamplerConfig {
         Ok(())
     }
 
-    /// The timesteps this sampler visits with `steps` steps of a T = `t_max` schedule.
+    /// The distinct timesteps this sampler steps between with `steps` steps of a T = `t_max`
+    /// schedule (with default sigmas; Heun calls the network twice at each but the first).
     pub fn timesteps_for(&self, t_max: usize, steps: usize) -> Vec<usize> {
         match self.kind {
-            SamplerKind::DpmPp2m => dpm_timesteps(self.spacing(), t_max, steps),
-            SamplerKind::Ddpm | SamplerKind::Ddim => timesteps(self.spacing(), t_max, steps),
+            SamplerKind::DpmPp2m | SamplerKind::DpmPp3m => {
+                dpm_timesteps(self.spacing(), t_max, steps)
+            }
+            _ => timesteps(self.spacing(), t_max, steps),
         }
     }
 }
@@ -254,7 +365,7 @@ impl SamplerConfig {
 /// NumPy's `np.linspace(0, stop, num)[k]`: `k · (stop / (num − 1))`, the step rounded first,
 /// and the last point `stop` exactly (diffusers rounds these, so the difference matters where
 /// the exact value is a half: `np.linspace(0, 999, 27)[13]` is 499.49999999999994, not 499.5).
-fn np_linspace_point(stop: f64, num: i64, k: i64) -> f64 {
+pub(crate) fn np_linspace_point(stop: f64, num: i64, k: i64) -> f64 {
     if num <= 1 {
         0.0
     } else if k == num - 1 {
@@ -265,7 +376,7 @@ fn np_linspace_point(stop: f64, num: i64, k: i64) -> f64 {
 }
 
 /// Round half to even, as NumPy's `round` (which diffusers uses for timesteps).
-fn np_round(x: f64) -> i64 {
+pub(crate) fn np_round(x: f64) -> i64 {
     x.round_ties_even() as i64
 }
 
@@ -332,6 +443,12 @@ pub trait Sampler: Send {
     /// The current x̂0 estimate (for previews), written to `out`.
     fn predict_x0(&self, i: usize, x: &[f32], model_out: &[f32], out: &mut [f32]);
 
+    /// What the unit-variance starting noise is multiplied by (diffusers' `init_noise_sigma`,
+    /// in the network's input space): 1 but for the σ-space samplers.
+    fn init_noise_scale(&self) -> f32 {
+        1.0
+    }
+
     /// Sizes internal history for buffers of `len` values; call before the loop.
     fn prepare(&mut self, len: usize) {
         let _ = len;
@@ -380,8 +497,36 @@ mod tests {
                 assert_eq!(a.parse::<SamplerKind>(), Ok(kind), "{a}");
             }
         }
-        let e = "euler".parse::<SamplerKind>().unwrap_err();
-        assert!(e.contains("euler") && e.contains(SamplerKind::NAMES), "{e}");
+        for (kind, name, aliases) in [
+            (
+                SamplerKind::Euler,
+                "euler",
+                &["Euler", "EulerDiscreteScheduler", "k_euler"][..],
+            ),
+            (
+                SamplerKind::EulerAncestral,
+                "euler-a",
+                &["Euler a", "euler_a", "EulerAncestralDiscreteScheduler"][..],
+            ),
+            (
+                SamplerKind::Heun,
+                "heun",
+                &["Heun", "HeunDiscreteScheduler"][..],
+            ),
+            (
+                SamplerKind::DpmPp3m,
+                "dpmpp-3m",
+                &["DPM++ 3M", "dpmpp_3m"][..],
+            ),
+        ] {
+            assert_eq!(kind.name(), name);
+            assert_eq!(name.parse::<SamplerKind>(), Ok(kind));
+            for a in aliases {
+                assert_eq!(a.parse::<SamplerKind>(), Ok(kind), "{a}");
+            }
+        }
+        let e = "lms".parse::<SamplerKind>().unwrap_err();
+        assert!(e.contains("lms") && e.contains(SamplerKind::NAMES), "{e}");
         assert_eq!(SamplerKind::Ddpm.default_spacing(), Spacing::Trailing);
         assert_eq!(SamplerKind::Ddim.default_spacing(), Spacing::Trailing);
         assert_eq!(SamplerKind::DpmPp2m.default_spacing(), Spacing::Linspace);

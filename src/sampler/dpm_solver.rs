@@ -1,15 +1,22 @@
-//! DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), as diffusers'
-//! `DPMSolverMultistepScheduler` runs it by default (`algorithm_type="dpmsolver++"`,
-//! `solver_order=2`, `solver_type="midpoint"`, `final_sigmas_type="zero"`).
+//! DPM-Solver++(2M) and (3M) (Lu et al. 2022, Algorithm 2 and its third-order form), as
+//! diffusers' `DPMSolverMultistepScheduler` runs them (`algorithm_type="dpmsolver++"`,
+//! `solver_order=2` or `3`, `solver_type="midpoint"`, `lower_order_final=True`,
+//! `final_sigmas_type="zero"`; Karras or exponential σ with `--sigmas`).
 //!
-//! With a = √ᾱ, s = √(1−ᾱ), λ = ln(a/s) and h = λ_next − λ_cur:
-//! - first order (the first step, and the last, which goes to σ = 0 and so returns x̂0):
-//!   x_next = (s_next/s_cur)·x − a_next·(e^{−h} − 1)·x̂0;
-//! - second order otherwise, r = h_prev/h, D1 = (x̂0 − x̂0_prev)/r:
-//!   x_next = (s_next/s_cur)·x − a_next·(e^{−h} − 1)·(x̂0 + D1/2).
+//! With a = √ᾱ, s = √(1−ᾱ), λ = ln(a/s) and h = λ_next − λ_cur, x̂0 the current estimate and
+//! x̂0₋₁, x̂0₋₂ the previous steps' (λ₋₁, λ₋₂ theirs), r0 = (λ − λ₋₁)/h, r1 = (λ₋₁ − λ₋₂)/h:
+//! - first order: x_next = (s_next/s)·x − a_next·(e^{−h} − 1)·x̂0;
+//! - second order: D1 = (x̂0 − x̂0₋₁)/r0, x_next = (s_next/s)·x − a_next·(e^{−h} − 1)·(x̂0 + D1/2);
+//! - third order: D1₀ = (x̂0 − x̂0₋₁)/r0, D1₁ = (x̂0₋₁ − x̂0₋₂)/r1, D1 = D1₀ + r0/(r0 + r1)·(D1₀ −
+//!   D1₁), D2 = (D1₀ − D1₁)/(r0 + r1), x_next = (s_next/s)·x − a_next(e^{−h} − 1)·x̂0 +
+//!   a_next((e^{−h} − 1)/h + 1)·D1 − a_next((e^{−h} − 1 + h)/h² − ½)·D2.
 //!
-//! Without the final first-order step to σ = 0 the huge last λ-step overshoots.
-use super::common::{a_s, x0_into, Prediction, Sampler, SamplerConfig};
+//! The order rises with the history (first at the first step, second at the second) and falls
+//! at the end: the last step (σ = 0, so it returns x̂0) is first order, and with fewer than 15
+//! steps the one before it is at most second order. Without the final first-order step to σ = 0
+//! the huge last λ-step overshoots.
+use super::common::{x0_into, Prediction, Sampler, SamplerConfig};
+use super::sigmas::{dpm_path, Level};
 use crate::schedule::Schedule;
 
 #[derive(Clone, Copy, Debug)]
@@ -20,30 +27,36 @@ struct Coefs {
     ratio: f32,
     /// −a_next·(e^{−h} − 1): weight of x̂0.
     c0: f32,
-    /// −a_next·(e^{−h} − 1)/(2r): weight of (x̂0 − x̂0_prev) in the second-order step.
+    /// −a_next·(e^{−h} − 1)/(2r0): weight of (x̂0 − x̂0₋₁) in a second-order step.
     c1: f32,
-    last: bool,
+    /// Weights of (x̂0 − x̂0₋₁) and (x̂0₋₁ − x̂0₋₂) in a third-order step.
+    p: f32,
+    q: f32,
+    /// The highest order this step may take (history allowing).
+    max_order: usize,
 }
 
-pub struct DpmSolverPp2m {
+pub struct DpmSolverPp {
     timesteps: Vec<usize>,
     coefs: Vec<Coefs>,
     prediction: Prediction,
-    /// x̂0 of the previous step; valid once `have_prev`.
+    /// x̂0 of the previous step and of the one before; `history` of them are valid.
     prev_x0: Vec<f32>,
-    have_prev: bool,
+    prev2_x0: Vec<f32>,
+    history: usize,
 }
 
-impl DpmSolverPp2m {
-    pub fn new(cfg: &SamplerConfig, schedule: &Schedule) -> DpmSolverPp2m {
-        let timesteps = super::dpm_timesteps(cfg.spacing(), schedule.len(), cfg.steps);
-        let n = timesteps.len();
-        let lambda =
-            |t: usize| (schedule.sqrt_alpha_bars[t] / schedule.sqrt_one_minus_alpha_bars[t]).ln();
+impl DpmSolverPp {
+    /// `order` 2 or 3 (diffusers' `solver_order`).
+    pub fn new(cfg: &SamplerConfig, schedule: &Schedule, order: usize) -> DpmSolverPp {
+        let path = dpm_path(schedule, cfg.spacing(), cfg.sigmas, cfg.steps);
+        let n = path.timesteps.len();
+        let lv = &path.levels;
+        let lambda = |l: Level| (l.a / l.s).ln();
         let coefs = (0..n)
             .map(|i| {
-                let t = timesteps[i];
-                let (a, s) = a_s(schedule, t);
+                let l = lv[i];
+                let (a, s) = (l.a as f32, l.s as f32);
                 if i + 1 == n {
                     // σ_next = 0: a_next = 1, s_next = 0, e^{−h} = 0.
                     return Coefs {
@@ -52,41 +65,62 @@ impl DpmSolverPp2m {
                         ratio: 0.0,
                         c0: 1.0,
                         c1: 0.0,
-                        last: true,
+                        p: 0.0,
+                        q: 0.0,
+                        max_order: 1,
                     };
                 }
-                let tn = timesteps[i + 1];
-                let h = lambda(tn) - lambda(t);
-                let a_next = schedule.sqrt_alpha_bars[tn];
-                let c0 = -a_next * ((-h).exp() - 1.0);
-                let c1 = if i > 0 {
-                    let r = (lambda(t) - lambda(timesteps[i - 1])) / h;
-                    0.5 * c0 / r
+                let next = lv[i + 1];
+                let h = lambda(next) - lambda(l);
+                let a_next = next.a;
+                let em = (-h).exp() - 1.0;
+                let c0 = -a_next * em;
+                let r0 = (i > 0).then(|| (lambda(l) - lambda(lv[i - 1])) / h);
+                let c1 = r0.map_or(0.0, |r0| 0.5 * c0 / r0);
+                let (p, q) = match (r0, i > 1) {
+                    (Some(r0), true) => {
+                        let r1 = (lambda(lv[i - 1]) - lambda(lv[i - 2])) / h;
+                        let f = a_next * (em / h + 1.0);
+                        let g = -a_next * ((em + h) / (h * h) - 0.5);
+                        let sum = r0 + r1;
+                        (
+                            (f * (1.0 + r0 / sum) + g / sum) / r0,
+                            (f * r0 / sum + g / sum) / r1,
+                        )
+                    }
+                    _ => (0.0, 0.0),
+                };
+                // diffusers' lower_order_second: with fewer than 15 steps, the step before
+                // the last is at most second order.
+                let max_order = if i + 2 == n && n < 15 {
+                    order.min(2)
                 } else {
-                    0.0
+                    order
                 };
                 Coefs {
                     a,
                     s,
-                    ratio: (schedule.sqrt_one_minus_alpha_bars[tn]
-                        / schedule.sqrt_one_minus_alpha_bars[t]) as f32,
+                    ratio: (next.s / l.s) as f32,
                     c0: c0 as f32,
                     c1: c1 as f32,
-                    last: false,
+                    p: p as f32,
+                    q: q as f32,
+                    max_order,
                 }
             })
             .collect();
-        DpmSolverPp2m {
-            timesteps,
+        DpmSolverPp {
+            timesteps: path.timesteps,
             coefs,
             prediction: cfg.prediction,
             prev_x0: Vec::new(),
-            have_prev: false,
+            prev2_x0: Vec::new(),
+            history: 0,
         }
     }
 }
 
-impl Sampler for DpmSolverPp2m {
+impl Sampler for DpmSolverPp {
     fn timesteps(&self) -> &[usize] {
         &self.timesteps
     }
@@ -97,32 +131,49 @@ impl Sampler for DpmSolverPp2m {
 
     fn prepare(&mut self, len: usize) {
         self.prev_x0.resize(len, 0.0);
-        self.have_prev = false;
+        self.prev2_x0.resize(len, 0.0);
+        self.history = 0;
     }
 
     fn reset(&mut self) {
-        self.have_prev = false;
+        self.history = 0;
     }
 
     fn step(&mut self, i: usize, x: &mut [f32], model_out: &[f32], _noise: &[f32]) {
         let c = self.coefs[i];
         let pred = self.prediction;
-        if self.prev_x0.len() < x.len() {
+        if self.prev_x0.len() < x.len() || self.prev2_x0.len() < x.len() {
             // `prepare` was not called: size once (outside any hot loop in practice).
             self.prev_x0.resize(x.len(), 0.0);
+            self.prev2_x0.resize(x.len(), 0.0);
         }
-        let prev = &mut self.prev_x0[..x.len()];
-        let second_order = self.have_prev && !c.last;
-        for ((xv, &m), p) in x.iter_mut().zip(model_out).zip(prev.iter_mut()) {
-            let x0 = pred.x0_eps(*xv, m, c.a, c.s).0;
-            *xv = if second_order {
-                c.ratio * *xv + c.c0 * x0 + c.c1 * (x0 - *p)
-            } else {
-                c.ratio * *xv + c.c0 * x0
-            };
-            *p = x0;
+        let order = c.max_order.min(self.history + 1);
+        if order == 3 {
+            // x̂0₋₂ is overwritten by this step's x̂0, then the two histories swap roles.
+            let prev = &self.prev_x0[..x.len()];
+            let prev2 = &mut self.prev2_x0[..x.len()];
+            for (((xv, &m), &p1), p2) in x.iter_mut().zip(model_out).zip(prev).zip(prev2) {
+                let x0 = pred.x0_eps(*xv, m, c.a, c.s).0;
+                *xv = c.ratio * *xv + c.c0 * x0 + c.p * (x0 - p1) - c.q * (p1 - *p2);
+                *p2 = x0;
+            }
+            std::mem::swap(&mut self.prev_x0, &mut self.prev2_x0);
+        } else {
+            // The previous x̂0 becomes x̂0₋₂ (swap, then overwrite the older one in place).
+            std::mem::swap(&mut self.prev_x0, &mut self.prev2_x0);
+            let prev1 = &self.prev2_x0[..x.len()];
+            let cur = &mut self.prev_x0[..x.len()];
+            for (((xv, &m), &p1), cur) in x.iter_mut().zip(model_out).zip(prev1).zip(cur) {
+                let x0 = pred.x0_eps(*xv, m, c.a, c.s).0;
+                *xv = if order == 2 {
+                    c.ratio * *xv + c.c0 * x0 + c.c1 * (x0 - p1)
+                } else {
+                    c.ratio * *xv + c.c0 * x0
+                };
+                *cur = x0;
+            }
         }
-        self.have_prev = true;
+        self.history = (self.history + 1).min(2);
     }
 
     fn predict_x0(&self, i: usize, x: &[f32], model_out: &[f32], out: &mut [f32]) {
@@ -199,7 +250,7 @@ mod tests {
                     prediction,
                     ..Default::default()
                 };
-                let mut d = DpmSolverPp2m::new(&cfg, &sched);
+                let mut d = DpmSolverPp::new(&cfg, &sched, 2);
                 let ts = super::super::dpm_timesteps(spacing, reference::T, steps);
                 assert_eq!(d.timesteps(), &ts[..]);
                 // Start at 0; then part-way after prepare (fresh history), after reset, and
@@ -254,7 +305,7 @@ mod tests {
             ..Default::default()
         };
         let ab = alpha_bars();
-        let mut d = DpmSolverPp2m::new(&cfg, &sched);
+        let mut d = DpmSolverPp::new(&cfg, &sched, 2);
         let ts = d.timesteps().to_vec();
         for len in [3usize, 5, 2] {
             d.reset();
@@ -282,7 +333,7 @@ mod tests {
             steps: 10,
             ..Default::default()
         };
-        let mut d = DpmSolverPp2m::new(&cfg, &s);
+        let mut d = DpmSolverPp::new(&cfg, &s, 2);
         d.prepare(1);
         let t = d.timesteps()[9];
         let (x, eps) = (0.3f32, 0.9f32);
@@ -307,7 +358,7 @@ mod tests {
             steps: 20,
             ..Default::default()
         };
-        let mut d = DpmSolverPp2m::new(&cfg, &s);
+        let mut d = DpmSolverPp::new(&cfg, &s, 2);
         d.prepare(1);
         let (x0, eps) = (0.4f64, -0.7f64);
         let ts = d.timesteps().to_vec();

@@ -13,10 +13,15 @@ pub mod common;
 pub mod ddim;
 pub mod ddpm;
 pub mod dpm_solver;
+pub mod euler;
+pub mod euler_ancestral;
+pub mod heun;
+pub mod sigmas;
 
 pub use common::{
     dpm_timesteps, timesteps, Prediction, Sampler, SamplerConfig, SamplerKind, Spacing, Variance,
 };
+pub use sigmas::SigmaSchedule;
 
 use crate::error::Error;
 use crate::schedule::Schedule;
@@ -28,7 +33,13 @@ impl SamplerConfig {
         Ok(match self.kind {
             SamplerKind::Ddpm => Box::new(ddpm::Ddpm::new(self, schedule)),
             SamplerKind::Ddim => Box::new(ddim::Ddim::new(self, schedule)),
-            SamplerKind::DpmPp2m => Box::new(dpm_solver::DpmSolverPp2m::new(self, schedule)),
+            SamplerKind::Euler => Box::new(euler::Euler::new(self, schedule)),
+            SamplerKind::EulerAncestral => {
+                Box::new(euler_ancestral::EulerAncestral::new(self, schedule))
+            }
+            SamplerKind::Heun => Box::new(heun::Heun::new(self, schedule)),
+            SamplerKind::DpmPp2m => Box::new(dpm_solver::DpmSolverPp::new(self, schedule, 2)),
+            SamplerKind::DpmPp3m => Box::new(dpm_solver::DpmSolverPp::new(self, schedule, 3)),
         })
     }
 }

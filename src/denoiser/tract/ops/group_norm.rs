@@ -113,7 +113,11 @@ impl EvalOp for FusedGroupNorm {
         );
         in_f32(x, |data| {
             // With the SiLU in, a tensor is split between threads where TeamSilu's would be.
-            let min = if silu.is_some() { SPLIT_SILU_MIN } else { SPLIT_ROWS_MIN };
+            let min = if silu.is_some() {
+                SPLIT_SILU_MIN
+            } else {
+                SPLIT_ROWS_MIN
+            };
             split_units(data, plane * cpg, min, &|groups, first| {
                 group_norm_rows(
                     groups,
