@@ -342,10 +342,18 @@ fn plural(n: usize, word: &str) -> String {
 fn summary(s: &Samples, num: usize, batch: usize) -> String {
     let secs = s.elapsed.as_secs_f64();
     let calls = num.div_ceil(batch) * s.steps_run;
+    let steps = if s.sampler_steps == s.steps_run {
+        plural(s.steps_run, "step")
+    } else {
+        format!(
+            "{} ({})",
+            plural(s.sampler_steps, "step"),
+            plural(s.steps_run, "network call")
+        )
+    };
     format!(
-        "{}, {} in {secs:.2} s: {:.2} ms per network call, {:.1} images/s",
+        "{}, {steps} in {secs:.2} s: {:.2} ms per network call, {:.1} images/s",
         plural(num, "image"),
-        plural(s.steps_run, "step"),
         secs * 1e3 / calls as f64,
         num as f64 / secs
     )

@@ -9,7 +9,7 @@ use crate::denoiser::{Denoiser, Engine, ModelSpec};
 use crate::error::{Error, Result};
 use crate::image::{to_pixels, Pixels};
 use crate::noise::NoiseStream;
-use crate::sampler::{Sampler, SamplerConfig, SamplerKind};
+use crate::sampler::{Sampler, SamplerConfig, SamplerKind, SigmaSchedule};
 use crate::schedule::Schedule;
 
 /// img2img: start from a noised image instead of pure noise.
@@ -74,6 +74,8 @@ pub struct Samples {
     pub shape: [usize; 3],
     /// Network calls per batch actually run.
     pub steps_run: usize,
+    /// Sampler steps run (fewer than the calls for Heun: two calls per step but the last).
+    pub sampler_steps: usize,
     pub elapsed: Duration,
     /// Wall time of every network call, in call order per worker (for `bench`).
     pub step_times: Vec<Duration>,
@@ -108,6 +110,9 @@ impl Job {
         );
         if cfg.kind == SamplerKind::Ddpm {
             s.push_str(&format!(", variance: {}", cfg.variance));
+        }
+        if cfg.sigmas != SigmaSchedule::Default {
+            s.push_str(&format!(", sigmas: {}", cfg.sigmas));
         }
         if let Some(init) = &self.init_image {
             s.push_str(&format!(", strength: {}", init.strength));
@@ -158,10 +163,14 @@ pub fn generate(engine: &dyn Engine, job: &Job, observer: &dyn Observer) -> Resu
             )));
         }
     }
+    // The first network call that runs (img2img skips the first steps).
     let start = match &job.init_image {
-        Some(init) => img2img_start(sampler_cfg.steps, init.strength)?,
+        Some(init) => sampler_cfg
+            .kind
+            .first_call(img2img_start(sampler_cfg.steps, init.strength)?),
         None => 0,
     };
+    let calls = sampler_cfg.kind.calls(sampler_cfg.steps) - start;
     let batch = spec.batch;
     let batches = job.num.div_ceil(batch);
     let workers = job.threads.clamp(1, batches);
@@ -183,12 +192,7 @@ pub fn generate(engine: &dyn Engine, job: &Job, observer: &dyn Observer) -> Resu
                 let run = || -> Result<()> {
                     let mut den = engine.new_denoiser(intra_threads)?;
                     let mut sampler = sampler_cfg.build(&schedule)?;
-                    let mut w = Worker::new(
-                        &mut *sampler,
-                        batch,
-                        chw,
-                        (sampler_cfg.steps - start) * batches,
-                    );
+                    let mut w = Worker::new(&mut *sampler, batch, chw, calls * batches);
                     loop {
                         if failed.load(Ordering::Relaxed) {
                             return Ok(());
@@ -199,7 +203,7 @@ pub fn generate(engine: &dyn Engine, job: &Job, observer: &dyn Observer) -> Resu
                         }
                         let first = b * batch;
                         let count = batch.min(job.num - first);
-                        w.init(job, first, count, &schedule, start);
+                        w.init(job, first, count, start);
                         w.denoise(&mut *den, start, observer)?;
                         let mut o = out.lock().unwrap();
                         o[first * chw..(first + count) * chw].copy_from_slice(&w.x[..count * chw]);
@@ -220,7 +224,12 @@ pub fn generate(engine: &dyn Engine, job: &Job, observer: &dyn Observer) -> Resu
     Ok(Samples {
         data,
         shape,
-        steps_run: sampler_cfg.steps - start,
+        steps_run: calls,
+        sampler_steps: sampler_cfg.steps
+            - job
+                .init_image
+                .as_ref()
+                .map_or(Ok(0), |i| img2img_start(sampler_cfg.steps, i.strength))?,
         elapsed: t0.elapsed(),
         step_times: times.into_inner().unwrap(),
     })
@@ -264,15 +273,9 @@ impl<'s> Worker<'s> {
     }
 
     /// Sets x to the starting point of images `first..first + count` (the rest of the batch,
-    /// if any, is padding that is computed and discarded).
-    pub fn init(
-        &mut self,
-        job: &Job,
-        first: usize,
-        count: usize,
-        schedule: &Schedule,
-        start: usize,
-    ) {
+    /// if any, is padding that is computed and discarded). `start`: the first network call
+    /// that runs (img2img noises the image to its level).
+    pub fn init(&mut self, job: &Job, first: usize, count: usize, start: usize) {
         let chw = self.chw;
         self.first = first;
         self.count = count;
@@ -301,11 +304,7 @@ impl<'s> Worker<'s> {
             }
             if let Some(init) = &job.init_image {
                 // The seed's sample_forward: x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε at the first step run.
-                let t = self.sampler.timesteps()[start];
-                let (a, s) = (
-                    schedule.sqrt_alpha_bars[t] as f32,
-                    schedule.sqrt_one_minus_alpha_bars[t] as f32,
-                );
+                let (a, s) = self.sampler.level(start);
                 for (v, &x0) in xj.iter_mut().zip(&init.x0) {
                     *v = a * x0 + s * *v;
                 }

@@ -137,7 +137,7 @@ fn sampling_loop_allocates_nothing_outside_the_engine() {
         let mut worker = Worker::new(&mut *sampler, 2, 784, calls);
         COUNT.with(|c| c.set(0));
         COUNTING.with(|c| c.set(true));
-        worker.init(&job, 0, 2, &schedule, 0);
+        worker.init(&job, 0, 2, 0);
         let result = worker.denoise(&mut den, 0, &|| {});
         COUNTING.with(|c| c.set(false));
         result.unwrap();

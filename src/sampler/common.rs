@@ -105,6 +105,14 @@ impl SamplerKind {
             SamplerKind::Euler | SamplerKind::Heun | SamplerKind::DpmPp2m | SamplerKind::DpmPp3m
         )
     }
+    /// The network call that step `step` starts with (Heun: two calls per step; diffusers'
+    /// `t_start · scheduler.order` for img2img).
+    pub fn first_call(self, step: usize) -> usize {
+        match self {
+            SamplerKind::Heun => 2 * step,
+            _ => step,
+        }
+    }
     /// Network calls for `steps` steps (Heun: two per step but the last).
     pub fn calls(self, steps: usize) -> usize {
         match self {
@@ -439,6 +447,10 @@ pub trait Sampler: Send {
     /// Advances `x` from step `i` to step `i + 1` given the network output `model_out` at
     /// `timesteps()[i]`; `noise` holds `x.len()` standard normals iff `noise_std(i) > 0`.
     fn step(&mut self, i: usize, x: &mut [f32], model_out: &[f32], noise: &[f32]);
+
+    /// √ᾱ and √(1 − ᾱ) of the level the network sees at step `i` (img2img noises the image
+    /// to it: x = √ᾱ·x0 + √(1 − ᾱ)·ε).
+    fn level(&self, i: usize) -> (f32, f32);
 
     /// The current x̂0 estimate (for previews), written to `out`.
     fn predict_x0(&self, i: usize, x: &[f32], model_out: &[f32], out: &mut [f32]);

@@ -86,6 +86,10 @@ impl Sampler for Ddim {
         }
     }
 
+    fn level(&self, i: usize) -> (f32, f32) {
+        (self.coefs[i].a, self.coefs[i].s)
+    }
+
     fn predict_x0(&self, i: usize, x: &[f32], model_out: &[f32], out: &mut [f32]) {
         let c = self.coefs[i];
         x0_into(self.prediction, c.a, c.s, x, model_out, out);

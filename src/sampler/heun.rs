@@ -125,6 +125,10 @@ impl Sampler for Heun {
         }
     }
 
+    fn level(&self, i: usize) -> (f32, f32) {
+        (self.calls[i].a, self.calls[i].s)
+    }
+
     fn predict_x0(&self, i: usize, x: &[f32], model_out: &[f32], out: &mut [f32]) {
         let c = self.calls[i];
         x0_into(self.prediction, c.a, c.s, x, model_out, out);
@@ -140,7 +144,7 @@ mod tests {
     /// Largest |ours − f64 diffusers| of a whole Heun step (both calls) from the same x, over
     /// 1 + the size of the terms summed (the second slope divides by σ', which magnifies f32
     /// rounding near the end of the chain), over the predictions and schedules below.
-    /// Measured worst 8.35e-8 (x86).
+    /// Measured worst 8.35e-8 (x86; qemu A72 and A76 the same).
     const HEUN_STEP_TOL: f64 = 2.5e-7;
 
     /// 2S − 1 calls at diffusers' interleaved timesteps, and each step (both calls) against

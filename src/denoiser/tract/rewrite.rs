@@ -654,7 +654,7 @@ mod tests {
     /// Largest |fused − unfused| over an output value's magnitude plus 1, between the graph
     /// [`fuse_group_norms`] made and the graph as exported (our instance norm, then tract's
     /// Mul, Add and SiLU): the two round the affine in a different order. Measured worst
-    /// 1.02e-7 (x86-64: portable, AVX2).
+    /// 1.02e-7 (x86-64: portable, AVX2; qemu A72 and A76: portable, NEON).
     const FUSED_VS_EXPORTED: f32 = 3e-7;
 
     /// What follows the instance norm in a test graph.
