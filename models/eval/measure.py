@@ -108,6 +108,10 @@ def run_edge_sample(binary, model, sampler, steps, num, seed, tmp, threads=None,
     npy = Path(tmp) / "out.npy"
     if npy.exists():
         npy.unlink()
+    # SAMPLER+SIGMAS (e.g. dpmpp-2m+karras) runs the sampler with --sigmas SIGMAS.
+    sampler, _, sigmas = sampler.partition("+")
+    if sigmas:
+        extra = ("--sigmas", sigmas, *extra)
     cmd = [str(binary), "-q", "-m", str(model), "--sampler", sampler, "--steps", str(steps),
            "--num", str(num), "--seed", str(seed), "--save-npy", str(npy),
            "-o", str(Path(tmp) / "sheet.png")]
@@ -126,7 +130,8 @@ def run_edge_sample(binary, model, sampler, steps, num, seed, tmp, threads=None,
 
 
 def parse_configs(text):
-    """'ddim:20:fp32,dpmpp-2m:10:int8-qop[,ddpm:1000:fp32:64]' -> list of dicts."""
+    """'ddim:20:fp32,dpmpp-2m+karras:10:int8-qop[,ddpm:1000:fp32:64]' -> list of dicts
+    (SAMPLER+SIGMAS: the sampler with --sigmas SIGMAS)."""
     out = []
     for item in text.split(","):
         parts = item.strip().split(":")
@@ -187,7 +192,7 @@ def main():
     ap.add_argument("--default-sampler", default="ddim")
     ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                     help=f"comma list among {', '.join(VARIANT_SUFFIX)}")
-    ap.add_argument("--configs", help="explicit SAMPLER:STEPS:VARIANT[:NUM],... instead of the default set")
+    ap.add_argument("--configs", help="explicit SAMPLER[+SIGMAS]:STEPS:VARIANT[:NUM],... instead of the default set")
     ap.add_argument("--edge-args", default="",
                     help="extra edge-sample flags for every run; write --edge-args=\"--no-clip --eta 0.5\"")
     ap.add_argument("--no-real", action="store_true", help="skip the real held-out data row")
