@@ -81,6 +81,15 @@ const INT8_QOP_STEPS: Limit = Limit {
     max: 5.0,
     mean: 1.3,
 };
+/// QDQ convolutions with a float output, integer sums times one f32 multiplier (ours and
+/// tract's) vs onnxruntime's float convolution of the dequantized tensors, relative to
+/// std(ort output, graph optimizations off: the ONNX definition). Worst max/std 4.71e-7
+/// (residual_u8), mean/std 5.51e-8 (stride2_reshape), every kernel set and tract alike (x86
+/// and qemu A72/A76: the sums are exact, the multiply the same IEEE operation); 3× each.
+const QDQ_FLOAT_CONV: Limit = Limit {
+    max: 1.5e-6,
+    mean: 1.7e-7,
+};
 /// The scale of tiny_unet_int8_qdq/qop's final DequantizeLinear (eps_scale in both files).
 const TINY_UNET_INT8_EPS_SCALE: f32 = 0.030_368_28;
 /// Our kernels vs tract's own lowering on models/fashion/fashion.onnx, relative to std of
@@ -492,6 +501,60 @@ fn qlinear_convs_run_on_our_int8_kernels_and_match_onnxruntime() {
                 &got,
                 &r.want,
                 scale,
+            );
+        }
+    }
+}
+
+/// tests/fixtures/models/qdq_conv_{case}.onnx (make_qdq_conv.py): QDQ convolutions whose
+/// output feeds float operations (a residual Add, Relu, Reshape), made `ConvInteger` → bias →
+/// cast → scale by the loader and run by our 8-bit kernels storing f32. Two checks:
+/// - against tract's own lowering of the same rewritten graph (its integer convolution, then
+///   its Add, Cast and Mul): bit for bit, as the fused store does the same operations;
+/// - against onnxruntime, which convolves the dequantized tensors in float:
+///   [`QDQ_FLOAT_CONV`].
+#[test]
+fn qdq_convs_with_float_output_run_on_our_int8_kernels() {
+    for (case, convs) in [
+        ("residual_u8", 1),
+        ("relu_s8_per_channel", 2),
+        ("stride2_reshape", 1),
+    ] {
+        let stem = format!("qdq_conv_{case}");
+        let r = Reference::load(&stem);
+        let std = r.std();
+        let tract = load_with(
+            &format!("{stem}.onnx"),
+            r.n,
+            Precision::Auto,
+            Kernels::Tract,
+        );
+        assert!(
+            tract.rewrites.iter().any(|w| w.contains("float output")),
+            "{stem}: {:?}",
+            tract.rewrites
+        );
+        let tract_out = run_on(&tract, &r);
+        for kernels in kernel_choices() {
+            let m = load_with(&format!("{stem}.onnx"), r.n, Precision::Auto, kernels);
+            let ours = if kernels == Kernels::Tract { 0 } else { convs };
+            assert_eq!(
+                m.quant_convs,
+                ours,
+                "{stem} {}: {}",
+                kernels.name(),
+                m.kernels
+            );
+            let got = run_on(&m, &r);
+            let case = format!("{stem} {} ({})", kernels.name(), m.kernels);
+            assert_within("QDQ_FLOAT_CONV", &case, &got, &r.want, std, QDQ_FLOAT_CONV);
+            let same = got
+                .iter()
+                .zip(&tract_out)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{case}: not bit-identical to tract's ConvInteger → Add → Cast → Mul"
             );
         }
     }

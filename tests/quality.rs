@@ -304,7 +304,8 @@ const DIGITS: Floors = Floors {
 };
 
 /// Limits at 3× the measured relative |Δ| from fp32 (confidence / entropy, 256 images, x86
-/// avx512): fp16 and fp16-half 4.4e-4 / 1.45e-3; int8 QDQ 3.81e-3 / 1.10e-3; int8 QOperator
+/// avx512): fp16 and fp16-half 4.4e-4 / 1.45e-3; int8 QDQ 3.81e-3 / 1.10e-3 (since its
+/// float-output convolutions run integer, x86 avx2: 1.25e-3 / 8.7e-4); int8 QOperator
 /// 3.69e-3 / 1.01e-3 (README targets: fp16 within 1 %, int8 within 5 %). Reduced count: mean
 /// |Δ| of 2 images' samples from fp32's first 2, measured (x86 avx512 / qemu neon Cortex-A72):
 /// fp16 2.65e-3 / 2.65e-3, int8 QDQ 3.16e-3 / 3.17e-3, int8 QOperator 3.62e-3 / 3.77e-3 (two
@@ -369,7 +370,8 @@ const FASHION: Floors = Floors {
 /// Limits at 3× the measured relative |Δ| from fp32 (confidence / entropy, 64 images, x86
 /// avx512): fp16 and fp16-half 1.54e-3 / 0; int8 QDQ 4.18e-3 / 0; int8 QOperator 7.00e-3 /
 /// 1.90e-3. fp16's and QDQ's class histograms were fp32's exactly: entropy asserted identical
-/// (limit 0).
+/// (limit 0). int8 QDQ since its float-output convolutions run integer (2026-12-06, x86 avx2):
+/// 5.99e-3 / 0, limit 3× that.
 const FASHION_VARIANTS: [Variant; 4] = [
     Variant {
         file: "models/fashion/fashion-fp16.onnx",
@@ -385,7 +387,7 @@ const FASHION_VARIANTS: [Variant; 4] = [
     },
     Variant {
         file: "models/fashion/fashion-int8-qdq.onnx",
-        conf: 1.27e-2,
+        conf: 1.8e-2,
         entropy: 0.0,
         mean_diff_reduced: None,
     },

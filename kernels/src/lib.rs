@@ -37,6 +37,9 @@ pub use matmul::{matmul_reference, MatMul, MatMulShape};
 pub use norm::{
     group_norm_rows, instance_norm, instance_norm_rows, layer_norm, layer_norm_reference,
 };
-pub use quant::{qconv_reference, quantize, requantize, DotIsa, QuantConv, QuantParams, Q8};
+pub use quant::{
+    qconv_reference, qconv_sums_reference, quantize, requantize, DotIsa, QuantConv, QuantOutput,
+    QuantParams, QuantStore, Q8,
+};
 pub use softmax::{exp_approx, softmax, EXP_REL_TOL};
 pub use team::{share, split_units, with_team, Team};

@@ -25,7 +25,9 @@
 //!
 //! Requantization is onnxruntime's (`MlasRequantizeOutput`): `(acc + bias)` converted to f32,
 //! times the f32 scale `x_scale · w_scale / y_scale`, clamped to the output range less its zero
-//! point, rounded half to even, plus the zero point.
+//! point, rounded half to even, plus the zero point. The same sums can be stored as they are
+//! (`ConvInteger`) or dequantized into f32 by one multiply per value ([`QuantOutput`]): the
+//! integer convolution of a QDQ graph whose output feeds float operations.
 
 use crate::conv::ConvShape;
 use crate::team::{current, share, Team};
@@ -237,20 +239,20 @@ pub fn quantize(x: &[f32], y_scale: f32, y_zero: i32, y_type: Q8, y: &mut [u8]) 
     }
 }
 
-/// `QLinearConv` from its definition: i64 sums of `(x − x_zp)(w − 0)` over the padded image,
-/// `bias` added, then [`requantize`]. `x` is NCHW bytes of `p.x_type`, `w` is
-/// `[co][ci][kh][kw]`; returns NCHW bytes of `p.y_type`.
-pub fn qconv_reference(
+/// The exact sums of a `QLinearConv` from its definition: i64 sums of `(x − x_zp)(w − 0)` over
+/// the padded image plus `bias`, wrapped to i32 (what `ConvInteger` followed by an integer bias
+/// gives). `x` is NCHW bytes of `p.x_type`, `w` is `[co][ci][kh][kw]`; returns NCHW sums.
+pub fn qconv_sums_reference(
     shape: &ConvShape,
     x: &[u8],
     w: &[i8],
     bias: &[i32],
     p: &QuantParams,
-) -> Vec<u8> {
+) -> Vec<i32> {
     let s = shape;
     let (oh, ow) = (s.out_h(), s.out_w());
     let n = x.len() / (s.ci * s.h * s.w);
-    let mut y = vec![0u8; n * s.co * oh * ow];
+    let mut y = vec![0i32; n * s.co * oh * ow];
     for b in 0..n {
         for o in 0..s.co {
             for oy in 0..oh {
@@ -273,13 +275,85 @@ pub fn qconv_reference(
                         }
                     }
                     let acc = acc + bias.get(o).copied().unwrap_or(0) as i64;
-                    let q = requantize(acc as i32, p.scale(o), p.y_zero, p.y_type);
-                    y[((b * s.co + o) * oh + oy) * ow + ox] = p.y_type.byte(q);
+                    y[((b * s.co + o) * oh + oy) * ow + ox] = acc as i32;
                 }
             }
         }
     }
     y
+}
+
+/// `QLinearConv` from its definition: [`qconv_sums_reference`], then [`requantize`]; returns
+/// NCHW bytes of `p.y_type`.
+pub fn qconv_reference(
+    shape: &ConvShape,
+    x: &[u8],
+    w: &[i8],
+    bias: &[i32],
+    p: &QuantParams,
+) -> Vec<u8> {
+    let pixels = shape.out_h() * shape.out_w();
+    qconv_sums_reference(shape, x, w, bias, p)
+        .iter()
+        .enumerate()
+        .map(|(i, &acc)| {
+            let o = i / pixels % shape.co;
+            p.y_type
+                .byte(requantize(acc, p.scale(o), p.y_zero, p.y_type))
+        })
+        .collect()
+}
+
+/// What a [`QuantConv`] stores of each exact sum `acc` (bias and offsets included), in the
+/// element type [`QuantStore`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantOutput {
+    /// `QLinearConv`: [`requantize`]d into bytes of the output type (`u8`).
+    Requantized,
+    /// `ConvInteger` (+ an integer bias): the sums themselves (`i32`).
+    Sums,
+    /// A dequantizing store: `acc as f32 · m[o]` with one f32 multiplier per channel (`f32`),
+    /// what `ConvInteger → Add(bias) → Cast(float) → Mul(m)` computes, in one rounding.
+    Dequantized,
+}
+
+/// An element type a [`QuantConv`] can store: `u8` (requantized), `i32` (sums), `f32`
+/// (dequantized).
+pub trait QuantStore: Copy + Default + Send + Sync + 'static {
+    /// The output kind this type stores.
+    const OUTPUT: QuantOutput;
+    /// Channel `o`'s run of sums `acc` into `dst`.
+    fn store(conv: &QuantConv, o: usize, acc: &[i32], dst: &mut [Self]);
+}
+
+impl QuantStore for u8 {
+    const OUTPUT: QuantOutput = QuantOutput::Requantized;
+    fn store(conv: &QuantConv, o: usize, acc: &[i32], dst: &mut [u8]) {
+        let (lo, hi) = conv.params.y_type.range();
+        let y_zero = conv.params.y_zero;
+        let lo_hi = [(lo - y_zero) as f32, (hi - y_zero) as f32];
+        requantize_run(acc, conv.bias[o], conv.scale[o], lo_hi, y_zero, dst);
+    }
+}
+
+impl QuantStore for i32 {
+    const OUTPUT: QuantOutput = QuantOutput::Sums;
+    fn store(conv: &QuantConv, o: usize, acc: &[i32], dst: &mut [i32]) {
+        let bias = conv.bias[o];
+        for (d, &a) in dst.iter_mut().zip(acc) {
+            *d = a.wrapping_add(bias);
+        }
+    }
+}
+
+impl QuantStore for f32 {
+    const OUTPUT: QuantOutput = QuantOutput::Dequantized;
+    fn store(conv: &QuantConv, o: usize, acc: &[i32], dst: &mut [f32]) {
+        let (bias, m) = (conv.bias[o], conv.scale[o]);
+        for (d, &a) in dst.iter_mut().zip(acc) {
+            *d = a.wrapping_add(bias) as f32 * m;
+        }
+    }
 }
 
 /// A `QLinearConv` with its weights packed for one [`DotIsa`].
@@ -297,7 +371,9 @@ pub struct QuantConv {
     w: Vec<i8>,
     /// Per channel: the model's bias plus the folded offsets (see the module docs).
     bias: Vec<i32>,
+    /// Per channel: the requantization scale, or the dequantizing multiplier.
     scale: Vec<f32>,
+    output: QuantOutput,
     /// Whether a weight is −128 (`Neon` then adds each product pair in 32 bits).
     #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
     has_min_weight: bool,
@@ -389,8 +465,50 @@ impl QuantConv {
             w: packed,
             bias,
             scale,
+            output: QuantOutput::Requantized,
             params,
         })
+    }
+
+    /// The same convolution storing its exact sums (`i32`, [`QuantOutput::Sums`]); the
+    /// parameters' output type, scale and zero point are then unused.
+    pub fn with_sums(mut self) -> QuantConv {
+        self.output = QuantOutput::Sums;
+        self
+    }
+
+    /// The same convolution storing `(sum + bias[o]) as f32 · multiplier[o]` (`f32`,
+    /// [`QuantOutput::Dequantized`]): `bias` (empty, one, or one per channel) is added to the
+    /// integer bias it has, `multiplier` holds one value or one per channel.
+    pub fn with_dequantized(
+        mut self,
+        bias: &[i32],
+        multiplier: &[f32],
+    ) -> Result<QuantConv, QuantConvError> {
+        let co = self.shape.co;
+        let per = |n: usize| n == 1 || n == co;
+        if !(bias.is_empty() || per(bias.len())) || !per(multiplier.len()) {
+            return Err(QuantConvError::Shape(format!(
+                "{} biases and {} multipliers for {co} channels",
+                bias.len(),
+                multiplier.len()
+            )));
+        }
+        let pick = |v: &[f32], o: usize| v[if v.len() == 1 { 0 } else { o }];
+        for o in 0..co {
+            if !bias.is_empty() {
+                let b = bias[if bias.len() == 1 { 0 } else { o }];
+                self.bias[o] = self.bias[o].wrapping_add(b);
+            }
+            self.scale[o] = pick(multiplier, o);
+        }
+        self.output = QuantOutput::Dequantized;
+        Ok(self)
+    }
+
+    /// What it stores.
+    pub fn output(&self) -> QuantOutput {
+        self.output
     }
 
     /// The kernel set it runs.
@@ -411,11 +529,12 @@ impl QuantConv {
         bordered + self.seg - s.kw * s.ci
     }
 
-    /// Runs on `x` (NCHW bytes of the input type, any number of images) into `y` (NCHW bytes
-    /// of the output type). With a team (the current one, for layers big enough): several
+    /// Runs on `x` (NCHW bytes of the input type, any number of images) into `y` (NCHW values
+    /// of its [`QuantOutput`]: bytes of the output type, sums or f32). With a team (the current one, for layers big enough): several
     /// images are split between its threads, each with its own share of `scratch`; one image
     /// has its output channels split.
-    pub fn run(&self, x: &[u8], y: &mut [u8], scratch: &mut Vec<u8>) {
+    pub fn run<T: QuantStore>(&self, x: &[u8], y: &mut [T], scratch: &mut Vec<u8>) {
+        assert_eq!(T::OUTPUT, self.output, "output type of {:?}", self.shape);
         let s = &self.shape;
         let image_in = s.ci * s.h * s.w;
         let image_out = s.co * s.out_h() * s.out_w();
@@ -455,7 +574,13 @@ impl QuantConv {
 
     /// One image: copied channels-last into `scratch`, then its channels (split between the
     /// threads of `team` when one is given).
-    fn image(&self, xi: &[u8], scratch: &mut [u8], yi: &mut [u8], team: Option<&Team>) {
+    fn image<T: QuantStore>(
+        &self,
+        xi: &[u8],
+        scratch: &mut [u8],
+        yi: &mut [T],
+        team: Option<&Team>,
+    ) {
         let s = &self.shape;
         let wp = s.w + s.pad[1] + s.pad[3];
         let bordered = &mut scratch[..self.scratch_len()];
@@ -495,15 +620,17 @@ impl QuantConv {
 
     /// Output channels `range` (starting at a tile) of one image from its bordered copy: the
     /// sums of a tile of channels over a run of [`CHUNK`] pixels, then each channel's run
-    /// requantized.
-    fn channels(&self, bordered: &[u8], range: std::ops::Range<usize>, out: &mut [u8]) {
+    /// stored ([`QuantStore`]).
+    fn channels<T: QuantStore>(
+        &self,
+        bordered: &[u8],
+        range: std::ops::Range<usize>,
+        out: &mut [T],
+    ) {
         let s = &self.shape;
         let pixels = s.out_h() * s.out_w();
         let kp = self.kp;
         let step = (s.w + s.pad[1] + s.pad[3]) * s.ci;
-        let (lo, hi) = self.params.y_type.range();
-        let y_zero = self.params.y_zero;
-        let (lo, hi) = ((lo - y_zero) as f32, (hi - y_zero) as f32);
         let mut acc = [[0i32; CHUNK]; TILE];
         let mut at = [0usize; CHUNK];
         for c0 in (0..pixels).step_by(CHUNK) {
@@ -524,14 +651,7 @@ impl QuantConv {
                 for (i, acc) in acc.iter().enumerate().take(range.end - o0) {
                     let o = o0 + i;
                     let dst = &mut out[(o - range.start) * pixels + c0..][..n];
-                    requantize_run(
-                        &acc[..n],
-                        self.bias[o],
-                        self.scale[o],
-                        [lo, hi],
-                        y_zero,
-                        dst,
-                    );
+                    T::store(self, o, &acc[..n], dst);
                 }
             }
         }
@@ -957,6 +1077,100 @@ mod tests {
             }
         }
         assert!(checked >= cases.len() * 12);
+    }
+
+    /// The other two stores: exact sums (`ConvInteger` + bias) and dequantized f32
+    /// (`(sum + extra bias) as f32 · m[o]`, compared bit for bit), with and without a team.
+    #[test]
+    fn sums_and_dequantized_outputs_equal_the_definition() {
+        let team = std::sync::Arc::new(crate::team::Team::new(3).unwrap());
+        let cases = [
+            shape(10, 20, [7, 9], 3, 1, 1),
+            shape(20, 10, [6, 6], 1, 1, 0),
+            shape(3, 5, [5, 5], 3, 2, 1),
+            shape(6, 10, [12, 11], 3, 1, 1),
+            shape(16, 24, [12, 12], 3, 1, 1),
+        ];
+        let mut checked = 0;
+        for (n, s) in cases.iter().enumerate() {
+            for x_type in [Q8::U8, Q8::I8] {
+                for per_channel in [false, true] {
+                    let images = 1 + n % 2;
+                    let x = bytes(images * s.ci * s.h * s.w, 3 + n as u64);
+                    let w: Vec<i8> = bytes(s.co * s.ci * s.kh * s.kw, 13 + n as u64)
+                        .into_iter()
+                        .map(|b| b as i8)
+                        .collect();
+                    let bias: Vec<i32> = (0..s.co).map(|o| (o as i32 - 2) * 1013).collect();
+                    let extra: Vec<i32> = if per_channel {
+                        (0..s.co).map(|o| 40_000 - o as i32 * 7_919).collect()
+                    } else {
+                        vec![-12_345]
+                    };
+                    let m: Vec<f32> = if per_channel {
+                        (0..s.co).map(|o| 1.3e-5 * (1.0 + o as f32 / 7.0)).collect()
+                    } else {
+                        vec![2.7e-5]
+                    };
+                    let p = params(x_type, Q8::U8, vec![0.004]);
+                    let sums = qconv_sums_reference(s, &x, &w, &bias, &p);
+                    let pixels = s.out_h() * s.out_w();
+                    let pick = |v: &[i32], o: usize| v[if v.len() == 1 { 0 } else { o }];
+                    let want_f: Vec<f32> = sums
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &a)| {
+                            let o = i / pixels % s.co;
+                            let mo = m[if m.len() == 1 { 0 } else { o }];
+                            a.wrapping_add(pick(&extra, o)) as f32 * mo
+                        })
+                        .collect();
+                    for isa in crate::testing::dot_isas() {
+                        for with in [false, true] {
+                            let run = |f: &mut dyn FnMut()| {
+                                if with {
+                                    crate::team::with_team(&team, f)
+                                } else {
+                                    f()
+                                }
+                            };
+                            let conv = QuantConv::new(*s, &w, &bias, p.clone(), isa).unwrap();
+                            let summing = conv.clone().with_sums();
+                            assert_eq!(summing.output(), QuantOutput::Sums);
+                            let mut y = vec![0i32; sums.len()];
+                            run(&mut || summing.run(&x, &mut y, &mut Vec::new()));
+                            assert!(y == sums, "{} {s:?} {x_type:?} sums", isa.name());
+                            let deq = conv.with_dequantized(&extra, &m).unwrap();
+                            let mut y = vec![0f32; sums.len()];
+                            run(&mut || deq.run(&x, &mut y, &mut Vec::new()));
+                            let same = y
+                                .iter()
+                                .zip(&want_f)
+                                .all(|(a, b)| a.to_bits() == b.to_bits());
+                            assert!(same, "{} {s:?} {x_type:?} dequantized", isa.name());
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked >= cases.len() * 8);
+    }
+
+    /// The dequantizing store checks its parameters, and a store of another type is refused.
+    #[test]
+    fn dequantized_parameters_are_checked() {
+        let s = shape(4, 6, [3, 3], 1, 1, 0);
+        let p = params(Q8::U8, Q8::U8, vec![0.01]);
+        let conv = QuantConv::new(s, &[1; 24], &[], p, DotIsa::Portable).unwrap();
+        let err = conv.clone().with_dequantized(&[1, 2], &[1.0]).unwrap_err();
+        assert_eq!(err.to_string(), "2 biases and 1 multipliers for 6 channels");
+        assert!(conv.clone().with_dequantized(&[], &[0.5; 4]).is_err());
+        assert!(conv.clone().with_dequantized(&[], &[0.5; 6]).is_ok());
+        let wrong = std::panic::catch_unwind(|| {
+            conv.run(&[0u8; 36], &mut [0f32; 54], &mut Vec::new());
+        });
+        assert!(wrong.is_err(), "a requantizing conv stored f32");
     }
 
     /// Sums near the i16 limits: all activations at −128 (u8 0) against weights of −127 and

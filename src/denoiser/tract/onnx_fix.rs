@@ -295,11 +295,28 @@ fn init_all_zero(t: &pb::TensorProto) -> bool {
         && t.int64_data.is_empty()
 }
 
-/// QDQ convolutions: `DequantizeLinear(x)`, `DequantizeLinear(int8 weights, zero point 0)` and
-/// `DequantizeLinear(int32 bias, scale x_scale · w_scale)` → `Conv` → a single
-/// `QuantizeLinear` becomes one `QLinearConv` (what onnxruntime's QDQ transformer runs, so the
-/// same integer result), which edge-sample runs on its 8-bit kernels. Returns how many.
-fn fuse_qdq_convs(graph: &mut pb::GraphProto) -> usize {
+/// How many QDQ convolutions [`fuse_qdq_convs`] made integer, by the kind of their output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct QdqConvs {
+    /// Into `QLinearConv` (8-bit output).
+    requantized: usize,
+    /// Into `ConvInteger` → `Add` → `Cast` → `Mul` (f32 output).
+    float: usize,
+}
+
+/// QDQ convolutions: `DequantizeLinear(x)` (8-bit, per-tensor), `DequantizeLinear(int8
+/// weights, zero point 0)` and `DequantizeLinear(int32 bias, scale x_scale · w_scale)` →
+/// `Conv`, then
+/// - a single `QuantizeLinear`: one `QLinearConv` (what onnxruntime's QDQ transformer runs, so
+///   the same integer result);
+/// - anything else (the float output feeds a residual `Add`, a `Reshape`, …): `ConvInteger` →
+///   `Add(bias)` → `Cast(float)` → `Mul(x_scale · w_scale)`, the same value computed from the
+///   exact integer sum (onnxruntime runs a float convolution of the dequantized tensors there:
+///   the two differ by f32 rounding).
+///
+/// Both run on edge-sample's 8-bit kernels (the second as one op storing f32, see
+/// `rewrite::fuse_dequantizing_convs`); tract's own lowering runs them as written.
+fn fuse_qdq_convs(graph: &mut pb::GraphProto) -> QdqConvs {
     use std::collections::HashMap;
     let default = |n: &pb::NodeProto| n.domain.is_empty() || n.domain == "ai.onnx";
     let inits: HashMap<&str, &pb::TensorProto> = graph
@@ -322,54 +339,51 @@ fn fuse_qdq_convs(graph: &mut pb::GraphProto) -> usize {
         let n = &graph.node[*producer.get(name)?];
         (n.op_type == "DequantizeLinear" && default(n) && n.input.len() == 3).then_some(n)
     };
-    // (conv index, quantize index, the QLinearConv)
-    let mut fused: Vec<(usize, usize, pb::NodeProto)> = vec![];
+    // (conv index, quantize index if one is absorbed, the nodes replacing the conv)
+    let mut fused: Vec<(usize, Option<usize>, Vec<pb::NodeProto>)> = vec![];
+    let mut new_inits: Vec<pb::TensorProto> = vec![];
+    let mut counts = QdqConvs::default();
     for (ci, conv) in graph.node.iter().enumerate() {
         if conv.op_type != "Conv" || !default(conv) || conv.output.len() != 1 {
             continue;
         }
         let y = conv.output[0].as_str();
-        let Some([qi]) = uses.get(y).map(|u| u.as_slice()) else {
-            continue;
+        let quantize = match uses.get(y).map(|u| u.as_slice()) {
+            Some([qi]) => Some(*qi).filter(|&qi| {
+                let q = &graph.node[qi];
+                q.op_type == "QuantizeLinear"
+                    && default(q)
+                    && q.input.len() == 3
+                    && !outputs.contains(&y)
+            }),
+            _ => None,
         };
-        let q = &graph.node[*qi];
-        if q.op_type != "QuantizeLinear"
-            || !default(q)
-            || q.input.len() != 3
-            || outputs.contains(&y)
-        {
-            continue;
-        }
         let (Some(dx), Some(dw)) = (dq(input(conv, 0)), dq(input(conv, 1))) else {
             continue;
         };
-        let (Some(w), Some(wzp), Some(ws), Some(xs)) = (
+        let (Some(w), Some(wzp), Some(ws), Some(xs), Some(xzp)) = (
             inits.get(input(dw, 0)),
             inits.get(input(dw, 2)),
             inits.get(input(dw, 1)).and_then(|t| init_floats(t)),
             inits.get(input(dx, 1)).and_then(|t| init_floats(t)),
+            inits.get(input(dx, 2)),
         ) else {
             continue;
         };
         let per_channel = ws.len() > 1;
+        let co = w.dims.first().copied().unwrap_or(0);
         if w.data_type != 3
+            || w.dims.len() != 4
             || !init_all_zero(wzp)
+            || !matches!(xzp.data_type, 2 | 3)
+            || xzp.dims.iter().product::<i64>() != 1
             || xs.len() != 1
             || (per_channel
                 && (attr_i(dw, "axis", 1) != 0 || w.dims.first() != Some(&(ws.len() as i64))))
         {
             continue;
         }
-        let mut ins: Vec<&str> = vec![
-            input(dx, 0),
-            input(dx, 1),
-            input(dx, 2),
-            input(dw, 0),
-            input(dw, 1),
-            input(dw, 2),
-            input(q, 1),
-            input(q, 2),
-        ];
+        let mut bias = None;
         if !input(conv, 2).is_empty() {
             let Some(db) = dq(input(conv, 2)) else {
                 continue;
@@ -383,38 +397,104 @@ fn fuse_qdq_convs(graph: &mut pb::GraphProto) -> usize {
             };
             let scale_ok =
                 bs.len() == ws.len() && bs.iter().zip(&ws).all(|(&b, &w)| b == xs[0] * w);
-            if b.data_type != 6 || !init_all_zero(bzp) || !scale_ok {
+            if b.data_type != 6 || !init_all_zero(bzp) || !scale_ok || b.dims != [co] {
                 continue;
             }
-            ins.push(input(db, 0));
+            bias = Some(*b);
         }
+        let base = if conv.name.is_empty() { y } else { &conv.name };
+        if let Some(qi) = quantize {
+            let q = &graph.node[qi];
+            let mut ins: Vec<&str> = vec![
+                input(dx, 0),
+                input(dx, 1),
+                input(dx, 2),
+                input(dw, 0),
+                input(dw, 1),
+                input(dw, 2),
+                input(q, 1),
+                input(q, 2),
+            ];
+            if let Some(b) = bias {
+                ins.push(&b.name);
+            }
+            let mut n = node(
+                "QLinearConv",
+                format!("{base}__es_qlinearconv"),
+                &ins,
+                &[&q.output[0]],
+            );
+            n.attribute = conv.attribute.clone();
+            fused.push((ci, Some(qi), vec![n]));
+            counts.requantized += 1;
+            continue;
+        }
+        // Float output: the exact sums, plus the integer bias, cast, times x_scale · w_scale.
+        let sums = format!("{base}__es_sums");
         let mut n = node(
-            "QLinearConv",
-            format!(
-                "{}__es_qlinearconv",
-                if conv.name.is_empty() { y } else { &conv.name }
-            ),
-            &ins,
-            &[&q.output[0]],
+            "ConvInteger",
+            format!("{base}__es_convinteger"),
+            &[input(dx, 0), input(dw, 0), input(dx, 2)],
+            &[&sums],
         );
         n.attribute = conv.attribute.clone();
-        fused.push((ci, *qi, n));
+        let mut nodes = vec![n];
+        let mut at = sums;
+        if let Some(b) = bias {
+            let mut b = b.clone();
+            b.name = format!("{base}__es_bias");
+            b.dims = vec![1, co, 1, 1];
+            let out = format!("{base}__es_biased");
+            nodes.push(node(
+                "Add",
+                format!("{base}__es_add_bias"),
+                &[&at, &b.name],
+                &[&out],
+            ));
+            new_inits.push(b);
+            at = out;
+        }
+        let cast = format!("{base}__es_float");
+        let mut c = node("Cast", format!("{base}__es_cast"), &[&at], &[&cast]);
+        c.attribute.push(int_attr("to", 1));
+        nodes.push(c);
+        let multiplier: Vec<f32> = ws.iter().map(|&w| xs[0] * w).collect();
+        let m = pb::TensorProto {
+            name: format!("{base}__es_scale"),
+            data_type: 1,
+            dims: if per_channel {
+                vec![1, co, 1, 1]
+            } else {
+                vec![1]
+            },
+            float_data: multiplier,
+            ..Default::default()
+        };
+        nodes.push(node(
+            "Mul",
+            format!("{base}__es_mul"),
+            &[&cast, &m.name],
+            &[y],
+        ));
+        new_inits.push(m);
+        fused.push((ci, None, nodes));
+        counts.float += 1;
     }
-    let count = fused.len();
-    let mut replace: HashMap<usize, pb::NodeProto> = HashMap::new();
+    let mut replace: HashMap<usize, Vec<pb::NodeProto>> = HashMap::new();
     let mut drop = std::collections::HashSet::new();
     for (ci, qi, n) in fused {
         replace.insert(ci, n);
-        drop.insert(qi);
+        drop.extend(qi);
     }
     let old = std::mem::take(&mut graph.node);
     graph.node = old
         .into_iter()
         .enumerate()
         .filter(|(i, _)| !drop.contains(i))
-        .map(|(i, n)| replace.remove(&i).unwrap_or(n))
+        .flat_map(|(i, n)| replace.remove(&i).unwrap_or_else(|| vec![n]))
         .collect();
-    count
+    graph.initializer.extend(new_inits);
+    counts
 }
 
 /// Applies every rewrite the graph needs; returns a line per kind of rewrite applied.
@@ -455,10 +535,17 @@ pub fn apply(model: &mut pb::ModelProto) -> Vec<String> {
         });
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
     let qdq_convs = fuse_qdq_convs(graph);
-    if qdq_convs > 0 {
+    if qdq_convs.requantized > 0 {
         counts.insert(
             "QDQ DequantizeLinear → Conv → QuantizeLinear fused into QLinearConv;".into(),
-            qdq_convs,
+            qdq_convs.requantized,
+        );
+    }
+    if qdq_convs.float > 0 {
+        counts.insert(
+            "QDQ DequantizeLinear → Conv (float output) fused into ConvInteger → Add → Cast → Mul;"
+                .into(),
+            qdq_convs.float,
         );
     }
     let dequantized = per_tensor_dequantized(graph);

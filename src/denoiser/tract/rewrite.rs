@@ -228,6 +228,7 @@ pub fn rewrite_before_declutter(model: &mut TypedModel, kernels: Isa) -> TractRe
             })
     })?;
     let count = count + replace_quant_convs(model, kernels)?;
+    fuse_dequantizing_convs(model)?;
     if count > 0 {
         model.compact()?;
     }
@@ -247,6 +248,71 @@ fn replace_quant_convs(model: &mut TypedModel, kernels: Isa) -> TractResult<usiz
             continue;
         };
         let patch = TypedModelPatch::replace_single_op(model, node, &[node.inputs[0]], op)?;
+        patch.apply(model)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Folds `QuantConvOp` (i32 sums, from ONNX `ConvInteger`) → `+ bias` (i32 constant, one or
+/// one per channel, optional) → cast to f32 → `· multiplier` (f32 constant, one or one per
+/// channel) into one [`QuantConvOp`] storing f32 ([`QuantConvOp::dequantizing`]): the same
+/// operations in the same order, so the same bits. Returns how many.
+fn fuse_dequantizing_convs(model: &mut TypedModel) -> TractResult<usize> {
+    let mut count = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(op) = node.op_as::<QuantConvOp>() else {
+            continue;
+        };
+        let Some(shape) = node.outputs[0].fact.shape.as_concrete().map(|s| s.to_vec()) else {
+            continue;
+        };
+        let mut at = OutletId::new(id, 0);
+        let mut absorbed = vec![];
+        let mut next = model.single_succ(id)?;
+        let mut bias = vec![];
+        if let Some(add) = next {
+            if let Some(b) = channel_tensor(model, add, at, "add", &shape)? {
+                if b.datum_type() != DatumType::I32 {
+                    continue;
+                }
+                bias = b.try_as_plain_ram()?.as_slice::<i32>()?.to_vec();
+                at = OutletId::new(add.id, 0);
+                absorbed.push(add.id);
+                next = model.single_succ(add.id)?;
+            }
+        }
+        let Some(cast) = next.filter(|n| {
+            n.op_as::<tract_onnx::tract_core::ops::cast::Cast>()
+                .is_some_and(|c| c.to == DatumType::F32)
+        }) else {
+            continue;
+        };
+        at = OutletId::new(cast.id, 0);
+        absorbed.push(cast.id);
+        let Some(mul) = model.single_succ(cast.id)? else {
+            continue;
+        };
+        let Some(m) = channel_tensor(model, mul, at, "mul", &shape)? else {
+            continue;
+        };
+        if m.datum_type() != DatumType::F32 {
+            continue;
+        }
+        let m = m.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+        let Some(fused) = op.dequantizing(&bias, &m) else {
+            continue;
+        };
+        absorbed.push(mul.id);
+        let mut patch = TypedModelPatch::new("fuse dequantizing conv");
+        let x = patch.tap_model(model, node.inputs[0])?;
+        let wire = patch.wire_node(&node.name, fused, &[x])?[0];
+        patch.shunt_outside(model, OutletId::new(mul.id, 0), wire)?;
+        patch.obliterate(id)?;
+        for n in absorbed {
+            patch.obliterate(n)?;
+        }
         patch.apply(model)?;
         count += 1;
     }
@@ -509,9 +575,9 @@ fn is_reshape(node: &TypedNode) -> bool {
         .is_some_and(|op| !matches!(op, AxisOp::Move(..)))
 }
 
-/// The per-channel values of `node` when it is `Mul` (`kind` "mul") or `Add` ("add") of the
-/// tensor `x` (shape `shape`, `[N, C, …]`) and a constant that holds one value per channel
-/// (or one value), its output shaped as `x`.
+/// The per-channel values of `node` as f32, when it is `Mul` (`kind` "mul") or `Add` ("add")
+/// of the tensor `x` (shape `shape`, `[N, C, …]`) and a constant that holds one value per
+/// channel (or one value), its output shaped as `x`.
 fn channel_constant(
     model: &TypedModel,
     node: &TypedNode,
@@ -519,6 +585,19 @@ fn channel_constant(
     kind: &str,
     shape: &[usize],
 ) -> TractResult<Option<Vec<f32>>> {
+    channel_tensor(model, node, x, kind, shape)?
+        .map(|k| f32_values(&k))
+        .transpose()
+}
+
+/// [`channel_constant`]'s constant as it is (its own type, any layout of one value per channel).
+fn channel_tensor(
+    model: &TypedModel,
+    node: &TypedNode,
+    x: OutletId,
+    kind: &str,
+    shape: &[usize],
+) -> TractResult<Option<Arc<Tensor>>> {
     let Some(bin) = node.op_as::<TypedBinOp>() else {
         return Ok(None);
     };
@@ -550,7 +629,7 @@ fn channel_constant(
     if !per_channel || out.shape.as_concrete() != Some(shape) {
         return Ok(None);
     }
-    Ok(Some(f32_values(k)?))
+    Ok(Some(k.clone()))
 }
 
 /// A tensor's values as f32.

@@ -1,15 +1,18 @@
-//! 8-bit convolutions (ONNX `QLinearConv`, tract's quantized `Conv`) on our integer kernels:
-//! [`QuantConv`].
+//! 8-bit convolutions (ONNX `QLinearConv` and `ConvInteger`, tract's quantized `Conv`) on our
+//! integer kernels: [`QuantConv`]. A `ConvInteger` followed by an integer bias, a cast to float
+//! and a per-channel multiplier (what edge-sample makes of a QDQ convolution whose output feeds
+//! float operations) becomes one op storing f32: [`QuantConvOp::dequantizing`].
 use std::sync::Arc;
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use edge_sample_kernels::{ConvShape, DotIsa, Isa, QuantConv, QuantParams, Q8};
+use edge_sample_kernels::{ConvShape, DotIsa, Isa, QuantConv, QuantOutput, QuantParams, Q8};
 
 /// A quantized convolution on [`QuantConv`]: one 8-bit input, the weights, bias, scales and
-/// zero points packed inside, an 8-bit output of the type tract's `Conv` gave.
+/// zero points packed inside; an 8-bit output of the type tract's `Conv` gave, its i32 sums
+/// (`ConvInteger`), or f32.
 #[derive(Debug, Clone)]
 pub struct QuantConvOp {
     conv: Arc<QuantConv>,
@@ -101,7 +104,11 @@ impl QuantConvOp {
         }
         let x = model.outlet_fact(node.inputs[0])?;
         let out_dt = node.outputs[0].fact.datum_type;
-        let (Some(x_type), Some(y_type)) = (q8(x.datum_type), q8(out_dt)) else {
+        let sums = out_dt == DatumType::I32;
+        let (Some(x_type), Some(y_type)) = (
+            q8(x.datum_type),
+            if sums { Some(Q8::U8) } else { q8(out_dt) },
+        ) else {
             return Ok(None);
         };
         let Some(xs) = x
@@ -191,11 +198,39 @@ impl QuantConvOp {
         let Ok(qc) = QuantConv::new(shape, &weights, &bias, params, dot_isa_for(kernels)) else {
             return Ok(None);
         };
+        let qc = if sums { qc.with_sums() } else { qc };
         Ok(Some(QuantConvOp {
             conv: Arc::new(qc),
             batched,
             out_dt,
         }))
+    }
+
+    /// This op (storing sums) followed by `+ bias` (i32, one or one per channel), a cast to
+    /// f32 and `· multiplier` (one or one per channel), as one op storing f32.
+    pub fn dequantizing(&self, bias: &[i32], multiplier: &[f32]) -> Option<QuantConvOp> {
+        if self.conv.output() != QuantOutput::Sums {
+            return None;
+        }
+        let conv = (*self.conv)
+            .clone()
+            .with_dequantized(bias, multiplier)
+            .ok()?;
+        Some(QuantConvOp {
+            conv: Arc::new(conv),
+            batched: self.batched,
+            out_dt: DatumType::F32,
+        })
+    }
+
+    /// The number of output channels.
+    pub fn channels(&self) -> usize {
+        self.conv.shape().co
+    }
+
+    /// What it stores.
+    pub fn output(&self) -> QuantOutput {
+        self.conv.output()
     }
 
     fn out_shape<D: Clone + From<usize>>(&self, input: &[D]) -> TVec<D> {
@@ -215,8 +250,13 @@ impl Op for QuantConvOp {
     }
     fn info(&self) -> TractResult<Vec<String>> {
         let s = self.conv.shape();
+        let out = match self.conv.output() {
+            QuantOutput::Requantized => "",
+            QuantOutput::Sums => ", i32 out",
+            QuantOutput::Dequantized => ", f32 out",
+        };
         Ok(vec![format!(
-            "int8 {}x{} stride {} {}->{} ({})",
+            "int8 {}x{} stride {} {}->{} ({}{out})",
             s.kh,
             s.kw,
             s.stride[0],
@@ -242,14 +282,21 @@ impl EvalOp for QuantConvOp {
         let mut y = Tensor::zero_dt(self.out_dt, &shape)?;
         let xr = x.try_as_plain_ram()?;
         let mut yr = y.try_as_plain_ram_mut()?;
-        // SAFETY: both are 8-bit types (checked when the op was made): read and written as bytes.
-        let (xb, yb) = unsafe {
-            (
-                xr.as_slice_unchecked::<u8>(),
-                yr.as_slice_mut_unchecked::<u8>(),
-            )
-        };
-        SCRATCH.with(|s| self.conv.run(xb, yb, &mut s.borrow_mut()));
+        // SAFETY: the input is an 8-bit type (checked when the op was made): read as bytes.
+        let xb = unsafe { xr.as_slice_unchecked::<u8>() };
+        SCRATCH.with(|s| -> TractResult<()> {
+            let scratch = &mut s.borrow_mut();
+            match self.conv.output() {
+                // SAFETY: an 8-bit output type (checked when the op was made): written as bytes.
+                QuantOutput::Requantized => {
+                    self.conv
+                        .run(xb, unsafe { yr.as_slice_mut_unchecked::<u8>() }, scratch)
+                }
+                QuantOutput::Sums => self.conv.run(xb, yr.as_slice_mut::<i32>()?, scratch),
+                QuantOutput::Dequantized => self.conv.run(xb, yr.as_slice_mut::<f32>()?, scratch),
+            }
+            Ok(())
+        })?;
         Ok(tvec![y.into_tvalue()])
     }
 }
