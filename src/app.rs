@@ -361,16 +361,22 @@ fn summary(s: &Samples, num: usize, batch: usize) -> String {
 
 /// Peak resident memory of this process in KiB (Linux VmHWM), if known.
 pub fn peak_rss_kib() -> Option<u64> {
+    proc_status_kib("VmHWM:")
+}
+
+/// One KiB figure of /proc/self/status (Linux), if known.
+fn proc_status_kib(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
 }
 
 pub fn info(model: &str, precision: Precision) -> Result<()> {
     let source = models::resolve(Some(model))?;
+    let before = proc_status_kib("VmRSS:");
     let m = load_within_ceiling(
         &source,
         &LoadOptions {
@@ -429,6 +435,23 @@ pub fn info(model: &str, precision: Precision) -> Result<()> {
     println!("kernels:      {}", m.kernels);
     if !m.rewrites.is_empty() {
         println!("rewrites:     {}", m.rewrites.join("; "));
+    }
+    if let (Some(before), Some(after), Some(peak)) =
+        (before, proc_status_kib("VmRSS:"), proc_status_kib("VmHWM:"))
+    {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let winograd = if m.winograd_convs > 0 {
+            " (Winograd layers keep their weights transformed, up to 4× their size: \
+             EDGE_SAMPLE_CONV=direct for the least memory)"
+        } else {
+            ""
+        };
+        println!(
+            "memory:       loading took {:.1} MiB resident ({:.1} MiB at its peak), batch 1, \
+             the program code it ran included{winograd}",
+            mib(after.saturating_sub(before)),
+            mib(peak.saturating_sub(before)),
+        );
     }
     Ok(())
 }

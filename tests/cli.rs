@@ -527,6 +527,7 @@ fn info_reports_what_was_detected() {
         "epsilon",
         "linear T=1000",
         "[metadata]",
+        "loading took",
     ] {
         assert!(out.contains(needle), "'{needle}' missing in:\n{out}");
     }

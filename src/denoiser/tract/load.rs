@@ -1,10 +1,10 @@
 //! `Model::load`, one step per function: read the bytes and the sidecar, parse the protobuf,
 //! find the interface and the model's settings, choose the precision, parse with our
 //! operators, fix every input shape, translate the precision, put our kernels in, optimize.
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use anyhow::Context as _;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
@@ -19,7 +19,7 @@ use super::rewrite::{self, Rewritten};
 use crate::denoiser::api::{Kernels, Precision};
 use crate::denoiser::info::{parse_sidecar, ModelInfo};
 use crate::error::{one_line, Error, Result};
-use crate::input::{read_capped, MAX_MODEL_BYTES, MAX_SIDECAR_BYTES};
+use crate::input::{read_capped, FileStream, MAX_MODEL_BYTES, MAX_SIDECAR_BYTES};
 
 /// True when the CPU has native f16 arithmetic (FEAT_FP16), honouring `TRACT_CPU_ISA`.
 pub fn cpu_has_fp16() -> bool {
@@ -98,7 +98,7 @@ impl Model {
         let engine = |e: anyhow::Error| Error::model(&origin, format!("tract: {}", one_line(&e)));
         let (bytes, sidecar) = read_source(source)?;
         let file_size = bytes.len();
-        let mut proto = parse_proto(&origin, &bytes)?;
+        let mut proto = parse_proto(&origin, bytes)?;
         limits::check_graph(&origin, graph(&origin, &proto)?)?;
         let io = IoSpec::find(&origin, graph(&origin, &proto)?)?;
         let info = model_info(&origin, source, &proto, &sidecar)?;
@@ -108,11 +108,9 @@ impl Model {
         limits::check_image(&origin, io.image_shape, batch)?;
         let compute_f16 = computes_f16(opts, &io);
         let kernels = opts.kernels;
-        let mut model = parse_graph(&proto, kernels).map_err(engine)?;
-        // The parsed protobuf and the file's bytes hold a copy of every weight each: gone
-        // before tract optimizes (peak memory of the main job).
+        let weights = take_initializers(&mut proto);
+        let mut model = parse_graph(&proto, weights, kernels).map_err(engine)?;
         drop(proto);
-        drop(bytes);
         let (image_pos, time_pos) = fix_inputs(&origin, &mut model, &io, batch)?;
         let mut typed = model.into_typed().map_err(engine)?;
         to_f32(&mut typed, compute_f16).map_err(engine)?;
@@ -198,14 +196,29 @@ fn quiet_panics<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
 /// Settings by name (ONNX metadata, sidecar).
 type Settings = BTreeMap<String, String>;
 
-/// The file's bytes and its sidecar's settings (none for a built-in model).
-fn read_source(source: &ModelSource) -> Result<(Cow<'static, [u8]>, Settings)> {
+/// A model's bytes: compiled in, or a file read as it is decoded.
+enum ModelBytes {
+    Embedded(&'static [u8]),
+    File(FileStream),
+}
+
+impl ModelBytes {
+    fn len(&self) -> usize {
+        match self {
+            ModelBytes::Embedded(b) => b.len(),
+            ModelBytes::File(f) => f.len() as usize,
+        }
+    }
+}
+
+/// The model's bytes and its sidecar's settings (none for a built-in model).
+fn read_source(source: &ModelSource) -> Result<(ModelBytes, Settings)> {
     match source {
         ModelSource::Path(p) => {
-            let bytes = read_capped(p, "model", MAX_MODEL_BYTES)?;
-            Ok((bytes.into(), read_sidecar(p)?))
+            let file = FileStream::open(p, "model", MAX_MODEL_BYTES)?;
+            Ok((ModelBytes::File(file), read_sidecar(p)?))
         }
-        ModelSource::Embedded { bytes, .. } => Ok(((*bytes).into(), BTreeMap::new())),
+        ModelSource::Embedded { bytes, .. } => Ok((ModelBytes::Embedded(bytes), BTreeMap::new())),
     }
 }
 
@@ -221,18 +234,28 @@ fn read_sidecar(model: &Path) -> Result<BTreeMap<String, String>> {
     parse_sidecar(&path, &text)
 }
 
-fn parse_proto(origin: &str, bytes: &[u8]) -> Result<pb::ModelProto> {
-    tract_onnx::onnx()
-        .proto_model_for_read(&mut &*bytes)
-        .map_err(|e| {
-            Error::model(
-                origin,
-                format!(
-                    "not a valid ONNX file (truncated or another format?): {}",
-                    one_line(&e)
-                ),
-            )
-        })
+/// The protobuf, decoded as the file is read (tract's `proto_model_for_read` would first copy
+/// the whole file, then decode a second copy of every weight from it): the weights are in
+/// memory once, in the message.
+fn parse_proto(origin: &str, bytes: ModelBytes) -> Result<pb::ModelProto> {
+    let decoded = match bytes {
+        ModelBytes::Embedded(b) => <pb::ModelProto as prost::Message>::decode(b),
+        ModelBytes::File(mut f) => {
+            let decoded = <pb::ModelProto as prost::Message>::decode(&mut f);
+            // A read error (or a file changed while read) explains a failed decode best.
+            f.finish()?;
+            decoded
+        }
+    };
+    decoded.map_err(anyhow::Error::from).map_err(|e| {
+        Error::model(
+            origin,
+            format!(
+                "not a valid ONNX file (truncated or another format?): {}",
+                one_line(&e)
+            ),
+        )
+    })
 }
 
 fn graph<'p>(origin: &str, proto: &'p pb::ModelProto) -> Result<&'p pb::GraphProto> {
@@ -281,16 +304,63 @@ fn computes_f16(opts: &LoadOptions, io: &IoSpec) -> bool {
     }
 }
 
-/// The ONNX graph as tract's inference model; with our kernels, ONNX `LayerNormalization`
-/// and `InstanceNormalization` are parsed into single nodes (see [`rewrite::register`]).
-fn parse_graph(proto: &pb::ModelProto, kernels: Kernels) -> TractResult<InferenceModel> {
+/// The graph's initializers (its weights), moved out of the protobuf: [`parse_graph`] turns
+/// them into tract tensors one at a time, each protobuf copy freed as its tensor is made, so
+/// that the weights are never held twice over (peak memory of the main job).
+fn take_initializers(proto: &mut pb::ModelProto) -> Vec<pb::TensorProto> {
+    proto
+        .graph
+        .as_mut()
+        .map(|g| std::mem::take(&mut g.initializer))
+        .unwrap_or_default()
+}
+
+/// The ONNX graph (its initializers taken out by [`take_initializers`] and given as
+/// `weights`) as tract's inference model; with our kernels, ONNX `LayerNormalization` and
+/// `InstanceNormalization` are parsed into single nodes (see [`rewrite::register`]).
+///
+/// tract's parser makes a source node of each name no node or initializer defines; each
+/// weight's source becomes the constant tract would have made, and leaves the model's inputs.
+fn parse_graph(
+    proto: &pb::ModelProto,
+    weights: Vec<pb::TensorProto>,
+    kernels: Kernels,
+) -> TractResult<InferenceModel> {
     let mut onnx = tract_onnx::onnx()
         .with_ignore_value_info(true)
         .with_ignore_output_shapes(true);
     if let Kernels::Ours(_) = kernels {
         rewrite::register(&mut onnx);
     }
-    onnx.model_for_proto_model(proto)
+    let parsed = onnx.parse(proto, None)?;
+    let mut model = parsed.model;
+    let mut inputs = model.input_outlets()?.to_vec();
+    let mut resolved = std::collections::HashSet::new();
+    for t in weights {
+        let Some(&outlet) = parsed.outlets_by_name.get(&t.name) else {
+            continue; // read by no node
+        };
+        let tensor = tract_onnx::tensor::load_tensor(&*onnx.provider, &t, None)
+            .with_context(|| format!("initializer {}", t.name))?
+            .into_arc_tensor();
+        resolved.insert(t.name.clone());
+        drop(t);
+        let fact = TypedFact::try_from(tensor.clone())?;
+        let node = model.node_mut(outlet.node);
+        node.op = Box::new(tract_onnx::tract_core::ops::konst::Const::new(tensor)?);
+        node.outputs[0].fact = fact.into();
+        inputs.retain(|&i| i != outlet);
+    }
+    model.set_input_outlets(&inputs)?;
+    let unresolved: Vec<&String> = parsed
+        .unresolved_inputs
+        .iter()
+        .filter(|n| !resolved.contains(*n))
+        .collect();
+    if !unresolved.is_empty() {
+        anyhow::bail!("Could not resolve inputs at top-level: {unresolved:?}");
+    }
+    Ok(model)
 }
 
 /// Fixes the image input to `[batch, C, H, W]` and the timestep to its shape for `batch`;

@@ -497,7 +497,46 @@ fn fuse_qdq_convs(graph: &mut pb::GraphProto) -> QdqConvs {
     counts
 }
 
-/// Applies every rewrite the graph needs; returns a line per kind of rewrite applied.
+/// Removes the nodes whose outputs nothing reads (the `DequantizeLinear`s of weights and
+/// activations the fusions above left behind, above all): tract would otherwise fold each
+/// dequantized weight into an f32 constant, 4× the int8 weight's memory, before dropping it.
+fn prune_dead_nodes(graph: &mut pb::GraphProto) {
+    use std::collections::HashSet;
+    loop {
+        let read: HashSet<&str> = graph
+            .node
+            .iter()
+            .flat_map(|n| n.input.iter().map(|s| s.as_str()))
+            .chain(graph.output.iter().map(|o| o.name.as_str()))
+            .collect();
+        let dead: Vec<usize> = graph
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                !n.output.is_empty() && n.output.iter().all(|o| !read.contains(o.as_str()))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if dead.is_empty() {
+            break;
+        }
+        for i in dead.into_iter().rev() {
+            graph.node.remove(i);
+        }
+    }
+    // Initializers nothing reads go too, but not those the graph also lists as inputs (older
+    // exporters do): without its initializer, such an input would become a model input.
+    let read: HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .chain(graph.output.iter().map(|o| o.name.clone()))
+        .chain(graph.input.iter().map(|i| i.name.clone()))
+        .collect();
+    graph.initializer.retain(|t| read.contains(&t.name));
+}
+
 /// The default-domain DequantizeLinear nodes with a scalar scale, by output name.
 fn per_tensor_dequantized(
     graph: &pb::GraphProto,
@@ -522,6 +561,7 @@ fn per_tensor_dequantized(
         .collect()
 }
 
+/// Applies every rewrite the graph needs; returns a line per kind of rewrite applied.
 pub fn apply(model: &mut pb::ModelProto) -> Vec<String> {
     let Some(graph) = model.graph.as_mut() else {
         return vec![];
@@ -592,6 +632,7 @@ pub fn apply(model: &mut pb::ModelProto) -> Vec<String> {
         }
     }
     graph.node = nodes;
+    prune_dead_nodes(graph);
     counts
         .into_iter()
         .map(|(k, v)| format!("{v}× {k} rewritten"))
