@@ -622,6 +622,17 @@ fn qdq_convs_with_float_output_run_on_our_int8_kernels() {
     }
 }
 
+/// QLinearMatMul of two activations, computed in f32 between DequantizeLinear and
+/// QuantizeLinear (onnxruntime: exact integer sums, then requantized).
+#[test]
+fn qlinear_matmul_of_two_activations_is_rewritten_and_matches_onnxruntime() {
+    check_rewritten(
+        "qop_QLinearMatMul",
+        "1× QLinearMatMul (two activations, the product in f32) rewritten",
+        40.0 / 255.0,
+    );
+}
+
 #[test]
 fn qlinear_mul_is_rewritten_and_matches_onnxruntime() {
     check_contrib_op("QLinearMul", 12.0 / 255.0);
