@@ -14,21 +14,15 @@ t = 50, 300, 600, 900). docs/PERFORMANCE.md (Memory) measures the peak memory of
 """
 import argparse
 import os
+import sys
 
 import numpy as np
 import torch
 from diffusers import UNet2DModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class Eps(torch.nn.Module):
-    def __init__(self, unet):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, sample, timestep):
-        return self.unet(sample, timestep).sample
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_attention_unet import Eps  # noqa: E402  (the UNet's eps as one output)
 
 
 class Calibration:

@@ -66,7 +66,18 @@ struct Builder<'a> {
     nodes: Vec<pb::NodeProto>,
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
+    /// For the nodes replacing `n`: named after its name, or its first output's.
+    fn for_node(n: &'a pb::NodeProto) -> Builder<'a> {
+        Builder {
+            base: if n.name.is_empty() {
+                n.output.first().map_or("", |s| s.as_str())
+            } else {
+                &n.name
+            },
+            nodes: vec![],
+        }
+    }
     fn tmp(&self, what: &str) -> String {
         format!("{}__es_{what}_{}", self.base, self.nodes.len())
     }
@@ -128,14 +139,7 @@ fn input(n: &pb::NodeProto, i: usize) -> &str {
 
 /// Rewrites one contrib node; `None` when it is not one we know.
 fn rewrite_contrib(n: &pb::NodeProto) -> Option<Vec<pb::NodeProto>> {
-    let mut b = Builder {
-        base: if n.name.is_empty() {
-            &n.output[0]
-        } else {
-            &n.name
-        },
-        nodes: vec![],
-    };
+    let mut b = Builder::for_node(n);
     let out = n.output.first()?.as_str();
     match n.op_type.as_str() {
         "QLinearAdd" | "QLinearMul" => {
@@ -241,14 +245,7 @@ fn rewrite_activation_qmatmul(n: &pb::NodeProto) -> Option<Vec<pb::NodeProto>> {
     if n.input.len() != 8 || n.output.len() != 1 {
         return None;
     }
-    let mut b = Builder {
-        base: if n.name.is_empty() {
-            &n.output[0]
-        } else {
-            &n.name
-        },
-        nodes: vec![],
-    };
+    let mut b = Builder::for_node(n);
     let a = b.dq(input(n, 0), input(n, 1), input(n, 2));
     let w = b.dq(input(n, 3), input(n, 4), input(n, 5));
     let y = b.op("MatMul", &[&a, &w], vec![]);
@@ -260,15 +257,7 @@ fn rewrite_gemm(n: &pb::NodeProto) -> Option<Vec<pb::NodeProto>> {
     if attr_f(n, "alpha", 1.0) != 1.0 || attr_f(n, "beta", 1.0) != 1.0 {
         return None;
     }
-    let base = if n.name.is_empty() {
-        n.output[0].clone()
-    } else {
-        n.name.clone()
-    };
-    let mut b = Builder {
-        base: &base,
-        nodes: vec![],
-    };
+    let mut b = Builder::for_node(n);
     let mut a = input(n, 0).to_string();
     let mut w = input(n, 1).to_string();
     if attr_i(n, "transA", 0) != 0 {
@@ -281,7 +270,7 @@ fn rewrite_gemm(n: &pb::NodeProto) -> Option<Vec<pb::NodeProto>> {
     if input(n, 2).is_empty() {
         b.push(node(
             "MatMul",
-            format!("{base}__es_matmul"),
+            format!("{}__es_matmul", b.base),
             &[&a, &w],
             &[out],
         ));
@@ -289,7 +278,7 @@ fn rewrite_gemm(n: &pb::NodeProto) -> Option<Vec<pb::NodeProto>> {
         let y = b.op("MatMul", &[&a, &w], vec![]);
         b.push(node(
             "Add",
-            format!("{base}__es_add"),
+            format!("{}__es_add", b.base),
             &[&y, input(n, 2)],
             &[out],
         ));
