@@ -272,6 +272,21 @@ fn kernel_choices() -> Vec<Kernels> {
     k
 }
 
+/// tests/fixtures/models/{stem}.onnx for `batch` on `kernels`, asserting that `convs` of its
+/// convolutions run on our 8-bit kernels (none with tract's own lowering).
+fn load_with_quant_convs(stem: &str, batch: usize, kernels: Kernels, convs: usize) -> Model {
+    let m = load_with(&format!("{stem}.onnx"), batch, Precision::Auto, kernels);
+    let ours = if kernels == Kernels::Tract { 0 } else { convs };
+    assert_eq!(
+        m.quant_convs,
+        ours,
+        "{stem} {}: {}",
+        kernels.name(),
+        m.kernels
+    );
+    m
+}
+
 /// What `--precision auto` computes an fp16 model in with these kernels: f16 only with
 /// FEAT_FP16 and tract's own kernels (ours are f32).
 fn auto_compute(kernels: Kernels) -> &'static str {
@@ -445,15 +460,7 @@ fn default_qdq_export_of_the_digit_model_loads_and_matches_onnxruntime() {
     let path = fixture(&format!("ort/{stem}_unoptimized_eps.npy"));
     let (_, unoptimized) = edge_sample::npy::read_f32(&path).unwrap();
     for kernels in kernel_choices() {
-        let m = load_with(&format!("{stem}.onnx"), r.n, Precision::Auto, kernels);
-        let ours = if kernels == Kernels::Tract { 0 } else { 39 };
-        assert_eq!(
-            m.quant_convs,
-            ours,
-            "{stem} {}: {}",
-            kernels.name(),
-            m.kernels
-        );
+        let m = load_with_quant_convs(stem, r.n, kernels, 39);
         let got = run_on(&m, &r);
         assert_within(
             "QDQ_DEFAULT_STEPS",
@@ -547,15 +554,7 @@ fn qlinear_convs_run_on_our_int8_kernels_and_match_onnxruntime() {
         let stem = format!("qconv_{case}");
         let r = Reference::load(&stem);
         for kernels in kernel_choices() {
-            let m = load_with(&format!("{stem}.onnx"), r.n, Precision::Auto, kernels);
-            let ours = if kernels == Kernels::Tract { 0 } else { convs };
-            assert_eq!(
-                m.quant_convs,
-                ours,
-                "{stem} {}: {}",
-                kernels.name(),
-                m.kernels
-            );
+            let m = load_with_quant_convs(&stem, r.n, kernels, convs);
             let got = run_on(&m, &r);
             assert_bits(
                 "QLINEAR_CONV",
@@ -598,15 +597,7 @@ fn qdq_convs_with_float_output_run_on_our_int8_kernels() {
         );
         let tract_out = run_on(&tract, &r);
         for kernels in kernel_choices() {
-            let m = load_with(&format!("{stem}.onnx"), r.n, Precision::Auto, kernels);
-            let ours = if kernels == Kernels::Tract { 0 } else { convs };
-            assert_eq!(
-                m.quant_convs,
-                ours,
-                "{stem} {}: {}",
-                kernels.name(),
-                m.kernels
-            );
+            let m = load_with_quant_convs(&stem, r.n, kernels, convs);
             let got = run_on(&m, &r);
             let case = format!("{stem} {} ({})", kernels.name(), m.kernels);
             assert_within("QDQ_FLOAT_CONV", &case, &got, &r.want, std, QDQ_FLOAT_CONV);
